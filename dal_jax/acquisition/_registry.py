@@ -1,0 +1,126 @@
+"""The acquisition registry: one name -> one uniform callable plus what it needs from the model.
+
+The loop never dispatches on type: it asks the registry for an :class:`Acquisition`, computes the
+model outputs it ``requires`` (``"log_probs"`` ``[S, N, C]``, ``"pre_logits"`` ``[N, D]``), and
+calls :func:`acquire`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, NamedTuple
+
+import jax
+
+from dal_jax.acquisition import _scores
+from dal_jax.acquisition import _selectors
+
+
+class Acquisition(NamedTuple):
+  """A registered acquisition.
+
+  Attributes:
+    name: registry name.
+    fn: for ``returns == "scores"``: ``fn(inputs, *, key, where) -> [N]`` (higher = acquire);
+      for ``returns == "indices"``: ``fn(inputs, *, key, where, k) -> [k]`` distinct indices.
+    requires: model outputs the function reads from ``inputs``.
+    returns: ``"scores"`` (combined with a selector) or ``"indices"`` (batch-aware methods).
+  """
+
+  name: str
+  fn: Callable[..., jax.Array]
+  requires: tuple[str, ...]
+  returns: str = "scores"
+
+
+ACQUISITIONS: dict[str, Acquisition] = {}
+
+
+def register(name: str, fn: Callable[..., jax.Array], *, requires=("log_probs",),
+             returns: str = "scores", overwrite: bool = False) -> Acquisition:
+  """Adds an acquisition to the registry (see :class:`Acquisition` for ``fn``'s signature)."""
+  if returns not in ("scores", "indices"):
+    raise ValueError(f"returns must be 'scores' or 'indices', got {returns!r}")
+  if name in ACQUISITIONS and not overwrite:
+    raise ValueError(f"acquisition {name!r} is already registered (pass overwrite=True)")
+  acq = Acquisition(name=name, fn=fn, requires=tuple(requires), returns=returns)
+  ACQUISITIONS[name] = acq
+  return acq
+
+
+def register_score(name: str, score_fn: Callable[..., jax.Array], *, requires=("log_probs",),
+                   overwrite: bool = False) -> Acquisition:
+  """Registers a plain score function ``score_fn(<required arrays...>, *, where=None) -> [N]``.
+
+  Example::
+
+    def max_prob_gap(log_probs, *, where=None): ...
+    register_score("max_prob_gap", max_prob_gap)
+  """
+
+  def fn(inputs, *, key, where):
+    del key
+    return score_fn(*(inputs[r] for r in requires), where=where)
+
+  return register(name, fn, requires=requires, overwrite=overwrite)
+
+
+def get_acquisition(name: str) -> Acquisition:
+  """Looks up an acquisition; unknown names raise ``ValueError`` listing the valid ones."""
+  if name not in ACQUISITIONS:
+    raise ValueError(f"unknown acquisition {name!r}; valid acquisitions: {sorted(ACQUISITIONS)}")
+  return ACQUISITIONS[name]
+
+
+def acquire(acquisition: Acquisition | str, inputs: Mapping[str, jax.Array], *, key: jax.Array,
+            k: int, where: jax.Array | None = None, selector: str = "top_k",
+            beta: float = 1.0) -> jax.Array:
+  """Selects ``k`` distinct candidate indices with an acquisition.
+
+  Args:
+    acquisition: an :class:`Acquisition` or its registered name.
+    inputs: model outputs, at least those in ``acquisition.requires``.
+    key: PRNG key (split between scoring and selection).
+    k: batch size (static).
+    where: ``[N]`` candidate mask (``~labeled``).
+    selector: ``top_k`` / ``power`` / ``softmax`` / ``softrank`` for score acquisitions.
+    beta: temperature of the stochastic selectors.
+
+  Returns:
+    ``[k]`` int32 pool indices.
+  """
+  acq = get_acquisition(acquisition) if isinstance(acquisition, str) else acquisition
+  missing = [r for r in acq.requires if r not in inputs]
+  if missing:
+    raise ValueError(f"acquisition {acq.name!r} requires model outputs {missing}; got "
+                     f"{sorted(inputs)}")
+  score_key, select_key = jax.random.split(key)
+  if acq.returns == "indices":
+    return acq.fn(inputs, key=key, where=where, k=k)
+  scores = acq.fn(inputs, key=score_key, where=where)
+  return _selectors.get_selector(selector)(select_key, scores, k, beta=beta)
+
+
+for _name, _fn in [
+    ("entropy", _scores.predictive_entropy),
+    ("least_confidence", _scores.least_confidence),
+    ("margin", _scores.margin),
+    ("variation_ratios", _scores.variation_ratios),
+    ("mean_std", _scores.mean_std),
+    ("bald", _scores.bald),
+]:
+  register_score(_name, _fn)
+
+
+def _random_fn(inputs, *, key, where):
+  if where is not None:
+    n = where.shape[0]
+  elif "log_probs" in inputs:
+    n = inputs["log_probs"].shape[1]
+  else:
+    raise ValueError("random acquisition needs `where` (the candidate mask) or log_probs to know "
+                     "the pool size")
+  return _scores.random_scores(key, n, where=where)
+
+
+# Random sampling needs no model output: the loop skips pool inference for it.
+register("random", _random_fn, requires=())

@@ -1,0 +1,161 @@
+"""Per-sample acquisition scores: ``fn(log_probs [S, N, C], *, where=None) -> scores [N]``.
+
+Conventions (shared by every score in dal_jax):
+
+* ``log_probs`` holds log class probabilities for S stochastic forward passes (MC-dropout samples,
+  ensemble members; S = 1 for a deterministic network), N pool points and C classes.
+* Higher score means "acquire this point". Scores that are naturally "lower is better" (margin,
+  confidence) are negated inside the function.
+* ``where`` is an optional boolean ``[N]`` mask of *candidate* points (typically ``~labeled``);
+  points outside it get ``-inf`` so no selector can pick them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def validate_log_probs(log_probs: ArrayLike, name: str = "log_probs") -> jax.Array:
+  """Checks rank (always) and NaNs (when the value is concrete, i.e. outside ``jit``)."""
+  log_probs = jnp.asarray(log_probs)
+  if log_probs.ndim != 3:
+    raise ValueError(f"{name} must be shaped [S, N, C] (samples, pool points, classes); got "
+                     f"shape {log_probs.shape}. Use log_probs[None] for a deterministic model.")
+  if log_probs.shape[0] < 1 or log_probs.shape[2] < 2:
+    raise ValueError(f"{name} needs S >= 1 samples and C >= 2 classes; got shape "
+                     f"{log_probs.shape}")
+  if not jnp.issubdtype(log_probs.dtype, jnp.floating):
+    raise ValueError(f"{name} must be floating point, got {log_probs.dtype}")
+  if _is_concrete(log_probs) and bool(jnp.isnan(log_probs).any()):
+    raise ValueError(f"{name} contains NaN; check the model's outputs (diverged training?)")
+  return log_probs
+
+
+def validate_where(where: ArrayLike | None, n: int) -> jax.Array | None:
+  if where is None:
+    return None
+  where = jnp.asarray(where)
+  if where.shape != (n,) or where.dtype != jnp.bool_:
+    raise ValueError(f"`where` must be a boolean mask of shape ({n},), got {where.dtype} "
+                     f"{where.shape}")
+  return where
+
+
+def apply_where(scores: jax.Array, where: jax.Array | None) -> jax.Array:
+  """Sets scores of points outside ``where`` to ``-inf``."""
+  if where is None:
+    return scores
+  return jnp.where(where, scores, -jnp.inf)
+
+
+def mean_log_probs(log_probs: jax.Array) -> jax.Array:
+  """log of the predictive distribution averaged in probability space: ``[S, N, C] -> [N, C]``."""
+  return jax.nn.logsumexp(log_probs, axis=0) - math.log(log_probs.shape[0])
+
+
+def _entropy_from_log(log_p: jax.Array, axis: int = -1) -> jax.Array:
+  p = jnp.exp(log_p)
+  # 0 * log 0 = 0 (log_p may be -inf where p underflows to 0).
+  return -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=axis)
+
+
+def _prepare(log_probs, where):
+  log_probs = validate_log_probs(log_probs)
+  return log_probs, validate_where(where, log_probs.shape[1])
+
+
+def predictive_entropy(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  """Entropy of the mean prediction, H[E_s p_s(y|x)] (Shannon 1948; "max entropy").
+
+  Args:
+    log_probs: ``[S, N, C]`` log class probabilities.
+    where: optional ``[N]`` candidate mask.
+
+  Returns:
+    ``[N]`` scores in ``[0, log C]``; ``-inf`` outside ``where``.
+  """
+  log_probs, where = _prepare(log_probs, where)
+  return apply_where(_entropy_from_log(mean_log_probs(log_probs)), where)
+
+
+def least_confidence(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  """``1 - max_c p̄_c`` (Lewis & Gale 1994; Settles 2009), p̄ the mean prediction.
+
+  Returns:
+    ``[N]`` scores in ``[0, 1 - 1/C]``.
+  """
+  log_probs, where = _prepare(log_probs, where)
+  p = jnp.exp(mean_log_probs(log_probs))
+  return apply_where(1.0 - jnp.max(p, axis=-1), where)
+
+
+def margin(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  """Negative margin between the two most probable classes of the mean prediction
+  (Scheffer et al. 2001): ``-(p̄_(1) - p̄_(2))``, so the smallest margin scores highest.
+
+  Returns:
+    ``[N]`` scores in ``[-1, 0]``.
+  """
+  log_probs, where = _prepare(log_probs, where)
+  p = jnp.exp(mean_log_probs(log_probs))
+  top2 = jax.lax.top_k(p, 2)[0]
+  return apply_where(top2[:, 1] - top2[:, 0], where)
+
+
+def variation_ratios(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  """Variation ratio of the S sampled votes (Freeman 1965; Gal et al. 2017):
+  ``1 - (count of the modal class among argmax_c p_s) / S``.
+
+  With S = 1 every point scores 0 (one vote has no variation); use least confidence there.
+
+  Returns:
+    ``[N]`` scores in ``[0, 1 - 1/min(S, C)]``.
+  """
+  log_probs, where = _prepare(log_probs, where)
+  s, _, c = log_probs.shape
+  votes = jax.nn.one_hot(jnp.argmax(log_probs, axis=-1), c, dtype=jnp.int32)  # [S, N, C]
+  mode_count = jnp.max(jnp.sum(votes, axis=0), axis=-1)  # [N]
+  return apply_where(1.0 - mode_count.astype(log_probs.dtype) / s, where)
+
+
+def mean_std(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  """Mean over classes of the standard deviation of p_s(y=c|x) over samples
+  (Kampffmeyer et al. 2016). Zero for S = 1.
+
+  Returns:
+    ``[N]`` scores, ``>= 0``.
+  """
+  log_probs, where = _prepare(log_probs, where)
+  p = jnp.exp(log_probs)
+  var = jnp.mean(p**2, axis=0) - jnp.mean(p, axis=0) ** 2
+  return apply_where(jnp.mean(jnp.sqrt(jnp.maximum(var, 0.0)), axis=-1), where)
+
+
+def bald(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  """BALD: mutual information between the label and the model parameters (Houlsby et al. 2011;
+  Gal et al. 2017), ``I[y; θ | x] = H[E_s p_s] - E_s H[p_s]``.
+
+  By Jensen's inequality the value is ``>= 0``; round-off below zero is clipped to 0. It is 0 when
+  all S samples agree (and always for S = 1).
+
+  Returns:
+    ``[N]`` scores in ``[0, log C]``.
+  """
+  log_probs, where = _prepare(log_probs, where)
+  total = _entropy_from_log(mean_log_probs(log_probs))
+  aleatoric = jnp.mean(_entropy_from_log(log_probs), axis=0)
+  return apply_where(jnp.maximum(total - aleatoric, 0.0), where)
+
+
+def random_scores(key: jax.Array, n: int, *, where: ArrayLike | None = None) -> jax.Array:
+  """Uniform random scores in ``[0, 1)`` (the random-sampling baseline)."""
+  where = validate_where(where, n)
+  return apply_where(jax.random.uniform(key, (n,)), where)

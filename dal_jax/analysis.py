@@ -1,0 +1,108 @@
+"""Comparing strategies: learning curves (mean ± std over seeds), summary table, plot."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+
+def load_metrics(workdir: str) -> dict[int, list[dict[str, Any]]]:
+  """``{seed: [round records]}`` from ``workdir/seed_*/metrics.jsonl``."""
+  out = {}
+  for path in sorted(glob.glob(os.path.join(workdir, "seed_*", "metrics.jsonl"))):
+    seed = int(os.path.basename(os.path.dirname(path)).split("_", 1)[1])
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    if records:
+      out[seed] = records
+  if not out:
+    raise ValueError(f"no metrics found under {workdir!r} (expected seed_*/metrics.jsonl)")
+  return out
+
+
+def curve(runs: dict[int, list[dict[str, Any]]], metric: str = "accuracy"):
+  """Labels grid and per-seed values ``[num_seeds, num_points]`` on the rounds all seeds reached."""
+  length = min(len(r) for r in runs.values())
+  labels = np.array([rec["num_labels"] for rec in next(iter(runs.values()))[:length]])
+  values = np.array([[rec[metric] for rec in r[:length]] for r in runs.values()])
+  return labels, values
+
+
+def area_under_curve(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+  """Normalised area under accuracy-vs-labels (trapezoid rule / label range), per seed."""
+  if labels.shape[0] < 2:
+    return values[:, 0]
+  return np.trapezoid(values, labels, axis=-1) / (labels[-1] - labels[0])
+
+
+def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> list[float | None]:
+  """Per seed: the first labeled-set size whose accuracy is ``>= target`` (None if never)."""
+  out = []
+  for v in values:
+    hit = np.nonzero(v >= target)[0]
+    out.append(float(labels[hit[0]]) if hit.size else None)
+  return out
+
+
+def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *,
+              target: float) -> list[dict[str, Any]]:
+  """One row per strategy: final accuracy, AUC, labels to reach ``target`` (mean ± std)."""
+  rows = []
+  for name, runs in results.items():
+    labels, acc = curve(runs)
+    auc = area_under_curve(labels, acc)
+    reach = labels_to_reach(labels, acc, target)
+    reached = [r for r in reach if r is not None]
+    rows.append({
+        "strategy": name, "seeds": acc.shape[0], "final_labels": int(labels[-1]),
+        "final_accuracy_mean": float(acc[:, -1].mean()),
+        "final_accuracy_std": float(acc[:, -1].std()),
+        "auc_mean": float(auc.mean()), "auc_std": float(auc.std()),
+        "target_accuracy": target, "labels_to_target": reach,
+        "labels_to_target_mean": float(np.mean(reached)) if reached else None,
+        "seeds_reaching_target": len(reached)})
+  return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+  """A Markdown table of :func:`summarize` rows."""
+  target = rows[0]["target_accuracy"] if rows else 0.0
+  lines = [f"| strategy | seeds | final labels | final accuracy | AUC | labels to {target:.0%} |",
+           "|---|---|---|---|---|---|"]
+  for r in rows:
+    if r["labels_to_target_mean"] is None:
+      reach = "not reached"
+    else:
+      reach = f"{r['labels_to_target_mean']:.0f} ({r['seeds_reaching_target']}/{r['seeds']} seeds)"
+    lines.append(f"| {r['strategy']} | {r['seeds']} | {r['final_labels']} | "
+                 f"{r['final_accuracy_mean']:.4f} ± {r['final_accuracy_std']:.4f} | "
+                 f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {reach} |")
+  return "\n".join(lines)
+
+
+def plot_curves(results: dict[str, dict[int, list[dict[str, Any]]]], path: str, *,
+                title: str = "", metric: str = "accuracy") -> None:
+  """Accuracy-vs-labels curves, mean ± std over seeds, to a PNG."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+  for name, runs in results.items():
+    labels, values = curve(runs, metric)
+    mean, std = values.mean(0), values.std(0)
+    ax.plot(labels, mean, marker="o", ms=3, label=f"{name} ({values.shape[0]} seeds)")
+    ax.fill_between(labels, mean - std, mean + std, alpha=0.2)
+  ax.set_xlabel("labeled examples")
+  ax.set_ylabel(f"test {metric}")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)

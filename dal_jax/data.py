@@ -1,0 +1,204 @@
+"""Datasets as arrays, with a fixed pool / validation / test split.
+
+Sources (all offline; nothing downloads at run time):
+
+* ``fashion_mnist``: the IDX files of Debian's ``dataset-fashion-mnist`` package
+  (``/usr/share/datasets/fashion-mnist``), prepared once through dal_jax's TF-free tfds builder
+  into ``array_record`` files under ``data_dir`` and read back with tfds random access.
+* ``idx:<directory>``: any MNIST-format IDX files (``train-images-idx3-ubyte[.gz]``, ...), prepared
+  by the same builder.
+* ``digits``: scikit-learn's bundled 8x8 digits (1,797 images), a tiny real dataset for tests.
+* any other name: a tfds dataset already prepared in ``data_dir`` (``tfds.data_source``, no
+  download), e.g. ``mnist`` or ``cifar10`` prepared on a machine with internet.
+
+Real pools are rarely balanced and clean, so :func:`make_splits` can make the pool long-tailed
+(``imbalance_ratio``) and append out-of-distribution samples (``ood_fraction``), whose oracle label
+is ``OOD_LABEL`` (-1): querying one spends budget but adds nothing to training.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+OOD_LABEL = -1
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+
+
+class Dataset(NamedTuple):
+  """Arrays of one split. ``x``: ``[N, H, W, C]`` float32 in [0, 1]; ``y``: ``[N]`` int32 labels
+  (``OOD_LABEL`` for out-of-distribution pool samples)."""
+
+  x: np.ndarray
+  y: np.ndarray
+  num_classes: int
+
+  def __len__(self) -> int:
+    return int(self.y.shape[0])
+
+
+class Splits(NamedTuple):
+  """The fixed splits of an experiment. ``pool_source`` maps pool positions to indices into the
+  source train split (``-1`` for synthetic OOD samples)."""
+
+  pool: Dataset
+  val: Dataset
+  test: Dataset
+  pool_source: np.ndarray
+
+
+def _as_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int) -> Dataset:
+  x = np.asarray(images)
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.dtype == np.uint8:
+    x = x.astype(np.float32) / 255.0
+  return Dataset(x=x.astype(np.float32), y=np.asarray(labels, np.int32), num_classes=num_classes)
+
+
+def _from_tfds_source(source, num_classes: int) -> Dataset:
+  items = source.__getitems__(list(range(len(source))))
+  images = np.stack([it["image"] for it in items])
+  labels = np.array([it["label"] for it in items])
+  return _as_dataset(images, labels, num_classes)
+
+
+def _load_idx(name: str, source_dir: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
+  from dal_jax import _idx_builder  # imports tensorflow_datasets
+
+  if not os.path.isdir(source_dir):
+    hint = (" Install it with `apt-get install dataset-fashion-mnist`."
+            if source_dir == FASHION_MNIST_DIR else "")
+    raise ValueError(f"dataset {name!r}: IDX directory {source_dir!r} does not exist.{hint}")
+  builder = _idx_builder.idx_builder(name, source_dir, data_dir)
+  sources = builder.as_data_source()
+  c = builder.info.features["label"].num_classes
+  return _from_tfds_source(sources["train"], c), _from_tfds_source(sources["test"], c)
+
+
+def _load_digits() -> tuple[Dataset, Dataset]:
+  from sklearn.datasets import load_digits
+
+  d = load_digits()
+  x = (d.images / 16.0).astype(np.float32)[..., None]
+  y = d.target.astype(np.int32)
+  order = np.random.default_rng(0).permutation(len(y))  # fixed split, independent of the run seed
+  train, test = order[:1297], order[1297:]
+  return _as_dataset(x[train], y[train], 10), _as_dataset(x[test], y[test], 10)
+
+
+def _load_tfds(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
+  import tensorflow_datasets as tfds
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # tfds raises DatasetNotFoundError and friends
+    raise ValueError(f"unknown dataset {name!r}: not one of {sorted(BUILTIN_DATASETS)} or "
+                     f"'idx:<dir>', and tfds does not know it ({e})") from e
+  if not builder.is_prepared():
+    raise ValueError(f"tfds dataset {name!r} is not prepared in data_dir={builder.data_dir!r}; "
+                     "dal_jax never downloads at run time. Prepare it where there is internet "
+                     "(tfds.builder(name).download_and_prepare(file_format='array_record')) and "
+                     "pass --config.data_dir")
+  sources = builder.as_data_source()
+  image_key, label_key = builder.info.supervised_keys
+  c = builder.info.features[label_key].num_classes
+
+  def load(split):
+    items = sources[split].__getitems__(list(range(len(sources[split]))))
+    return _as_dataset(np.stack([it[image_key] for it in items]),
+                       np.array([it[label_key] for it in items]), c)
+
+  return load("train"), load("test")
+
+
+BUILTIN_DATASETS = ("fashion_mnist", "digits")
+
+
+def load_dataset(name: str, *, data_dir: str | None = None) -> tuple[Dataset, Dataset]:
+  """Loads ``(train, test)`` arrays of a dataset by name (see the module docstring for names).
+
+  Args:
+    name: ``fashion_mnist``, ``digits``, ``idx:<directory>`` or a prepared tfds dataset name.
+    data_dir: tfds data directory (default: tfds's, ``~/tensorflow_datasets``).
+
+  Raises:
+    ValueError: unknown name, missing files, corrupt IDX files, or an unprepared tfds dataset.
+  """
+  if name == "digits":
+    return _load_digits()
+  if name == "fashion_mnist":
+    return _load_idx("fashion_mnist", FASHION_MNIST_DIR, data_dir)
+  if name.startswith("idx:"):
+    source_dir = os.path.abspath(os.path.expanduser(name[4:]))
+    return _load_idx(os.path.basename(source_dir.rstrip("/")) or "idx", source_dir, data_dir)
+  return _load_tfds(name, data_dir)
+
+
+def long_tail_counts(counts: np.ndarray, imbalance_ratio: float) -> np.ndarray:
+  """Per-class sample counts for an exponential long tail (Cui et al. 2019): class c keeps
+  ``n_max * ratio ** (-c / (C - 1))`` samples, so the most/least frequent ratio is
+  ``imbalance_ratio``."""
+  c = counts.shape[0]
+  n_max = counts.min()
+  target = np.floor(n_max * imbalance_ratio ** (-np.arange(c) / max(c - 1, 1))).astype(int)
+  return np.maximum(np.minimum(target, counts), 1)
+
+
+def make_splits(train: Dataset, test: Dataset, *, seed: int, val_size: int,
+                pool_size: int | None = None, test_size: int | None = None,
+                imbalance_ratio: float = 1.0, ood_fraction: float = 0.0) -> Splits:
+  """Splits ``train`` into a fixed pool and validation set.
+
+  Args:
+    train: source training split.
+    test: test split (optionally subsampled to ``test_size``; always balanced as given).
+    seed: split seed (NumPy ``default_rng``: the split is part of the data, not model randomness).
+    val_size: labeled validation examples for early stopping, drawn uniformly from ``train``
+      before any imbalance is applied to the pool.
+    pool_size: keep at most this many in-distribution pool points (default: all remaining).
+    imbalance_ratio: ``>= 1``; ratio between the most and least frequent pool class.
+    ood_fraction: in ``[0, 1)``; OOD samples appended to the pool, as a fraction of the pool size.
+      They are pool images with their pixels randomly permuted (in-range intensities, no object).
+
+  Returns:
+    :class:`Splits`.
+  """
+  if val_size < 0 or val_size >= len(train):
+    raise ValueError(f"val_size={val_size} must be in [0, {len(train)})")
+  if imbalance_ratio < 1:
+    raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio}")
+  if not 0 <= ood_fraction < 1:
+    raise ValueError(f"ood_fraction must be in [0, 1), got {ood_fraction}")
+  rng = np.random.default_rng(seed)
+  order = rng.permutation(len(train))
+  val_idx, pool_idx = order[:val_size], order[val_size:]
+  if imbalance_ratio > 1:
+    y = train.y[pool_idx]
+    counts = np.bincount(y, minlength=train.num_classes)
+    keep = long_tail_counts(counts, imbalance_ratio)
+    pool_idx = np.concatenate([pool_idx[y == c][:keep[c]] for c in range(train.num_classes)])
+    pool_idx = rng.permutation(pool_idx)
+  if pool_size is not None:
+    if pool_size < 1:
+      raise ValueError(f"pool_size must be positive, got {pool_size}")
+    pool_idx = pool_idx[:pool_size]
+  x, y, source = train.x[pool_idx], train.y[pool_idx], pool_idx.astype(np.int64)
+  n_ood = int(round(ood_fraction * len(pool_idx)))
+  if n_ood:
+    base = x[rng.choice(len(pool_idx), n_ood, replace=False)].reshape(n_ood, -1)
+    ood = np.take_along_axis(base, rng.permuted(np.tile(np.arange(base.shape[1]), (n_ood, 1)),
+                                                axis=1), axis=1).reshape((n_ood, *x.shape[1:]))
+    perm = rng.permutation(len(pool_idx) + n_ood)
+    x = np.concatenate([x, ood])[perm]
+    y = np.concatenate([y, np.full(n_ood, OOD_LABEL, np.int32)])[perm]
+    source = np.concatenate([source, np.full(n_ood, -1)])[perm]
+  if test_size is not None:
+    test = Dataset(test.x[:test_size], test.y[:test_size], test.num_classes)
+  return Splits(pool=Dataset(x, y, train.num_classes),
+                val=Dataset(train.x[val_idx], train.y[val_idx], train.num_classes),
+                test=test, pool_source=source)

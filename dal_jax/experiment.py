@@ -1,0 +1,261 @@
+"""Running a configured experiment in a workdir: several seeds, checkpoints, resume.
+
+Workdir layout::
+
+  workdir/config.json                  the resolved config (a rerun must match it)
+  workdir/seed_<s>/metrics.jsonl       one JSON line per round (metrics + selected indices)
+  workdir/seed_<s>/checkpoints/<r>/    orbax checkpoint of the LoopState after round r
+  workdir/seed_<s>/final_state.npz     labeled mask, labels, acquisition round of every point
+
+A killed run resumes from its latest checkpoint and, because round r's randomness is
+``fold_in(key, r)``, ends with the same labeled set as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from dal_jax import acquisition as acq_lib
+from dal_jax import data as data_lib
+from dal_jax import loop as loop_lib
+from dal_jax import models as models_lib
+from dal_jax import training
+
+# Config fields that may change between a run and its resumption without changing its results.
+_RESUMABLE_FIELDS = ("progress",)
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Validates names and ranges before any work starts (clear errors for typos)."""
+  acq_lib.get_acquisition(config.acquisition)
+  acq_lib.get_selector(config.selector)
+  if config.model not in models_lib.MODELS:
+    raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
+  for field in ("query_size", "initial_size", "budget", "num_seeds"):
+    if int(config[field]) < 1:
+      raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
+  if config.mc_samples < 0:
+    raise ValueError(f"config.mc_samples must be >= 0, got {config.mc_samples}")
+  if config.budget < config.initial_size:
+    raise ValueError(f"config.budget={config.budget} is smaller than config.initial_size="
+                     f"{config.initial_size}")
+
+
+def _prepare_workdir(config, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  current = config_to_dict(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      try:
+        stored = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is corrupt ({e}); remove it or use another workdir") from e
+    keys = set(stored) | set(current)
+    differ = sorted(k for k in keys if k not in _RESUMABLE_FIELDS and
+                    stored.get(k) != current.get(k))
+    if differ:
+      details = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ)
+      raise ValueError(f"workdir {workdir!r} holds a run with another config ({details}); "
+                       "use a new --workdir or the same config to resume")
+  else:
+    with open(path, "w") as f:
+      json.dump(current, f, indent=2, sort_keys=True)
+
+
+def train_config(config) -> training.TrainConfig:
+  t = config.train
+  return training.TrainConfig(batch_size=t.batch_size, learning_rate=t.learning_rate,
+                              weight_decay=t.weight_decay, max_steps=t.max_steps,
+                              eval_every=t.eval_every, patience=t.patience)
+
+
+def round_config(config) -> loop_lib.RoundConfig:
+  return loop_lib.RoundConfig(
+      acquisition=config.acquisition, query_size=config.query_size,
+      mc_samples=config.mc_samples, selector=config.selector, beta=config.beta,
+      pool_subsample=config.pool_subsample, chunk_size=config.chunk_size, budget=config.budget,
+      target_accuracy=config.target_accuracy, warm_start=config.warm_start,
+      train=train_config(config))
+
+
+def load_splits(config) -> data_lib.Splits:
+  train, test = data_lib.load_dataset(config.dataset, data_dir=config.data_dir)
+  return data_lib.make_splits(train, test, seed=config.split_seed, val_size=config.val_size,
+                              pool_size=config.pool_size, test_size=config.test_size,
+                              imbalance_ratio=config.imbalance_ratio,
+                              ood_fraction=config.ood_fraction)
+
+
+class _Checkpoints:
+  """Orbax checkpoints of the loop state (and, with warm start, the model variables)."""
+
+  def __init__(self, directory: str, keep: int):
+    self.manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  @staticmethod
+  def _tree(state: loop_lib.LoopState, variables) -> dict[str, Any]:
+    tree = {"labeled": state.labeled, "labels": state.labels,
+            "acquired_round": state.acquired_round, "round": state.round,
+            "key": jax.random.key_data(state.key), "done": state.done}
+    if variables is not None:
+      tree["variables"] = jax.tree.leaves(variables)
+    return tree
+
+  def save(self, state, variables) -> None:
+    self.manager.save(int(state.round), args=ocp.args.StandardSave(self._tree(state, variables)))
+    self.manager.wait_until_finished()
+
+  def restore(self, template_state, template_variables):
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                          self._tree(template_state, template_variables))
+    try:
+      tree = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # orbax raises several types for unreadable checkpoints
+      raise ValueError(f"checkpoint {step} in {self.manager.directory} cannot be restored "
+                       f"({type(e).__name__}: {e}); delete it to restart that seed") from e
+    state = loop_lib.LoopState(
+        labeled=tree["labeled"], labels=tree["labels"], acquired_round=tree["acquired_round"],
+        round=tree["round"], key=jax.random.wrap_key_data(tree["key"]), done=tree["done"])
+    variables = None
+    if template_variables is not None:
+      variables = jax.tree.unflatten(jax.tree.structure(template_variables), tree["variables"])
+    return state, variables
+
+  def close(self):
+    self.manager.close()
+
+
+def _read_metrics(path: str, rounds_done: int) -> list[dict[str, Any]]:
+  """Metric lines of completed rounds (a line past the checkpoint is redone on resume)."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        try:
+          rec = json.loads(line)
+        except json.JSONDecodeError:
+          break  # a line cut off by a kill: that round is redone
+        if rec["round"] < rounds_done:
+          records.append(rec)
+  return records
+
+
+def _log_round(tag: str, m: dict[str, Any]) -> None:
+  msg = (f"[{tag}] round {m['round']:3d}  labels {m['num_labels']:5d}  acc {m['accuracy']:.4f}  "
+         f"nll {m['nll']:.3f}  ece {m['ece']:.3f}  | train {m['time_train']:.1f}s "
+         f"({m['train_steps']} steps)  score {m['time_score']:.1f}s  "
+         f"select {m['time_select']:.2f}s" + (f"  -> stop: {m['stop']}" if m["stop"] else ""))
+  print(msg, flush=True)
+
+
+def build_model(config, splits: data_lib.Splits) -> models_lib.Model:
+  return models_lib.get_model(config.model, splits.pool.x.shape[1:], splits.pool.num_classes,
+                              **config.model_kwargs)
+
+
+def run_seed(config, splits: data_lib.Splits, seed: int, workdir: str, *,
+             max_rounds: int | None = None,
+             model: models_lib.Model | None = None) -> list[dict[str, Any]]:
+  """Runs (or resumes) one seed of an experiment; returns its per-round metrics.
+
+  Args:
+    config: the experiment config.
+    splits: the fixed data splits.
+    seed: run seed (model init, data order, dropout, acquisition randomness).
+    workdir: this seed's directory.
+    max_rounds: stop after this many rounds *in this call* (for tests and time-boxed jobs; the
+      run stays resumable).
+    model: the model (built from the config when omitted; pass one to share compiled code).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  pool, c = splits.pool, splits.pool.num_classes
+  model = model or build_model(config, splits)
+  oracle = loop_lib.simulated_oracle(pool.y, c)
+  rc = round_config(config)
+  data = loop_lib.LoopData(
+      x_pool=jnp.asarray(pool.x),
+      x_val=jnp.asarray(splits.val.x) if len(splits.val) else None,
+      y_val=jnp.asarray(splits.val.y) if len(splits.val) else None,
+      x_test=jnp.asarray(splits.test.x), y_test=jnp.asarray(splits.test.y))
+
+  key = jax.random.key(seed)
+  init_key, run_key = jax.random.split(key)
+  initial_y = np.where(pool.y == data_lib.OOD_LABEL, -1, pool.y)
+  first = loop_lib.initial_indices(init_key, initial_y, config.initial_size,
+                                   balanced=config.initial_balanced, num_classes=c)
+  state = loop_lib.init_loop_state(run_key, len(pool), first, oracle)
+  variables = (model.init(jax.random.key(0), data.x_pool[:1]) if config.warm_start else None)
+
+  ckpt = _Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  try:
+    restored = ckpt.restore(state, variables)
+    if restored is not None:
+      state, variables = restored
+      logging.info("resuming %s from round %d", workdir, int(state.round))
+    records = _read_metrics(metrics_path, int(state.round))
+    with open(metrics_path, "w") as f:  # drop lines of rounds that will be redone
+      f.writelines(json.dumps(r) + "\n" for r in records)
+    tag = f"{config.acquisition} seed {seed}"
+    rounds = 0
+    while not bool(state.done) and (max_rounds is None or rounds < max_rounds):
+      state, m, variables = loop_lib.al_round(state, model=model, data=data, oracle=oracle,
+                                              config=rc, variables=variables)
+      m.update(seed=seed, acquisition=config.acquisition, time=time.time())
+      if config.progress:
+        _log_round(tag, m)
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(m) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+      ckpt.save(state, variables if config.warm_start else None)
+      records.append(m)
+      rounds += 1
+  finally:
+    ckpt.close()
+  if bool(state.done):
+    np.savez(os.path.join(workdir, "final_state.npz"), labeled=np.asarray(state.labeled),
+             labels=np.asarray(state.labels), acquired_round=np.asarray(state.acquired_round),
+             pool_source=splits.pool_source)
+  return records
+
+
+def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
+                   splits: data_lib.Splits | None = None) -> dict[int, list[dict[str, Any]]]:
+  """Runs all seeds of an experiment in ``workdir`` (resuming whatever is there).
+
+  Returns:
+    ``{seed: [per-round metrics]}``.
+  """
+  check_config(config)
+  _prepare_workdir(config, workdir)
+  splits = splits or load_splits(config)
+  model = build_model(config, splits)
+  results = {}
+  for i in range(config.num_seeds):
+    seed = config.seed + i
+    results[seed] = run_seed(config, splits, seed, os.path.join(workdir, f"seed_{seed}"),
+                             max_rounds=max_rounds, model=model)
+  return results

@@ -1,0 +1,261 @@
+"""The active learning loop: immutable state, one round as a function, oracles, stopping rules.
+
+One round (Ren et al. 2021, Fig. 1)::
+
+  train f on L  ->  evaluate  ->  stop?  ->  score U  ->  select k  ->  oracle labels  ->  L ∪= B
+
+All randomness of round r comes from ``fold_in(state.key, r)``, so a run resumed from the state
+saved after round r makes exactly the choices an uninterrupted run makes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dal_jax import acquisition as acq_lib
+from dal_jax import metrics as metrics_lib
+from dal_jax import predict as predict_lib
+from dal_jax import training
+from dal_jax.data import OOD_LABEL
+from dal_jax.models import Model
+
+UNKNOWN = -2  # label of a pool point nobody has asked the oracle about
+
+
+class LoopState(flax.struct.PyTreeNode):
+  """Everything the loop knows, as fixed-shape arrays (N = pool size).
+
+  Attributes:
+    labeled: ``[N]`` bool, points the oracle has labeled (budget spent on them).
+    labels: ``[N]`` int32 labels known so far; ``UNKNOWN`` (-2) where unlabeled, ``OOD_LABEL``
+      (-1) for labeled out-of-distribution points (not trained on).
+    acquired_round: ``[N]`` int32 round whose selection added the point (``0`` = initial set,
+      ``r + 1`` = selected in round r), ``-1`` where unlabeled. This is the selection history.
+    round: ``[]`` int32, rounds completed.
+    key: the run's PRNG key (round keys are ``fold_in(key, round)``).
+    done: ``[]`` bool, a stopping rule fired.
+  """
+
+  labeled: jax.Array
+  labels: jax.Array
+  acquired_round: jax.Array
+  round: jax.Array
+  key: jax.Array
+  done: jax.Array
+
+  @property
+  def num_labeled(self) -> int:
+    return int(jnp.sum(self.labeled))
+
+  @property
+  def trainable(self) -> jax.Array:
+    """``[N]`` bool: labeled in-distribution points."""
+    return self.labeled & (self.labels >= 0)
+
+
+class Oracle(NamedTuple):
+  """``label(indices [k]) -> labels [k]`` (``OOD_LABEL`` for out-of-distribution points)."""
+
+  label: Callable[[np.ndarray], np.ndarray]
+  num_classes: int
+
+
+def simulated_oracle(y: np.ndarray, num_classes: int) -> Oracle:
+  """An oracle that answers from ground-truth labels (the usual pool-based simulation)."""
+  y = np.asarray(y, np.int32)
+  bad = (y >= num_classes) | ((y < 0) & (y != OOD_LABEL))
+  if bad.any():
+    raise ValueError(f"labels out of range [0, {num_classes}) (or OOD_LABEL={OOD_LABEL}) at pool "
+                     f"positions {np.nonzero(bad)[0][:10].tolist()}")
+
+  def label(indices):
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or (indices < 0).any() or (indices >= y.shape[0]).any():
+      raise ValueError(f"oracle asked for invalid pool indices {indices[:10]} (pool of "
+                       f"{y.shape[0]})")
+    return y[indices]
+
+  return Oracle(label=label, num_classes=num_classes)
+
+
+def initial_indices(key: jax.Array, y: np.ndarray, size: int, *, balanced: bool,
+                    num_classes: int) -> np.ndarray:
+  """The initial labeled set: ``size`` random pool points, or (``balanced``) ``size // C`` per
+  class as in Gal et al. 2017 (uses ground truth, so it is for simulations only)."""
+  n = y.shape[0]
+  if size < 1 or size > n:
+    raise ValueError(f"initial_size={size} must be in [1, {n}]")
+  order = np.asarray(jax.random.permutation(key, n))
+  if not balanced:
+    return np.sort(order[:size])
+  per_class = size // num_classes
+  if per_class * num_classes != size:
+    raise ValueError(f"a balanced initial set needs initial_size divisible by {num_classes} "
+                     f"classes, got {size}")
+  chosen = []
+  for c in range(num_classes):
+    members = order[y[order] == c]
+    if members.shape[0] < per_class:
+      raise ValueError(f"class {c} has only {members.shape[0]} pool points; cannot take "
+                       f"{per_class} for the balanced initial set")
+    chosen.append(members[:per_class])
+  return np.sort(np.concatenate(chosen))
+
+
+def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray,
+                    oracle: Oracle) -> LoopState:
+  """A fresh state whose labeled set is ``initial`` (labels from the oracle)."""
+  initial = np.asarray(initial)
+  if len(np.unique(initial)) != len(initial):
+    raise ValueError("initial indices contain duplicates")
+  labeled = np.zeros(num_points, bool)
+  labeled[initial] = True
+  labels = np.full(num_points, UNKNOWN, np.int32)
+  labels[initial] = oracle.label(initial)
+  acquired = np.where(labeled, 0, -1).astype(np.int32)
+  return LoopState(labeled=jnp.asarray(labeled), labels=jnp.asarray(labels),
+                   acquired_round=jnp.asarray(acquired), round=jnp.zeros((), jnp.int32),
+                   key=key, done=jnp.zeros((), bool))
+
+
+def add_labels(state: LoopState, indices: np.ndarray, labels: np.ndarray) -> LoopState:
+  """Adds oracle answers for ``indices`` (which must be unlabeled) to the state."""
+  indices = np.asarray(indices)
+  already = np.asarray(state.labeled)[indices]
+  if already.any() or len(np.unique(indices)) != len(indices):
+    raise ValueError(f"selection must be distinct unlabeled points; got labeled/duplicate "
+                     f"indices {indices[already].tolist() or indices.tolist()}")
+  return state.replace(
+      labeled=state.labeled.at[indices].set(True),
+      labels=state.labels.at[indices].set(jnp.asarray(labels, jnp.int32)),
+      acquired_round=state.acquired_round.at[indices].set(state.round + 1))
+
+
+class RoundConfig(NamedTuple):
+  """What a round needs besides the state.
+
+  Attributes:
+    acquisition: registry name.
+    query_size: k, points labeled per round.
+    mc_samples: MC-dropout samples for scoring (0 = deterministic).
+    selector, beta: selector name and temperature (``dal_jax.acquisition.SELECTORS``).
+    pool_subsample: score at most this many random unlabeled candidates per round (0 = all).
+    chunk_size: pool inference chunk.
+    budget: stop once this many points are labeled.
+    target_accuracy: stop once test accuracy reaches this (``None``: never).
+    warm_start: continue from the previous round's weights instead of re-initialising.
+    train: the :class:`dal_jax.training.TrainConfig`.
+  """
+
+  acquisition: str
+  query_size: int
+  mc_samples: int = 20
+  selector: str = "top_k"
+  beta: float = 1.0
+  pool_subsample: int = 0
+  chunk_size: int = 1024
+  budget: int = 1000
+  target_accuracy: float | None = None
+  warm_start: bool = False
+  train: training.TrainConfig = training.TrainConfig()
+
+
+class LoopData(NamedTuple):
+  """Device arrays of the fixed splits (pool labels are only known through the oracle)."""
+
+  x_pool: jax.Array
+  x_val: jax.Array | None
+  y_val: jax.Array | None
+  x_test: jax.Array
+  y_test: jax.Array
+
+
+def _candidates(key: jax.Array, unlabeled: jax.Array, m: int) -> jax.Array:
+  """``m`` distinct random unlabeled pool positions (all of them, in order, if ``m`` covers them);
+  when fewer than ``m`` remain, the tail holds labeled positions, masked out by the caller."""
+  noise = jax.random.uniform(key, unlabeled.shape)
+  return jax.lax.top_k(jnp.where(unlabeled, noise, -1.0), m)[1]
+
+
+def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
+             config: RoundConfig, variables=None) -> tuple[LoopState, dict[str, Any], Any]:
+  """One active learning round.
+
+  Args:
+    state: the loop state before the round.
+    model: the model.
+    data: the fixed splits as device arrays.
+    oracle: labels selected points.
+    config: :class:`RoundConfig`.
+    variables: previous round's model variables (used only with ``config.warm_start``).
+
+  Returns:
+    ``(new_state, metrics, variables)``: metrics hold the labeled-set size the model was trained
+    on, test accuracy / NLL / ECE, the wall time of train / score / select, the selected pool
+    indices and their class histogram, and the stopping reason, if any.
+  """
+  acquisition = acq_lib.get_acquisition(config.acquisition)
+  if bool(state.done):
+    raise ValueError("the loop state is done (a stopping rule fired); nothing left to run")
+  round_key = jax.random.fold_in(state.key, state.round)
+  train_key, cand_key, score_key, select_key = jax.random.split(round_key, 4)
+  n_labeled = state.num_labeled
+  metrics: dict[str, Any] = {"round": int(state.round), "num_labels": n_labeled,
+                             "num_trainable": int(jnp.sum(state.trainable))}
+
+  t0 = time.perf_counter()
+  fit = training.fit(model, data.x_pool, state.labels, state.trainable, key=train_key,
+                     config=config.train,
+                     val=None if data.x_val is None else (data.x_val, data.y_val),
+                     init_variables=variables if config.warm_start else None)
+  test_out = predict_lib.predict(model, fit.variables, data.x_test, chunk_size=config.chunk_size)
+  metrics.update(metrics_lib.classification_metrics(test_out.log_probs[0], data.y_test))
+  metrics.update(train_steps=fit.steps, val_accuracy=fit.best_val_accuracy,
+                 train_loss=fit.train_loss, time_train=time.perf_counter() - t0)
+
+  unlabeled = ~state.labeled
+  n_unlabeled = int(jnp.sum(unlabeled))
+  stop = None
+  if n_labeled >= config.budget:
+    stop = "budget"
+  elif config.target_accuracy is not None and metrics["accuracy"] >= config.target_accuracy:
+    stop = "target_accuracy"
+  elif n_unlabeled < config.query_size:
+    stop = "pool_exhausted"
+  metrics["stop"] = stop
+  if stop is not None:
+    metrics.update(selected=[], selected_class_histogram=[0] * oracle.num_classes,
+                   selected_ood=0, time_score=0.0, time_select=0.0)
+    return state.replace(round=state.round + 1, done=jnp.array(True)), metrics, fit.variables
+
+  t1 = time.perf_counter()
+  n_pool = unlabeled.shape[0]
+  m = config.pool_subsample if 0 < config.pool_subsample < n_pool else n_pool
+  cand = _candidates(cand_key, unlabeled, m) if m < n_pool else jnp.arange(n_pool)
+  where = unlabeled[cand]
+  inputs: dict[str, jax.Array] = {}
+  if acquisition.requires:
+    out = predict_lib.predict(model, fit.variables, data.x_pool[cand], key=score_key,
+                              mc_samples=config.mc_samples, chunk_size=config.chunk_size,
+                              with_pre_logits="pre_logits" in acquisition.requires)
+    inputs = out.as_inputs()
+    jax.block_until_ready(inputs)
+  t2 = time.perf_counter()
+  chosen = acq_lib.acquire(acquisition, inputs, key=select_key, k=config.query_size, where=where,
+                           selector=config.selector, beta=config.beta)
+  selected = np.asarray(cand[chosen])
+  t3 = time.perf_counter()
+
+  new_labels = oracle.label(selected)
+  state = add_labels(state, selected, new_labels)
+  hist = np.bincount(new_labels[new_labels >= 0], minlength=oracle.num_classes)
+  metrics.update(selected=selected.tolist(), selected_class_histogram=hist.tolist(),
+                 selected_ood=int(np.sum(new_labels == OOD_LABEL)),
+                 time_score=t2 - t1, time_select=t3 - t2)
+  return state.replace(round=state.round + 1), metrics, fit.variables

@@ -1,0 +1,212 @@
+"""Flax NNX models behind a pure ``init`` / ``apply`` pair.
+
+Every model in dal_jax (and any model a user brings) is a :class:`Model`: a NamedTuple of two pure
+functions,
+
+* ``init(key, x) -> variables`` where ``variables = {"params": ..., <other collections>}``;
+* ``apply(variables, x, *, train, mc=False, key=None) -> (logits [B, C], aux)`` where
+  ``aux["pre_logits"]`` is the ``[B, D]`` penultimate representation. With ``train=True`` dropout
+  is on, batch-norm uses batch statistics and ``aux["updates"]`` holds the new non-parameter
+  collections (e.g. ``{"batch_stats": ...}``). With ``train=False, mc=True`` dropout is on (MC
+  dropout, Gal & Ghahramani 2016) while batch-norm stays in inference mode.
+
+The NNX modules are used functionally (``nnx.split`` at the boundary, ``nnx.merge`` inside the
+jitted code), so nothing stateful crosses a ``jit`` boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Variables = dict[str, Any]
+
+
+class Model(NamedTuple):
+  """A pure model: ``init(key, x) -> variables``; ``apply(variables, x, *, train, mc, key)``."""
+
+  init: Callable[..., Variables]
+  apply: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class MLP(nnx.Module):
+  """Flatten -> [Dense -> ReLU -> Dropout] x len(hidden) -> Dense."""
+
+  def __init__(self, in_features: int, num_classes: int, *, hidden=(256, 128),
+               dropout: float = 0.5, rngs: nnx.Rngs):
+    sizes = (in_features, *hidden)
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+    self.dropout = nnx.Dropout(dropout)
+    self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
+
+  def __call__(self, x, *, train: bool, dropout: bool, rngs=None):
+    del train  # no batch-norm
+    h = x.reshape(x.shape[0], -1)
+    for layer in self.layers:
+      h = self.dropout(nnx.relu(layer(h)), deterministic=not dropout, rngs=rngs)
+    return self.head(h), {"pre_logits": h}
+
+
+class GalCNN(nnx.Module):
+  """The MC-dropout CNN of Gal, Islam & Ghahramani 2017 ("Deep Bayesian Active Learning with
+  Image Data"): conv(32, 4x4) - ReLU - conv(32, 4x4) - ReLU - maxpool(2) - dropout(0.25) -
+  dense(128) - ReLU - dropout(0.5) - dense(C)."""
+
+  def __init__(self, in_channels: int, spatial: tuple[int, int], num_classes: int, *,
+               filters: int = 32, hidden: int = 128, dropout: tuple[float, float] = (0.25, 0.5),
+               rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(in_channels, filters, (4, 4), padding="VALID", rngs=rngs)
+    self.conv2 = nnx.Conv(filters, filters, (4, 4), padding="VALID", rngs=rngs)
+    h, w = ((spatial[0] - 6) // 2, (spatial[1] - 6) // 2)
+    if h < 1 or w < 1:
+      raise ValueError(f"GalCNN needs images of at least 8x8 pixels, got {spatial}")
+    self.drop1 = nnx.Dropout(dropout[0])
+    self.dense = nnx.Linear(h * w * filters, hidden, rngs=rngs)
+    self.drop2 = nnx.Dropout(dropout[1])
+    self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
+
+  def __call__(self, x, *, train: bool, dropout: bool, rngs=None):
+    del train  # no batch-norm
+    h = nnx.relu(self.conv1(x))
+    h = nnx.relu(self.conv2(h))
+    h = nnx.max_pool(h, (2, 2), strides=(2, 2))
+    h = self.drop1(h, deterministic=not dropout, rngs=rngs)
+    h = nnx.relu(self.dense(h.reshape(h.shape[0], -1)))
+    h = self.drop2(h, deterministic=not dropout, rngs=rngs)
+    return self.head(h), {"pre_logits": h}
+
+
+class _BasicBlock(nnx.Module):
+
+  def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(cin, cout, (3, 3), strides=stride, use_bias=False, rngs=rngs)
+    self.bn1 = nnx.BatchNorm(cout, momentum=0.9, rngs=rngs)
+    self.conv2 = nnx.Conv(cout, cout, (3, 3), use_bias=False, rngs=rngs)
+    self.bn2 = nnx.BatchNorm(cout, momentum=0.9, rngs=rngs)
+    self.project = stride != 1 or cin != cout
+    if self.project:
+      self.shortcut = nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+      self.bn_sc = nnx.BatchNorm(cout, momentum=0.9, rngs=rngs)
+
+  def __call__(self, x, *, train: bool):
+    h = nnx.relu(self.bn1(self.conv1(x), use_running_average=not train))
+    h = self.bn2(self.conv2(h), use_running_average=not train)
+    sc = x if not self.project else self.bn_sc(self.shortcut(x), use_running_average=not train)
+    return nnx.relu(h + sc)
+
+
+class ResNet18(nnx.Module):
+  """ResNet-18 (He et al. 2016) with the CIFAR stem (3x3 conv, no max-pool), and dropout before
+  the classifier so MC dropout applies. ``width`` scales the channels (64 in the paper)."""
+
+  def __init__(self, in_channels: int, num_classes: int, *, width: int = 64,
+               blocks=(2, 2, 2, 2), dropout: float = 0.3, rngs: nnx.Rngs):
+    self.stem = nnx.Conv(in_channels, width, (3, 3), use_bias=False, rngs=rngs)
+    self.bn = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
+    layers, cin = [], width
+    for stage, n in enumerate(blocks):
+      cout = width * 2**stage
+      for i in range(n):
+        layers.append(_BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, rngs=rngs))
+        cin = cout
+    self.blocks = nnx.List(layers)
+    self.dropout = nnx.Dropout(dropout)
+    self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+
+  def __call__(self, x, *, train: bool, dropout: bool, rngs=None):
+    h = nnx.relu(self.bn(self.stem(x), use_running_average=not train))
+    for block in self.blocks:
+      h = block(h, train=train)
+    h = jnp.mean(h, axis=(1, 2))
+    pre = h
+    h = self.dropout(h, deterministic=not dropout, rngs=rngs)
+    return self.head(h), {"pre_logits": pre}
+
+
+def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
+  """Wraps an NNX module into a pure :class:`Model`.
+
+  Args:
+    make_module: ``rngs -> module``; the module's ``__call__(x, *, train, dropout, rngs)`` returns
+      ``(logits, {"pre_logits": h, ...})``.
+
+  Returns:
+    A :class:`Model` whose variables are ``{"params": nnx.State, "batch_stats": nnx.State}``.
+  """
+  abstract = nnx.eval_shape(lambda: make_module(nnx.Rngs(0)))
+  graphdef, _, _, rest = nnx.split(abstract, nnx.Param, nnx.BatchStat, ...)
+  if jax.tree.leaves(rest):
+    raise ValueError("dal_jax models may hold only nnx.Param and nnx.BatchStat state; "
+                     f"found {rest}")
+
+  def init(key: jax.Array, x: jax.Array) -> Variables:
+    del x  # shapes are fixed at construction
+    module = make_module(nnx.Rngs(params=key))
+    _, params, batch_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
+    return {"params": params, "batch_stats": batch_stats}
+
+  def apply(variables: Variables, x: jax.Array, *, train: bool, mc: bool = False,
+            key: jax.Array | None = None):
+    use_dropout = train or mc
+    if use_dropout and key is None:
+      raise ValueError("apply(train=True or mc=True) needs a dropout `key`")
+    module = nnx.merge(graphdef, variables["params"], variables["batch_stats"], rest)
+    rngs = nnx.Rngs(dropout=key) if use_dropout else None
+    logits, aux = module(x, train=train, dropout=use_dropout, rngs=rngs)
+    aux = dict(aux)
+    if train:
+      _, _, new_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
+      aux["updates"] = {"batch_stats": new_stats}
+    return logits, aux
+
+  return Model(init=init, apply=apply)
+
+
+def _input_geometry(input_shape) -> tuple[int, int, int]:
+  if len(input_shape) != 3:
+    raise ValueError(f"image models need inputs shaped [H, W, C], got {tuple(input_shape)}")
+  return tuple(int(s) for s in input_shape)  # type: ignore[return-value]
+
+
+def _mlp(input_shape, num_classes, **kw) -> Model:
+  size = 1
+  for s in input_shape:
+    size *= int(s)
+  return from_nnx(lambda rngs: MLP(size, num_classes, rngs=rngs, **kw))
+
+
+def _gal_cnn(input_shape, num_classes, **kw) -> Model:
+  h, w, c = _input_geometry(input_shape)
+  return from_nnx(lambda rngs: GalCNN(c, (h, w), num_classes, rngs=rngs, **kw))
+
+
+def _resnet18(input_shape, num_classes, **kw) -> Model:
+  _, _, c = _input_geometry(input_shape)
+  return from_nnx(lambda rngs: ResNet18(c, num_classes, rngs=rngs, **kw))
+
+
+MODELS: dict[str, Callable[..., Model]] = {
+    "mlp": _mlp,
+    "gal_cnn": _gal_cnn,
+    "resnet18": _resnet18,
+}
+
+
+def get_model(name: str, input_shape, num_classes: int, **kwargs) -> Model:
+  """Builds a registered model by name.
+
+  Args:
+    name: one of ``MODELS`` (``mlp``, ``gal_cnn``, ``resnet18``).
+    input_shape: shape of one example, e.g. ``(28, 28, 1)``.
+    num_classes: number of output classes C.
+    **kwargs: model hyper-parameters (``hidden``, ``dropout``, ``width``, ...).
+
+  Raises:
+    ValueError: for an unknown name.
+  """
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
+  return MODELS[name](tuple(input_shape), int(num_classes), **kwargs)

@@ -1,0 +1,90 @@
+"""Pool inference in fixed-size chunks: deterministic and MC-dropout predictions.
+
+The pool is processed ``chunk_size`` points at a time (the last chunk padded), so memory is bounded
+and every pool size reuses one compiled program. MC-dropout samples come from ``jax.vmap`` over S
+dropout keys; the same S keys serve every chunk, so sample s uses one fixed dropout mask sequence
+across the whole pool (what consistent-MC batch methods such as BatchBALD need). Layers before
+the first dropout do not depend on the key, so ``vmap`` computes them once, not S times.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from dal_jax.models import Model
+
+
+class PoolOutputs(NamedTuple):
+  """``log_probs``: ``[S, N, C]`` (S = 1 when deterministic); ``pre_logits``: ``[N, D]`` or None."""
+
+  log_probs: jax.Array
+  pre_logits: jax.Array | None
+
+  def as_inputs(self) -> dict[str, jax.Array]:
+    """The ``inputs`` mapping acquisitions read (see ``dal_jax.acquisition.acquire``)."""
+    out = {"log_probs": self.log_probs}
+    if self.pre_logits is not None:
+      out["pre_logits"] = self.pre_logits
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "mc_samples", "with_pre_logits"))
+def _predict_chunk(variables, x, keys, *, apply, mc_samples: int, with_pre_logits: bool):
+  pre = None
+  if mc_samples == 0 or with_pre_logits:
+    logits, aux = apply(variables, x, train=False)
+    pre = aux["pre_logits"] if with_pre_logits else None
+  if mc_samples == 0:
+    log_probs = jax.nn.log_softmax(logits)[None]
+  else:
+    def one(key):
+      return jax.nn.log_softmax(apply(variables, x, train=False, mc=True, key=key)[0])
+    log_probs = jax.vmap(one)(keys)
+  return log_probs, pre
+
+
+def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samples: int = 0,
+            chunk_size: int = 1024, with_pre_logits: bool = False) -> PoolOutputs:
+  """Predicts a pool in chunks.
+
+  Args:
+    model: a :class:`dal_jax.models.Model`.
+    variables: its variables.
+    x: ``[N, ...]`` inputs (NumPy or device array).
+    key: dropout key (required when ``mc_samples > 0``).
+    mc_samples: S MC-dropout samples; 0 means one deterministic pass (S = 1 in the output).
+    chunk_size: points per compiled call.
+    with_pre_logits: also return the deterministic ``pre_logits`` ``[N, D]``.
+
+  Returns:
+    :class:`PoolOutputs` with ``log_probs`` ``[max(S, 1), N, C]``.
+  """
+  if mc_samples < 0:
+    raise ValueError(f"mc_samples must be >= 0, got {mc_samples}")
+  if mc_samples > 0 and key is None:
+    raise ValueError("MC-dropout prediction (mc_samples > 0) needs a `key`")
+  if chunk_size < 1:
+    raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+  n = x.shape[0]
+  if n == 0:
+    raise ValueError("cannot predict an empty pool")
+  keys = jax.random.split(key, mc_samples) if mc_samples else jnp.zeros((0,), jnp.uint32)
+  chunk = min(chunk_size, n)
+  log_probs, pre = [], []
+  for start in range(0, n, chunk):
+    xc = x[start:start + chunk]
+    valid = xc.shape[0]
+    if valid < chunk:  # pad the last chunk to the compiled shape
+      xc = jnp.concatenate([jnp.asarray(xc), jnp.zeros((chunk - valid, *xc.shape[1:]), xc.dtype)])
+    lp, pl = _predict_chunk(variables, jnp.asarray(xc), keys, apply=model.apply,
+                            mc_samples=mc_samples, with_pre_logits=with_pre_logits)
+    log_probs.append(lp[:, :valid])
+    if with_pre_logits:
+      pre.append(pl[:valid])
+  return PoolOutputs(
+      log_probs=jnp.concatenate(log_probs, axis=1),
+      pre_logits=jnp.concatenate(pre, axis=0) if with_pre_logits else None)

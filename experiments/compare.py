@@ -1,0 +1,68 @@
+r"""Runs several acquisitions with one config and compares them (plot + table).
+
+The main job of the README:
+
+  python -m experiments.compare --config=experiments/configs/fashion_mnist.py \
+      --acquisitions=random,entropy,bald --workdir=runs/fashion_mnist
+
+Each strategy runs in ``workdir/<acquisition>/`` (resumable; finished runs are not redone). The
+comparison is written to ``workdir/comparison.png``, ``comparison.md`` and ``comparison.json``.
+``--plot_only`` just redraws from existing results.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from dal_jax import analysis
+from dal_jax import experiment
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the strategies' workdirs")
+_ACQUISITIONS = flags.DEFINE_list("acquisitions", ["random", "entropy", "bald"],
+                                  "acquisition names to compare")
+_PLOT_ONLY = flags.DEFINE_bool("plot_only", False, "only redraw the comparison")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def compare(config, workdir: str, acquisitions, *, plot_only: bool = False) -> str:
+  """Runs (unless ``plot_only``) and compares; returns the Markdown table."""
+  splits = None
+  results = {}
+  for name in acquisitions:
+    sub = os.path.join(workdir, name)
+    if not plot_only:
+      cfg = config.copy_and_resolve_references()
+      cfg.acquisition = name
+      experiment.check_config(cfg)
+      if splits is None:
+        splits = experiment.load_splits(cfg)
+      experiment.run_experiment(cfg, sub, splits=splits)
+    results[name] = analysis.load_metrics(sub)
+  rows = analysis.summarize(results, target=config.report_accuracy)
+  table = analysis.format_table(rows)
+  analysis.plot_curves(results, os.path.join(workdir, "comparison.png"),
+                       title=f"{config.dataset}: {config.model}, k={config.query_size}")
+  with open(os.path.join(workdir, "comparison.md"), "w") as f:
+    f.write(table + "\n")
+  with open(os.path.join(workdir, "comparison.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  return table
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # progress is printed per round; keep orbax quiet
+  table = compare(_CONFIG.value, _WORKDIR.value, _ACQUISITIONS.value, plot_only=_PLOT_ONLY.value)
+  print(table)
+  print(f"plot: {os.path.join(_WORKDIR.value, 'comparison.png')}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,27 @@
+r"""scikit-learn's 8x8 digits: a tiny real dataset for smoke tests (seconds on a CPU).
+
+  python -m experiments.run --config=experiments/configs/digits.py --workdir=runs/digits
+"""
+
+from experiments.configs import fashion_mnist
+
+
+def get_config():
+  c = fashion_mnist.get_config()
+  c.dataset = "digits"
+  c.val_size = 200
+  c.model = "mlp"
+  c.model_kwargs.hidden = (64,)
+  c.mc_samples = 8
+  c.pool_subsample = 0
+  c.chunk_size = 512
+  c.initial_size = 20
+  c.query_size = 10
+  c.budget = 60
+  c.train.batch_size = 32
+  c.train.max_steps = 100
+  c.train.eval_every = 25
+  c.train.patience = 2
+  c.num_seeds = 1
+  c.report_accuracy = 0.8
+  return c
