@@ -32,6 +32,28 @@ class Model(NamedTuple):
   apply: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 
+class MCDropout(nnx.Module):
+  """Dropout for training and for MC-dropout inference.
+
+  Training draws an independent mask per example. MC inference (``mc=True``) draws one mask per
+  forward pass, shared by every example in the batch ("consistent MC dropout", Kirsch et al. 2019):
+  with the same S keys for every pool chunk, sample s is one fixed sub-network applied to the
+  whole pool, which joint-acquisition methods (BatchBALD) require and which costs S masks instead
+  of S x N of them.
+  """
+
+  def __init__(self, rate: float):
+    self.independent = nnx.Dropout(rate)
+    self.consistent = nnx.Dropout(rate, broadcast_dims=(0,))
+
+  def __call__(self, x, *, train: bool, mc: bool, rngs=None):
+    if train:
+      return self.independent(x, deterministic=False, rngs=rngs)
+    if mc:
+      return self.consistent(x, deterministic=False, rngs=rngs)
+    return x
+
+
 class MLP(nnx.Module):
   """Flatten -> [Dense -> ReLU -> Dropout] x len(hidden) -> Dense."""
 
@@ -39,14 +61,13 @@ class MLP(nnx.Module):
                dropout: float = 0.5, rngs: nnx.Rngs):
     sizes = (in_features, *hidden)
     self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-    self.dropout = nnx.Dropout(dropout)
+    self.dropout = MCDropout(dropout)
     self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
 
-  def __call__(self, x, *, train: bool, dropout: bool, rngs=None):
-    del train  # no batch-norm
+  def __call__(self, x, *, train: bool, mc: bool, rngs=None):
     h = x.reshape(x.shape[0], -1)
     for layer in self.layers:
-      h = self.dropout(nnx.relu(layer(h)), deterministic=not dropout, rngs=rngs)
+      h = self.dropout(nnx.relu(layer(h)), train=train, mc=mc, rngs=rngs)
     return self.head(h), {"pre_logits": h}
 
 
@@ -63,19 +84,18 @@ class GalCNN(nnx.Module):
     h, w = ((spatial[0] - 6) // 2, (spatial[1] - 6) // 2)
     if h < 1 or w < 1:
       raise ValueError(f"GalCNN needs images of at least 8x8 pixels, got {spatial}")
-    self.drop1 = nnx.Dropout(dropout[0])
+    self.drop1 = MCDropout(dropout[0])
     self.dense = nnx.Linear(h * w * filters, hidden, rngs=rngs)
-    self.drop2 = nnx.Dropout(dropout[1])
+    self.drop2 = MCDropout(dropout[1])
     self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
 
-  def __call__(self, x, *, train: bool, dropout: bool, rngs=None):
-    del train  # no batch-norm
+  def __call__(self, x, *, train: bool, mc: bool, rngs=None):
     h = nnx.relu(self.conv1(x))
     h = nnx.relu(self.conv2(h))
     h = nnx.max_pool(h, (2, 2), strides=(2, 2))
-    h = self.drop1(h, deterministic=not dropout, rngs=rngs)
+    h = self.drop1(h, train=train, mc=mc, rngs=rngs)
     h = nnx.relu(self.dense(h.reshape(h.shape[0], -1)))
-    h = self.drop2(h, deterministic=not dropout, rngs=rngs)
+    h = self.drop2(h, train=train, mc=mc, rngs=rngs)
     return self.head(h), {"pre_logits": h}
 
 
@@ -113,16 +133,16 @@ class ResNet18(nnx.Module):
         layers.append(_BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, rngs=rngs))
         cin = cout
     self.blocks = nnx.List(layers)
-    self.dropout = nnx.Dropout(dropout)
+    self.dropout = MCDropout(dropout)
     self.head = nnx.Linear(cin, num_classes, rngs=rngs)
 
-  def __call__(self, x, *, train: bool, dropout: bool, rngs=None):
+  def __call__(self, x, *, train: bool, mc: bool, rngs=None):
     h = nnx.relu(self.bn(self.stem(x), use_running_average=not train))
     for block in self.blocks:
       h = block(h, train=train)
     h = jnp.mean(h, axis=(1, 2))
     pre = h
-    h = self.dropout(h, deterministic=not dropout, rngs=rngs)
+    h = self.dropout(h, train=train, mc=mc, rngs=rngs)
     return self.head(h), {"pre_logits": pre}
 
 
@@ -130,8 +150,8 @@ def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
   """Wraps an NNX module into a pure :class:`Model`.
 
   Args:
-    make_module: ``rngs -> module``; the module's ``__call__(x, *, train, dropout, rngs)`` returns
-      ``(logits, {"pre_logits": h, ...})``.
+    make_module: ``rngs -> module``; the module's ``__call__(x, *, train, mc, rngs)`` returns
+      ``(logits, {"pre_logits": h, ...})`` (use :class:`MCDropout` for dropout layers).
 
   Returns:
     A :class:`Model` whose variables are ``{"params": nnx.State, "batch_stats": nnx.State}``.
@@ -155,7 +175,7 @@ def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
       raise ValueError("apply(train=True or mc=True) needs a dropout `key`")
     module = nnx.merge(graphdef, variables["params"], variables["batch_stats"], rest)
     rngs = nnx.Rngs(dropout=key) if use_dropout else None
-    logits, aux = module(x, train=train, dropout=use_dropout, rngs=rngs)
+    logits, aux = module(x, train=train, mc=mc and not train, rngs=rngs)
     aux = dict(aux)
     if train:
       _, _, new_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)

@@ -83,15 +83,32 @@ def make_train_step(model: Model, tx: optax.GradientTransformation):
   return train_step
 
 
-@functools.partial(jax.jit, static_argnames=("train_step", "num_steps", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("train_step", "batch_size"))
+def sampled_train_step(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
+                       p: jax.Array, *, train_step, batch_size: int):
+  """One step on a batch drawn (with replacement) from the distribution ``p`` over the pool.
+
+  ``x`` is passed as an argument (not baked into the program), so one compiled step serves
+  every round. The step key is ``fold_in(key, state.step)``.
+  """
+  batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
+  idx = jax.random.choice(batch_key, x.shape[0], (batch_size,), p=p)
+  return train_step(state, (x[idx], y[idx]), dropout_key)
+
+
 def train_steps(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
                 sample_weights: jax.Array, *, train_step, num_steps: int, batch_size: int):
-  """Runs ``num_steps`` steps in one ``lax.scan``; batches are drawn from ``x[sample_weights>0]``.
+  """Runs ``num_steps`` sampled steps; batches are drawn from ``x[sample_weights > 0]``.
+
+  The steps are dispatched from Python rather than fused into one ``lax.scan``: on XLA:CPU a
+  convolution inside a compiled loop ran ~11x slower than the same step dispatched on its own
+  (Gal CNN, batch 32: 290 ms vs 26 ms per step, measured on the 2-core CI machine), while
+  dispatch costs well under a millisecond.
 
   Args:
     state: the TrainState.
-    key: PRNG key for this chunk (step keys are ``fold_in(key, state.step)``).
-    x: ``[N, ...]`` pool inputs (device array, passed as an argument, not baked into the program).
+    key: PRNG key for these steps.
+    x: ``[N, ...]`` pool inputs.
     y: ``[N]`` labels (only read where ``sample_weights > 0``).
     sample_weights: ``[N]`` non-negative float weights; normalised to a sampling distribution.
 
@@ -99,15 +116,12 @@ def train_steps(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
     ``(state, metrics)`` with metrics averaged over the steps.
   """
   p = sample_weights / jnp.sum(sample_weights)
-
-  def body(state, _):
-    step_key = jax.random.fold_in(key, state.step)
-    batch_key, dropout_key = jax.random.split(step_key)
-    idx = jax.random.choice(batch_key, x.shape[0], (batch_size,), p=p)
-    return train_step(state, (x[idx], y[idx]), dropout_key)
-
-  state, m = jax.lax.scan(body, state, None, length=num_steps)
-  return state, jax.tree.map(jnp.mean, m)
+  history = []
+  for _ in range(num_steps):
+    state, m = sampled_train_step(state, key, x, y, p, train_step=train_step,
+                                  batch_size=batch_size)
+    history.append(m)
+  return state, jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)
 
 
 class FitResult(NamedTuple):
