@@ -105,6 +105,7 @@ class DalIdxImages(tfds.core.GeneratorBasedBuilder):
             "label": tfds.features.ClassLabel(num_classes=num_classes),
         }),
         supervised_keys=("image", "label"),
+        disable_shuffling=True,  # record i is row i of the IDX files
     )
 
   def _split_generators(self, dl_manager):

@@ -1,0 +1,18 @@
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def random_log_probs(rng: np.random.Generator, s: int, n: int, c: int, *, sharp: float = 2.0):
+  """Fresh random log-probabilities [S, N, C] (float64), with a range of confidences."""
+  logits = rng.normal(size=(s, n, c)) * rng.uniform(0.1, sharp, size=(1, n, 1))
+  return logits - np.log(np.sum(np.exp(logits), axis=-1, keepdims=True))
+
+
+@pytest.fixture
+def rng(request):
+  # A fresh, reproducible stream per test.
+  return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)

@@ -1,0 +1,183 @@
+"""The loop: state invariants, oracle, stopping rules, end-to-end runs, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dal_jax import analysis
+from dal_jax import data
+from dal_jax import experiment
+from dal_jax import loop
+from experiments import compare
+from experiments.configs import digits
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  c = digits.get_config()
+  c.pool_size = 300
+  c.test_size = 200
+  c.val_size = 100
+  c.initial_size = 10
+  c.query_size = 5
+  c.budget = 25
+  c.mc_samples = 4
+  c.train.max_steps = 20
+  c.train.eval_every = 10
+  c.progress = False
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+@pytest.fixture(scope="module")
+def splits():
+  return experiment.load_splits(tiny_config())
+
+
+def test_oracle_and_state_invariants():
+  y = np.array([0, 1, 2, 1, data.OOD_LABEL, 0])
+  oracle = loop.simulated_oracle(y, 3)
+  state = loop.init_loop_state(jax.random.key(0), 6, np.array([0, 4]), oracle)
+  np.testing.assert_array_equal(state.labels, [0, -2, -2, -2, -1, -2])
+  np.testing.assert_array_equal(state.trainable, [1, 0, 0, 0, 0, 0])
+  state = state.replace(round=jnp.int32(3))
+  state = loop.add_labels(state, np.array([2, 5]), oracle.label(np.array([2, 5])))
+  np.testing.assert_array_equal(state.acquired_round, [0, -1, 4, -1, 0, 4])
+  with pytest.raises(ValueError, match="distinct unlabeled"):
+    loop.add_labels(state, np.array([2]), np.array([2]))
+  with pytest.raises(ValueError, match="out of range"):
+    loop.simulated_oracle(np.array([0, 3]), 3)
+  with pytest.raises(ValueError, match="invalid pool indices"):
+    oracle.label(np.array([6]))
+
+
+def test_balanced_initial_set():
+  y = np.repeat(np.arange(4), 10)
+  idx = loop.initial_indices(jax.random.key(1), y, 8, balanced=True, num_classes=4)
+  np.testing.assert_array_equal(np.bincount(y[idx]), [2, 2, 2, 2])
+  with pytest.raises(ValueError, match="divisible"):
+    loop.initial_indices(jax.random.key(1), y, 7, balanced=True, num_classes=4)
+
+
+@pytest.mark.parametrize("acquisition", ["random", "bald"])
+def test_end_to_end_tiny_run(tmp_path, splits, acquisition):
+  cfg = tiny_config(acquisition=acquisition)
+  results = experiment.run_experiment(cfg, str(tmp_path), splits=splits)
+  records = results[cfg.seed]
+  assert [r["num_labels"] for r in records] == [10, 15, 20, 25]
+  assert records[-1]["stop"] == "budget" and all(r["stop"] is None for r in records[:-1])
+  selected = [i for r in records for i in r["selected"]]
+  assert len(selected) == len(set(selected)) == 15
+  for r in records[:-1]:
+    assert sum(r["selected_class_histogram"]) + r["selected_ood"] == 5
+    assert 0 <= r["accuracy"] <= 1 and r["nll"] > 0 and 0 <= r["ece"] <= 1
+    assert r["time_train"] > 0
+  final = np.load(tmp_path / f"seed_{cfg.seed}" / "final_state.npz")
+  assert final["labeled"].sum() == 25
+  assert set(np.nonzero(final["acquired_round"] > 0)[0]) == set(selected)
+  lines = (tmp_path / f"seed_{cfg.seed}" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["round"] for line in lines] == [0, 1, 2, 3]
+
+
+def test_same_seed_same_selection_and_resume_in_process(tmp_path, splits):
+  cfg = tiny_config(acquisition="entropy", selector="softmax", beta=4.0)
+  full = experiment.run_experiment(cfg, str(tmp_path / "a"), splits=splits)[cfg.seed]
+  again = experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits)[cfg.seed]
+  assert [r["selected"] for r in full] == [r["selected"] for r in again]
+  part = experiment.run_experiment(cfg, str(tmp_path / "c"), splits=splits, max_rounds=2)
+  assert len(part[cfg.seed]) == 2
+  resumed = experiment.run_experiment(cfg, str(tmp_path / "c"), splits=splits)[cfg.seed]
+  assert [r["selected"] for r in resumed] == [r["selected"] for r in full]
+  assert [r["accuracy"] for r in resumed] == pytest.approx([r["accuracy"] for r in full])
+
+
+def test_warm_start_resume(tmp_path, splits):
+  cfg = tiny_config(acquisition="margin", warm_start=True)
+  full = experiment.run_experiment(cfg, str(tmp_path / "a"), splits=splits)[cfg.seed]
+  experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits, max_rounds=2)
+  resumed = experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits)[cfg.seed]
+  assert [r["selected"] for r in resumed] == [r["selected"] for r in full]
+
+
+def test_killed_run_resumes_to_the_same_labeled_set(tmp_path):
+  overrides = ["--config.pool_size=300", "--config.test_size=200", "--config.val_size=100",
+               "--config.initial_size=10", "--config.query_size=5", "--config.budget=40",
+               "--config.mc_samples=4", "--config.train.max_steps=20",
+               "--config.train.eval_every=10"]
+
+  def cmd(workdir):
+    return [sys.executable, "-m", "experiments.run",
+            "--config=experiments/configs/digits.py", f"--workdir={workdir}", *overrides]
+
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  subprocess.run(cmd(tmp_path / "full"), cwd=REPO, env=env, check=True, capture_output=True)
+  metrics = tmp_path / "killed" / "seed_0" / "metrics.jsonl"
+  proc = subprocess.Popen(cmd(tmp_path / "killed"), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done_before = len(metrics.read_text().splitlines())
+  assert 2 <= done_before < 7
+  subprocess.run(cmd(tmp_path / "killed"), cwd=REPO, env=env, check=True, capture_output=True)
+  a = np.load(tmp_path / "full" / "seed_0" / "final_state.npz")
+  b = np.load(tmp_path / "killed" / "seed_0" / "final_state.npz")
+  np.testing.assert_array_equal(a["labeled"], b["labeled"])
+  np.testing.assert_array_equal(a["acquired_round"], b["acquired_round"])
+  rounds = [json.loads(x)["round"] for x in metrics.read_text().splitlines()]
+  assert rounds == list(range(7))
+
+
+def test_target_accuracy_stops(tmp_path, splits):
+  cfg = tiny_config(acquisition="random", target_accuracy=0.01)
+  records = experiment.run_experiment(cfg, str(tmp_path), splits=splits)[cfg.seed]
+  assert len(records) == 1 and records[0]["stop"] == "target_accuracy"
+
+
+def test_config_errors(tmp_path, splits):
+  with pytest.raises(ValueError, match="unknown acquisition 'bladd'"):
+    experiment.run_experiment(tiny_config(acquisition="bladd"), str(tmp_path / "x"))
+  with pytest.raises(ValueError, match="unknown model 'vgg'"):
+    experiment.run_experiment(tiny_config(model="vgg"), str(tmp_path / "y"))
+  with pytest.raises(ValueError, match="unknown dataset"):
+    experiment.run_experiment(tiny_config(dataset="no_such_dataset_xyz"), str(tmp_path / "z"))
+  experiment.run_experiment(tiny_config(), str(tmp_path / "w"), splits=splits, max_rounds=1)
+  with pytest.raises(ValueError, match=r"another config \(query_size: 5 -> 6\)"):
+    experiment.run_experiment(tiny_config(query_size=6), str(tmp_path / "w"), splits=splits)
+
+
+def test_k_larger_than_the_unlabeled_pool_stops_cleanly(tmp_path, splits):
+  cfg = tiny_config(pool_size=30, initial_size=10, query_size=15, budget=100)
+  records = experiment.run_experiment(cfg, str(tmp_path))[cfg.seed]
+  assert [r["num_labels"] for r in records] == [10, 25]
+  assert records[-1]["stop"] == "pool_exhausted"
+
+
+def test_compare_writes_plot_and_table(tmp_path, splits):
+  cfg = tiny_config(report_accuracy=0.3)
+  table = compare.compare(cfg, str(tmp_path), ["random", "margin"])
+  assert "| random |" in table and "| margin |" in table
+  assert (tmp_path / "comparison.png").stat().st_size > 1000
+  rows = json.loads((tmp_path / "comparison.json").read_text())
+  assert {r["strategy"] for r in rows} == {"random", "margin"}
+  # Table math against a hand computation.
+  labels = np.array([10, 20, 30])
+  acc = np.array([[0.2, 0.4, 0.6], [0.2, 0.5, 0.5]])
+  np.testing.assert_allclose(analysis.area_under_curve(labels, acc), [0.4, 0.425])
+  assert analysis.labels_to_reach(labels, acc, 0.45) == [30.0, 20.0]
+  assert analysis.labels_to_reach(labels, acc, 0.9) == [None, None]

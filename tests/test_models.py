@@ -1,0 +1,55 @@
+"""Models: the pure init/apply contract, MC dropout, batch-norm in inference mode."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dal_jax import models
+
+CASES = [("mlp", (8, 8, 1), {}), ("gal_cnn", (12, 12, 1), {}),
+         ("resnet18", (8, 8, 3), {"width": 4, "blocks": (1, 1, 1, 1)})]
+
+
+@pytest.mark.parametrize("name,shape,kw", CASES)
+def test_contract(name, shape, kw):
+  m = models.get_model(name, shape, 5, **kw)
+  v = m.init(jax.random.key(0), None)
+  x = jax.random.normal(jax.random.key(1), (6, *shape))
+  logits, aux = m.apply(v, x, train=False)
+  assert logits.shape == (6, 5) and aux["pre_logits"].shape[0] == 6
+  # Deterministic inference is deterministic; MC dropout varies with the key, not without it.
+  np.testing.assert_array_equal(logits, m.apply(v, x, train=False)[0])
+  a = m.apply(v, x, train=False, mc=True, key=jax.random.key(2))[0]
+  b = m.apply(v, x, train=False, mc=True, key=jax.random.key(2))[0]
+  c = m.apply(v, x, train=False, mc=True, key=jax.random.key(3))[0]
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  # Training returns the updated non-parameter collections.
+  _, aux_t = m.apply(v, x, train=True, key=jax.random.key(4))
+  assert set(aux_t["updates"]) == {"batch_stats"}
+  with pytest.raises(ValueError, match="key"):
+    m.apply(v, x, train=True)
+
+
+def test_mc_dropout_is_consistent_and_batchnorm_stays_in_inference():
+  m = models.get_model("resnet18", (8, 8, 3), 4, width=4, blocks=(1, 1, 1, 1))
+  v = m.init(jax.random.key(0), None)
+  x = jax.random.normal(jax.random.key(1), (5, 8, 8, 3))
+  key = jax.random.key(7)
+  full = m.apply(v, x, train=False, mc=True, key=key)[0]
+  part = m.apply(v, x[:2], train=False, mc=True, key=key)[0]
+  # Same mask for every example, and batch-norm uses running statistics: an example's MC output
+  # does not depend on what else is in the batch.
+  np.testing.assert_allclose(full[:2], part, rtol=1e-5, atol=1e-6)
+  dup = m.apply(v, jnp.concatenate([x[:1], x[:1]]), train=False, mc=True, key=key)[0]
+  np.testing.assert_allclose(dup[0], dup[1], rtol=1e-6)
+
+
+def test_unknown_model_and_bad_shape():
+  with pytest.raises(ValueError, match="unknown model 'vgg'.*gal_cnn"):
+    models.get_model("vgg", (28, 28, 1), 10)
+  with pytest.raises(ValueError, match=r"\[H, W, C\]"):
+    models.get_model("gal_cnn", (784,), 10)
+  with pytest.raises(ValueError, match="at least 8x8"):
+    models.get_model("gal_cnn", (6, 6, 1), 10)

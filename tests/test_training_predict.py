@@ -1,0 +1,102 @@
+"""Training (fixed shapes, early stopping), chunked pool inference, metrics vs NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dal_jax import metrics
+from dal_jax import models
+from dal_jax import predict
+from dal_jax import training
+
+
+def blobs(n=300, c=3, d=(4, 4, 1), seed=0):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, c, n)
+  centers = rng.normal(size=(c, int(np.prod(d)))) * 3
+  x = (centers[y] + rng.normal(size=(n, centers.shape[1]))).reshape(n, *d).astype(np.float32)
+  return jnp.asarray(x), jnp.asarray(y, jnp.int32)
+
+
+def test_fit_learns_and_uses_only_labeled_points():
+  x, y = blobs()
+  m = models.get_model("mlp", (4, 4, 1), 3, hidden=(32,))
+  labeled = np.zeros(300, bool)
+  labeled[:60] = True
+  y_noisy = np.asarray(y).copy()
+  y_noisy[60:] = -1  # unlabeled entries are never read
+  cfg = training.TrainConfig(max_steps=200, eval_every=50, patience=10)
+  r = training.fit(m, x, jnp.asarray(y_noisy), labeled, key=jax.random.key(0), config=cfg,
+                   val=(x[200:], y[200:]))
+  acc = metrics.accuracy(predict.predict(m, r.variables, x[200:]).log_probs[0], y[200:])
+  assert float(acc) > 0.9 and r.best_val_accuracy > 0.9
+
+
+def test_growing_labeled_set_reuses_one_compiled_step():
+  x, y = blobs(seed=1)
+  m = models.get_model("mlp", (4, 4, 1), 3, hidden=(16,))
+  cfg = training.TrainConfig(max_steps=4, eval_every=2, batch_size=8)
+  training.fit(m, x, y, np.arange(300) < 10, key=jax.random.key(0), config=cfg)
+  before = training.sampled_train_step._cache_size()
+  for n in (20, 50, 120):
+    training.fit(m, x, y, np.arange(300) < n, key=jax.random.key(n), config=cfg)
+  assert training.sampled_train_step._cache_size() == before
+
+
+def test_fit_is_deterministic_and_early_stops():
+  x, y = blobs(seed=2)
+  m = models.get_model("mlp", (4, 4, 1), 3, hidden=(16,))
+  cfg = training.TrainConfig(max_steps=1000, eval_every=10, patience=2)
+  a = training.fit(m, x, y, np.arange(300) < 50, key=jax.random.key(1), config=cfg,
+                   val=(x[250:], y[250:]))
+  b = training.fit(m, x, y, np.arange(300) < 50, key=jax.random.key(1), config=cfg,
+                   val=(x[250:], y[250:]))
+  assert a.steps == b.steps < 1000
+  jax.tree.map(np.testing.assert_array_equal, a.variables, b.variables)
+
+
+def test_fit_errors():
+  x, y = blobs()
+  m = models.get_model("mlp", (4, 4, 1), 3)
+  with pytest.raises(ValueError, match="no labeled"):
+    training.fit(m, x, y, np.zeros(300, bool), key=jax.random.key(0),
+                 config=training.TrainConfig())
+
+
+def test_chunked_prediction_equals_one_pass():
+  x, _ = blobs(n=103)
+  m = models.get_model("mlp", (4, 4, 1), 3)
+  v = m.init(jax.random.key(0), None)
+  whole = predict.predict(m, v, x, chunk_size=1024, with_pre_logits=True)
+  chunked = predict.predict(m, v, x, chunk_size=16, with_pre_logits=True)
+  np.testing.assert_allclose(whole.log_probs, chunked.log_probs, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(whole.pre_logits, chunked.pre_logits, rtol=1e-5, atol=1e-6)
+  mc1 = predict.predict(m, v, x, key=jax.random.key(3), mc_samples=6, chunk_size=16)
+  mc2 = predict.predict(m, v, x, key=jax.random.key(3), mc_samples=6, chunk_size=1024)
+  assert mc1.log_probs.shape == (6, 103, 3)
+  np.testing.assert_allclose(mc1.log_probs, mc2.log_probs, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jnp.exp(mc1.log_probs).sum(-1), 1.0, rtol=1e-5)
+  # Each sample is one sub-network: it equals a direct MC apply with that sample's key.
+  keys = jax.random.split(jax.random.key(3), 6)
+  direct = jax.nn.log_softmax(m.apply(v, x, train=False, mc=True, key=keys[4])[0])
+  np.testing.assert_allclose(mc1.log_probs[4], direct, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="needs a `key`"):
+    predict.predict(m, v, x, mc_samples=2)
+
+
+def test_metrics_against_numpy(rng):
+  logits = rng.normal(size=(500, 4)) * 3
+  lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  y = rng.integers(0, 4, 500)
+  conf, pred = np.exp(lp).max(-1), lp.argmax(-1)
+  edges = np.linspace(0, 1, 16)
+  ref_ece = 0.0
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    in_bin = (conf > lo) & (conf <= hi)
+    if in_bin.any():
+      ref_ece += in_bin.mean() * abs((pred[in_bin] == y[in_bin]).mean() - conf[in_bin].mean())
+  got = metrics.classification_metrics(jnp.asarray(lp, jnp.float32), y)
+  assert got["accuracy"] == pytest.approx((pred == y).mean())
+  assert got["nll"] == pytest.approx(-lp[np.arange(500), y].mean(), rel=1e-5)
+  assert got["ece"] == pytest.approx(ref_ece, abs=1e-5)
