@@ -176,11 +176,15 @@ class LoopData(NamedTuple):
   y_test: jax.Array
 
 
-def _candidates(key: jax.Array, unlabeled: jax.Array, m: int) -> jax.Array:
-  """``m`` distinct random unlabeled pool positions (all of them, in order, if ``m`` covers them);
-  when fewer than ``m`` remain, the tail holds labeled positions, masked out by the caller."""
-  noise = jax.random.uniform(key, unlabeled.shape)
-  return jax.lax.top_k(jnp.where(unlabeled, noise, -1.0), m)[1]
+def _scored_points(key: jax.Array, labeled: jax.Array, m: int) -> jax.Array:
+  """Pool positions to score: ``m`` random unlabeled ones (fewer if fewer remain) followed by
+  every labeled one, so methods that reason about the labeled set (core-set, redundancy) see it
+  even when the pool is subsampled."""
+  unlabeled = ~labeled
+  noise = jax.random.uniform(key, labeled.shape)
+  m = min(m, int(jnp.sum(unlabeled)))
+  sub = jax.lax.top_k(jnp.where(unlabeled, noise, -1.0), m)[1]
+  return jnp.concatenate([sub, jnp.nonzero(labeled)[0].astype(sub.dtype)])
 
 
 def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
@@ -236,8 +240,9 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
 
   t1 = time.perf_counter()
   n_pool = unlabeled.shape[0]
-  m = config.pool_subsample if 0 < config.pool_subsample < n_pool else n_pool
-  cand = _candidates(cand_key, unlabeled, m) if m < n_pool else jnp.arange(n_pool)
+  subsample = 0 < config.pool_subsample < n_unlabeled
+  cand = (_scored_points(cand_key, state.labeled, config.pool_subsample) if subsample
+          else jnp.arange(n_pool))
   where = unlabeled[cand]
   inputs: dict[str, jax.Array] = {}
   if acquisition.requires:

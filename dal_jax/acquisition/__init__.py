@@ -1,5 +1,21 @@
 """Acquisition functions: pure scores ``[S, N, C] -> [N]`` and selectors ``[N] -> [k]``."""
 
+from dal_jax.acquisition._batchbald import BatchBALDResult
+from dal_jax.acquisition._batchbald import batchbald
+from dal_jax.acquisition._diversity import badge
+from dal_jax.acquisition._diversity import cluster_margin
+from dal_jax.acquisition._diversity import coreset
+from dal_jax.acquisition._diversity import dmbal
+from dal_jax.acquisition._diversity import entropy_gradnorm
+from dal_jax.acquisition._diversity import expected_gradient_length
+from dal_jax.acquisition._diversity import factored_sq_distances
+from dal_jax.acquisition._diversity import gradient_embedding_factors
+from dal_jax.acquisition._diversity import gradient_embeddings
+from dal_jax.acquisition._diversity import kdpp
+from dal_jax.acquisition._diversity import kmeans
+from dal_jax.acquisition._diversity import kmeans_pp
+from dal_jax.acquisition._diversity import kmeans_select
+from dal_jax.acquisition._diversity import uncertainty_minus_redundancy
 from dal_jax.acquisition._registry import ACQUISITIONS
 from dal_jax.acquisition._registry import Acquisition
 from dal_jax.acquisition._registry import acquire

@@ -11,6 +11,8 @@ from typing import Callable, Mapping, NamedTuple
 
 import jax
 
+from dal_jax.acquisition import _batchbald
+from dal_jax.acquisition import _diversity
 from dal_jax.acquisition import _scores
 from dal_jax.acquisition import _selectors
 
@@ -124,3 +126,52 @@ def _random_fn(inputs, *, key, where):
 
 # Random sampling needs no model output: the loop skips pool inference for it.
 register("random", _random_fn, requires=())
+
+
+# ---- batch-aware acquisitions (return indices) and gradient-length scores ----
+
+def _batchbald_fn(inputs, *, key, where, k):
+  return _batchbald.batchbald(inputs["log_probs"], k, key=key, where=where).indices
+
+
+def _badge_fn(inputs, *, key, where, k):
+  return _diversity.badge(key, inputs["log_probs"], inputs["pre_logits"], k, where=where)
+
+
+def _coreset_fn(inputs, *, key, where, k):
+  return _diversity.coreset(key, inputs["pre_logits"], k, where=where)
+
+
+def _kmeans_fn(inputs, *, key, where, k):
+  return _diversity.kmeans_select(key, inputs["pre_logits"], k, where=where)
+
+
+def _dmbal_fn(inputs, *, key, where, k):
+  return _diversity.dmbal(key, inputs["log_probs"], inputs["pre_logits"], k, where=where)
+
+
+def _cluster_margin_fn(inputs, *, key, where, k):
+  return _diversity.cluster_margin(key, inputs["log_probs"], inputs["pre_logits"], k, where=where)
+
+
+def _umr_fn(inputs, *, key, where, k):
+  del key
+  return _diversity.uncertainty_minus_redundancy(inputs["log_probs"], inputs["pre_logits"], k,
+                                                 where=where)
+
+
+def _kdpp_fn(inputs, *, key, where, k):
+  return _diversity.kdpp(key, inputs["log_probs"], inputs["pre_logits"], k, where=where)
+
+
+_EMB = ("log_probs", "pre_logits")
+register("batchbald", _batchbald_fn, requires=("log_probs",), returns="indices")
+register("badge", _badge_fn, requires=_EMB, returns="indices")
+register("coreset", _coreset_fn, requires=("pre_logits",), returns="indices")
+register("kmeans", _kmeans_fn, requires=("pre_logits",), returns="indices")
+register("dmbal", _dmbal_fn, requires=_EMB, returns="indices")
+register("cluster_margin", _cluster_margin_fn, requires=_EMB, returns="indices")
+register("umr", _umr_fn, requires=_EMB, returns="indices")
+register("kdpp", _kdpp_fn, requires=_EMB, returns="indices")
+register_score("egl", _diversity.expected_gradient_length, requires=_EMB)
+register_score("entropy_gradnorm", _diversity.entropy_gradnorm, requires=_EMB)
