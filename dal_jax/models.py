@@ -53,6 +53,24 @@ class MCDropout(nnx.Module):
       return self.consistent(x, deterministic=False, rngs=rngs)
     return x
 
+  def linear(self, x, layer: nnx.Linear, *, train: bool, mc: bool, rngs=None):
+    """``layer(dropout(x))`` for ``x [B, D]``.
+
+    With a consistent MC mask ``m`` (one per forward pass), ``(x ⊙ m / q) W = x (diag(m / q) W)``:
+    the mask is folded into the kernel, so under ``vmap`` over S dropout keys the S masked copies
+    of the activations (``[S, B, D]``) are never formed; XLA computes one ``[B, D] x [D, S·H]``
+    product instead.
+    """
+    if train or not mc:
+      return layer(self(x, train=train, mc=mc, rngs=rngs))
+    keep = 1.0 - self.consistent.rate
+    if keep == 1.0:
+      return layer(x)
+    mask = jax.random.bernoulli(rngs.dropout(), keep, (x.shape[-1],))
+    kernel = jnp.where(mask[:, None], layer.kernel.value / keep, 0.0)
+    out = x @ kernel
+    return out if layer.bias is None else out + layer.bias.value
+
 
 class MLP(nnx.Module):
   """Flatten -> [Dense -> ReLU -> Dropout] x len(hidden) -> Dense."""
@@ -65,10 +83,11 @@ class MLP(nnx.Module):
     self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
 
   def __call__(self, x, *, train: bool, mc: bool, rngs=None):
-    h = x.reshape(x.shape[0], -1)
-    for layer in self.layers:
-      h = self.dropout(nnx.relu(layer(h)), train=train, mc=mc, rngs=rngs)
-    return self.head(h), {"pre_logits": h}
+    h = nnx.relu(self.layers[0](x.reshape(x.shape[0], -1)))
+    for layer in list(self.layers)[1:]:
+      h = nnx.relu(self.dropout.linear(h, layer, train=train, mc=mc, rngs=rngs))
+    logits = self.dropout.linear(h, self.head, train=train, mc=mc, rngs=rngs)
+    return logits, {"pre_logits": h}
 
 
 class GalCNN(nnx.Module):
@@ -93,10 +112,9 @@ class GalCNN(nnx.Module):
     h = nnx.relu(self.conv1(x))
     h = nnx.relu(self.conv2(h))
     h = nnx.max_pool(h, (2, 2), strides=(2, 2))
-    h = self.drop1(h, train=train, mc=mc, rngs=rngs)
-    h = nnx.relu(self.dense(h.reshape(h.shape[0], -1)))
-    h = self.drop2(h, train=train, mc=mc, rngs=rngs)
-    return self.head(h), {"pre_logits": h}
+    h = h.reshape(h.shape[0], -1)
+    h = nnx.relu(self.drop1.linear(h, self.dense, train=train, mc=mc, rngs=rngs))
+    return self.drop2.linear(h, self.head, train=train, mc=mc, rngs=rngs), {"pre_logits": h}
 
 
 class _BasicBlock(nnx.Module):
@@ -141,9 +159,7 @@ class ResNet18(nnx.Module):
     for block in self.blocks:
       h = block(h, train=train)
     h = jnp.mean(h, axis=(1, 2))
-    pre = h
-    h = self.dropout(h, train=train, mc=mc, rngs=rngs)
-    return self.head(h), {"pre_logits": pre}
+    return self.dropout.linear(h, self.head, train=train, mc=mc, rngs=rngs), {"pre_logits": h}
 
 
 def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:

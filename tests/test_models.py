@@ -53,3 +53,17 @@ def test_unknown_model_and_bad_shape():
     models.get_model("gal_cnn", (784,), 10)
   with pytest.raises(ValueError, match="at least 8x8"):
     models.get_model("gal_cnn", (6, 6, 1), 10)
+
+
+def test_folded_mc_dropout_equals_masking_the_activations():
+  from flax import nnx
+  drop = models.MCDropout(0.3)
+  layer = nnx.Linear(6, 4, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (5, 6))
+  key = jax.random.key(2)
+  got = drop.linear(x, layer, train=False, mc=True, rngs=nnx.Rngs(dropout=key))
+  mask = jax.random.bernoulli(nnx.Rngs(dropout=key).dropout(), 0.7, (6,))
+  expected = layer(jnp.where(mask, x / 0.7, 0.0))
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  # Deterministic inference: no dropout at all.
+  np.testing.assert_allclose(drop.linear(x, layer, train=False, mc=False), layer(x), rtol=1e-6)
