@@ -91,24 +91,45 @@ def _load_digits() -> tuple[Dataset, Dataset]:
   return _as_dataset(x[train], y[train], 10), _as_dataset(x[test], y[test], 10)
 
 
+def _prepared_dir(name: str, data_dir: str | None) -> str | None:
+  """``data_dir/<name>/<version>`` (latest version) holding a prepared tfds dataset, if any."""
+  import tensorflow_datasets as tfds
+
+  root = os.path.join(data_dir or tfds.core.constants.DATA_DIR, *name.split("/"))
+  if not os.path.isdir(root):
+    return None
+  versions = sorted((d for d in os.listdir(root)
+                     if os.path.exists(os.path.join(root, d, "dataset_info.json"))),
+                    key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
+  return os.path.join(root, versions[-1]) if versions else None
+
+
 def _load_tfds(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
   import tensorflow_datasets as tfds
 
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # tfds raises DatasetNotFoundError and friends
-    raise ValueError(f"unknown dataset {name!r}: not one of {sorted(BUILTIN_DATASETS)} or "
-                     f"'idx:<dir>', and tfds does not know it ({e})") from e
+    directory = _prepared_dir(name, data_dir)
+    if directory is None:
+      raise ValueError(f"unknown dataset {name!r}: not one of {sorted(BUILTIN_DATASETS)} or "
+                       f"'idx:<dir>', not a tfds builder ({e}), and not a prepared dataset "
+                       f"directory under data_dir={data_dir!r}") from e
+    builder = tfds.builder_from_directory(directory)  # prepared files, builder code not needed
   if not builder.is_prepared():
     raise ValueError(f"tfds dataset {name!r} is not prepared in data_dir={builder.data_dir!r}; "
                      "dal_jax never downloads at run time. Prepare it where there is internet "
                      "(tfds.builder(name).download_and_prepare(file_format='array_record')) and "
                      "pass --config.data_dir")
+  if builder.info.supervised_keys is None:
+    raise ValueError(f"tfds dataset {name!r} has no supervised (image, label) keys")
   sources = builder.as_data_source()
   image_key, label_key = builder.info.supervised_keys
   c = builder.info.features[label_key].num_classes
 
   def load(split):
+    if split not in sources:
+      raise ValueError(f"tfds dataset {name!r} has no {split!r} split (has {sorted(sources)})")
     items = sources[split].__getitems__(list(range(len(sources[split]))))
     return _as_dataset(np.stack([it[image_key] for it in items]),
                        np.array([it[label_key] for it in items]), c)

@@ -72,6 +72,15 @@ def test_idx_dataset_through_tfds_builder(tmp_path):
   np.testing.assert_array_equal(train2.y, train.y)
 
 
+def test_prepared_tfds_dataset_loads_by_name(tmp_path):
+  d, arrays = make_idx_dir(tmp_path, seed=3)
+  data_dir = str(tmp_path / "tfds")
+  data.load_dataset(f"idx:{d}", data_dir=data_dir)  # prepares data_dir/dal_idx_images/idx/1.0.0
+  train, test = data.load_dataset("dal_idx_images/idx", data_dir=data_dir)
+  np.testing.assert_array_equal(train.y, arrays["train"][1])
+  assert len(test) == 20
+
+
 def test_unknown_and_missing_datasets(tmp_path):
   with pytest.raises(ValueError, match="unknown dataset 'no_such_dataset_xyz'"):
     data.load_dataset("no_such_dataset_xyz", data_dir=str(tmp_path))
