@@ -176,15 +176,22 @@ class LoopData(NamedTuple):
   y_test: jax.Array
 
 
-def _scored_points(key: jax.Array, labeled: jax.Array, m: int) -> jax.Array:
+def _scored_points(key: jax.Array, labeled: jax.Array, m: int, bucket: int = 256) -> jax.Array:
   """Pool positions to score: ``m`` random unlabeled ones (fewer if fewer remain) followed by
   every labeled one, so methods that reason about the labeled set (core-set, redundancy) see it
-  even when the pool is subsampled."""
+  even when the pool is subsampled. The labeled part is padded (repeating a labeled position) to
+  a multiple of ``bucket``, so the scored set keeps one shape for many rounds (no recompiles)."""
   unlabeled = ~labeled
   noise = jax.random.uniform(key, labeled.shape)
   m = min(m, int(jnp.sum(unlabeled)))
   sub = jax.lax.top_k(jnp.where(unlabeled, noise, -1.0), m)[1]
-  return jnp.concatenate([sub, jnp.nonzero(labeled)[0].astype(sub.dtype)])
+  n_labeled = int(jnp.sum(labeled))
+  if n_labeled == 0:
+    return sub
+  size = -(-n_labeled // bucket) * bucket
+  first = jnp.argmax(labeled)
+  lab = jnp.nonzero(labeled, size=size, fill_value=first)[0].astype(sub.dtype)
+  return jnp.concatenate([sub, lab])
 
 
 def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,

@@ -61,6 +61,15 @@ def test_oracle_and_state_invariants():
     oracle.label(np.array([6]))
 
 
+def test_scored_points_cover_a_subsample_and_every_labeled_point():
+  labeled = np.zeros(1000, bool)
+  labeled[np.random.default_rng(0).choice(1000, 300, replace=False)] = True
+  pts = np.asarray(loop._scored_points(jax.random.key(0), jnp.asarray(labeled), 50, bucket=256))
+  assert pts.shape == (50 + 512,)
+  assert not labeled[pts[:50]].any() and len(set(pts[:50].tolist())) == 50
+  assert labeled[pts[50:]].all() and set(pts[50:].tolist()) == set(np.nonzero(labeled)[0].tolist())
+
+
 def test_balanced_initial_set():
   y = np.repeat(np.arange(4), 10)
   idx = loop.initial_indices(jax.random.key(1), y, 8, balanced=True, num_classes=4)
@@ -69,9 +78,10 @@ def test_balanced_initial_set():
     loop.initial_indices(jax.random.key(1), y, 7, balanced=True, num_classes=4)
 
 
-@pytest.mark.parametrize("acquisition", ["random", "bald"])
-def test_end_to_end_tiny_run(tmp_path, splits, acquisition):
-  cfg = tiny_config(acquisition=acquisition)
+@pytest.mark.parametrize("acquisition,subsample", [("random", 0), ("bald", 0), ("coreset", 100),
+                                                   ("badge", 100), ("batchbald", 100)])
+def test_end_to_end_tiny_run(tmp_path, splits, acquisition, subsample):
+  cfg = tiny_config(acquisition=acquisition, pool_subsample=subsample)
   results = experiment.run_experiment(cfg, str(tmp_path), splits=splits)
   records = results[cfg.seed]
   assert [r["num_labels"] for r in records] == [10, 15, 20, 25]
