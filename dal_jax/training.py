@@ -83,17 +83,27 @@ def make_train_step(model: Model, tx: optax.GradientTransformation):
   return train_step
 
 
-@functools.partial(jax.jit, static_argnames=("train_step", "batch_size"))
-def sampled_train_step(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
-                       p: jax.Array, *, train_step, batch_size: int):
+def sample_batch_step(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
+                      p: jax.Array, *, train_step, batch_size: int, constrain=None):
   """One step on a batch drawn (with replacement) from the distribution ``p`` over the pool.
 
-  ``x`` is passed as an argument (not baked into the program), so one compiled step serves
-  every round. The step key is ``fold_in(key, state.step)``.
+  The step key is ``fold_in(key, state.step)``; ``constrain`` optionally places the batch (used to
+  shard it over devices).
   """
   batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
   idx = jax.random.choice(batch_key, x.shape[0], (batch_size,), p=p)
-  return train_step(state, (x[idx], y[idx]), dropout_key)
+  xb, yb = x[idx], y[idx]
+  if constrain is not None:
+    xb, yb = constrain(xb), constrain(yb)
+  return train_step(state, (xb, yb), dropout_key)
+
+
+@functools.partial(jax.jit, static_argnames=("train_step", "batch_size"))
+def sampled_train_step(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
+                       p: jax.Array, *, train_step, batch_size: int):
+  """:func:`sample_batch_step`, jitted. ``x`` is passed as an argument (not baked into the
+  program), so one compiled step serves every round."""
+  return sample_batch_step(state, key, x, y, p, train_step=train_step, batch_size=batch_size)
 
 
 def train_steps(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,

@@ -33,12 +33,20 @@ def ref_scores(name, lp):
     return p.std(axis=0).mean(-1)
   if name == "bald":
     return ref_entropy(pm) - ref_entropy(p).mean(0)
+  if name == "vote_entropy":
+    votes = p.argmax(-1)
+    s, n = votes.shape
+    return np.array([ref_entropy(np.bincount(votes[:, i], minlength=p.shape[2]) / s)
+                     for i in range(n)])
+  if name == "consensus_kl":
+    return np.mean(np.sum(p * (lp - np.log(pm)[None]), -1), 0)
   raise KeyError(name)
 
 
 FNS = {"entropy": acq.predictive_entropy, "least_confidence": acq.least_confidence,
        "margin": acq.margin, "variation_ratios": acq.variation_ratios,
-       "mean_std": acq.mean_std, "bald": acq.bald}
+       "mean_std": acq.mean_std, "bald": acq.bald, "vote_entropy": acq.vote_entropy,
+       "consensus_kl": acq.consensus_kl}
 
 
 @pytest.mark.parametrize("name", sorted(FNS))
@@ -81,6 +89,8 @@ def test_known_answers():
   np.testing.assert_allclose(acq.bald(lp), [np.log(2)], rtol=1e-6)
   np.testing.assert_allclose(acq.variation_ratios(lp), [0.5])
   np.testing.assert_allclose(acq.mean_std(lp), [0.5], rtol=1e-6)
+  np.testing.assert_allclose(acq.vote_entropy(lp), [np.log(2)], rtol=1e-6)
+  np.testing.assert_allclose(acq.consensus_kl(lp), [np.log(2)], rtol=1e-6)
   # Votes 0, 0, 1, 2 over 3 classes: modal count 2 of 4 -> 0.5.
   votes = jnp.log(jax.nn.one_hot(jnp.array([0, 0, 1, 2]), 3) * 0.9 + 0.1 / 3)[:, None, :]
   np.testing.assert_allclose(acq.variation_ratios(votes), [0.5])

@@ -23,6 +23,7 @@ from dal_jax.acquisition._registry import get_acquisition
 from dal_jax.acquisition._registry import register
 from dal_jax.acquisition._registry import register_score
 from dal_jax.acquisition._scores import bald
+from dal_jax.acquisition._scores import consensus_kl
 from dal_jax.acquisition._scores import least_confidence
 from dal_jax.acquisition._scores import margin
 from dal_jax.acquisition._scores import mean_log_probs
@@ -30,6 +31,7 @@ from dal_jax.acquisition._scores import mean_std
 from dal_jax.acquisition._scores import predictive_entropy
 from dal_jax.acquisition._scores import random_scores
 from dal_jax.acquisition._scores import variation_ratios
+from dal_jax.acquisition._scores import vote_entropy
 from dal_jax.acquisition._selectors import SELECTORS
 from dal_jax.acquisition._selectors import get_selector
 from dal_jax.acquisition._selectors import power_sample

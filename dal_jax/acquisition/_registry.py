@@ -109,6 +109,8 @@ for _name, _fn in [
     ("variation_ratios", _scores.variation_ratios),
     ("mean_std", _scores.mean_std),
     ("bald", _scores.bald),
+    ("vote_entropy", _scores.vote_entropy),
+    ("consensus_kl", _scores.consensus_kl),
 ]:
   register_score(_name, _fn)
 

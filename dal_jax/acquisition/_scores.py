@@ -155,6 +155,37 @@ def bald(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
   return apply_where(jnp.maximum(total - aleatoric, 0.0), where)
 
 
+def vote_entropy(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  """Query-by-committee vote entropy (Dagan & Engelson 1995; McCallum & Nigam 1998): entropy of
+  the committee's hard votes, ``-Σ_c (V_c / S) log (V_c / S)`` with ``V_c`` the number of members
+  (or MC samples) whose argmax is c.
+
+  Returns:
+    ``[N]`` scores in ``[0, log min(S, C)]``.
+  """
+  log_probs, where = _prepare(log_probs, where)
+  s, _, c = log_probs.shape
+  votes = jnp.sum(jax.nn.one_hot(jnp.argmax(log_probs, -1), c), axis=0) / s  # [N, C]
+  return apply_where(-jnp.sum(jnp.where(votes > 0, votes * jnp.log(jnp.where(votes > 0, votes,
+                                                                              1.0)), 0.0), -1),
+                     where)
+
+
+def consensus_kl(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  """Query-by-committee KL divergence to the consensus (McCallum & Nigam 1998):
+  ``1/S Σ_s KL(p_s || p̄)``, with p̄ the committee's mean prediction. Equal to BALD's mutual
+  information (``H[p̄] - 1/S Σ_s H[p_s]``), computed here from its definition.
+
+  Returns:
+    ``[N]`` scores, ``>= 0``.
+  """
+  log_probs, where = _prepare(log_probs, where)
+  mean = mean_log_probs(log_probs)[None]
+  p = jnp.exp(log_probs)
+  kl = jnp.sum(jnp.where(p > 0, p * (log_probs - mean), 0.0), -1)
+  return apply_where(jnp.maximum(jnp.mean(kl, axis=0), 0.0), where)
+
+
 def random_scores(key: jax.Array, n: int, *, where: ArrayLike | None = None) -> jax.Array:
   """Uniform random scores in ``[0, 1)`` (the random-sampling baseline)."""
   where = validate_where(where, n)
