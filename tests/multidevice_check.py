@@ -1,0 +1,60 @@
+"""Run with XLA_FLAGS=--xla_force_host_platform_device_count=8 (see test_parallel.py): compares
+stacked training and sharded pool scoring on 8 simulated devices with 1 device. Prints JSON."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dal_jax import acquisition
+from dal_jax import ensemble
+from dal_jax import models
+from dal_jax import parallel
+from dal_jax import training
+
+
+def max_diff(a, b):
+  return max(float(jnp.max(jnp.abs(jnp.asarray(x) - jnp.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def main():
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 3, 256)
+  x = (rng.normal(size=(3, 64))[y] * 2 + rng.normal(size=(256, 64))).reshape(256, 8, 8, 1)
+  x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+  model = models.get_model("gal_cnn", (8, 8, 1), 3, filters=4, hidden=16)
+  cfg = training.TrainConfig(max_steps=20, eval_every=10, patience=5, batch_size=16)
+  labeled = np.arange(256) < 40
+  mesh = parallel.make_mesh()
+  out = {"devices": jax.device_count()}
+  for m in (8, 2):
+    keys = jax.random.split(jax.random.key(m), m)
+    sharded = ensemble.fit_stacked(model, x, y, labeled, keys=keys, config=cfg,
+                                   val=(x[200:], y[200:]), mesh=mesh)
+    single = ensemble.fit_stacked(model, x, y, labeled, keys=keys, config=cfg,
+                                  val=(x[200:], y[200:]))
+    alone = training.fit(model, x, y, labeled, key=keys[1], config=cfg, val=(x[200:], y[200:]))
+    out[f"layout_{m}"] = parallel.stacked_layout(mesh, m, cfg.batch_size)
+    out[f"train_diff_sharded_vs_single_{m}"] = max_diff(sharded.variables, single.variables)
+    out[f"train_diff_member1_vs_alone_{m}"] = max_diff(
+        jax.tree.map(lambda a: a[1], sharded.variables), alone.variables)
+    leaf = jax.tree.leaves(sharded.variables)[0]
+    out[f"param_sharding_{m}"] = str(leaf.sharding.spec)
+  variables = sharded.variables
+  key = jax.random.key(3)
+  lp_s, _ = ensemble.predict_stacked(model, variables, x, key=key, mc_samples=4, chunk_size=96,
+                                     mesh=mesh)
+  lp_1, _ = ensemble.predict_stacked(model, variables, x, key=key, mc_samples=4, chunk_size=96)
+  out["predict_diff"] = max_diff(lp_s, lp_1)
+  where = jnp.asarray(~labeled)
+  idx_s = acquisition.top_k(acquisition.bald(ensemble.ensemble_log_probs(lp_s), where=where), 10)
+  idx_1 = acquisition.top_k(acquisition.bald(ensemble.ensemble_log_probs(lp_1), where=where), 10)
+  out["topk_sharded"] = np.asarray(idx_s).tolist()
+  out["topk_single"] = np.asarray(idx_1).tolist()
+  print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()
