@@ -27,12 +27,17 @@ from absl import logging
 
 from dal_jax import acquisition as acq_lib
 from dal_jax import data as data_lib
+from dal_jax import ensemble as ensemble_lib
 from dal_jax import loop as loop_lib
 from dal_jax import models as models_lib
+from dal_jax import parallel
 from dal_jax import training
 
 # Config fields that may change between a run and its resumption without changing its results.
 _RESUMABLE_FIELDS = ("progress",)
+# Fields added after workdirs were first written, with the value that reproduces older runs: a
+# stored config without them matches a current config holding these values.
+_ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -45,7 +50,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   acq_lib.get_selector(config.selector)
   if config.model not in models_lib.MODELS:
     raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
-  for field in ("query_size", "initial_size", "budget", "num_seeds"):
+  for field in ("query_size", "initial_size", "budget", "num_seeds", "ensemble_size"):
     if int(config[field]) < 1:
       raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
   if config.mc_samples < 0:
@@ -66,8 +71,9 @@ def _prepare_workdir(config, workdir: str) -> None:
       except json.JSONDecodeError as e:
         raise ValueError(f"{path} is corrupt ({e}); remove it or use another workdir") from e
     keys = set(stored) | set(current)
-    differ = sorted(k for k in keys if k not in _RESUMABLE_FIELDS and
-                    stored.get(k) != current.get(k))
+    differ = sorted(
+        k for k in keys if k not in _RESUMABLE_FIELDS and stored.get(k) != current.get(k)
+        and not (k not in stored and k in _ADDED_FIELDS and current.get(k) == _ADDED_FIELDS[k]))
     if differ:
       details = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ)
       raise ValueError(f"workdir {workdir!r} holds a run with another config ({details}); "
@@ -84,8 +90,15 @@ def train_config(config) -> training.TrainConfig:
                               eval_every=t.eval_every, patience=t.patience)
 
 
-def round_config(config) -> loop_lib.RoundConfig:
+def make_mesh(config):
+  """The device mesh for a config: ``num_devices`` devices (0 = all); None on a single device."""
+  n = config.get("num_devices", 0) or jax.device_count()
+  return parallel.make_mesh(n) if n > 1 else None
+
+
+def round_config(config, mesh=None) -> loop_lib.RoundConfig:
   return loop_lib.RoundConfig(
+      ensemble_size=config.get("ensemble_size", 1), mesh=mesh,
       acquisition=config.acquisition, query_size=config.query_size,
       mc_samples=config.mc_samples, selector=config.selector, beta=config.beta,
       pool_subsample=config.pool_subsample, chunk_size=config.chunk_size, budget=config.budget,
@@ -193,7 +206,8 @@ def run_seed(config, splits: data_lib.Splits, seed: int, workdir: str, *,
   pool, c = splits.pool, splits.pool.num_classes
   model = model or build_model(config, splits)
   oracle = loop_lib.simulated_oracle(pool.y, c)
-  rc = round_config(config)
+  mesh = make_mesh(config)
+  rc = round_config(config, mesh)
   data = loop_lib.LoopData(
       x_pool=jnp.asarray(pool.x),
       x_val=jnp.asarray(splits.val.x) if len(splits.val) else None,
@@ -206,7 +220,12 @@ def run_seed(config, splits: data_lib.Splits, seed: int, workdir: str, *,
   first = loop_lib.initial_indices(init_key, initial_y, config.initial_size,
                                    balanced=config.initial_balanced, num_classes=c)
   state = loop_lib.init_loop_state(run_key, len(pool), first, oracle)
-  variables = (model.init(jax.random.key(0), data.x_pool[:1]) if config.warm_start else None)
+  variables = None
+  if config.warm_start:  # a template for restoring checkpointed variables
+    variables = (model.init(jax.random.key(0), data.x_pool[:1]) if not rc.stacked else
+                 ensemble_lib.init_stacked(model, jax.random.split(jax.random.key(0),
+                                                                   rc.ensemble_size),
+                                           data.x_pool))
 
   ckpt = _Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -223,7 +242,8 @@ def run_seed(config, splits: data_lib.Splits, seed: int, workdir: str, *,
     while not bool(state.done) and (max_rounds is None or rounds < max_rounds):
       state, m, variables = loop_lib.al_round(state, model=model, data=data, oracle=oracle,
                                               config=rc, variables=variables)
-      m.update(seed=seed, acquisition=config.acquisition, time=time.time())
+      m.update(seed=seed, acquisition=config.acquisition, time=time.time(),
+               num_devices=1 if mesh is None else mesh.size, ensemble_size=rc.ensemble_size)
       if config.progress:
         _log_round(tag, m)
       with open(metrics_path, "a") as f:
@@ -250,6 +270,7 @@ def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
     ``{seed: [per-round metrics]}``.
   """
   check_config(config)
+  parallel.maybe_initialize_distributed(config.get("distributed", False))
   _prepare_workdir(config, workdir)
   splits = splits or load_splits(config)
   model = build_model(config, splits)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dal_jax import acquisition as acq_lib
+from dal_jax import ensemble as ensemble_lib
 from dal_jax import metrics as metrics_lib
 from dal_jax import predict as predict_lib
 from dal_jax import training
@@ -151,6 +152,9 @@ class RoundConfig(NamedTuple):
     target_accuracy: stop once test accuracy reaches this (``None``: never).
     warm_start: continue from the previous round's weights instead of re-initialising.
     train: the :class:`dal_jax.training.TrainConfig`.
+    ensemble_size: M > 1 trains a deep ensemble (members in parallel, ``vmap``); scoring sees
+      ``[M·S, N, C]`` log-probs (DEBAL when ``mc_samples > 0``), pre-logits of member 0.
+    mesh: optional device mesh; with more than one device, models and pool chunks are sharded.
   """
 
   acquisition: str
@@ -164,6 +168,13 @@ class RoundConfig(NamedTuple):
   target_accuracy: float | None = None
   warm_start: bool = False
   train: training.TrainConfig = training.TrainConfig()
+  ensemble_size: int = 1
+  mesh: Any = None
+
+  @property
+  def stacked(self) -> bool:
+    """Whether models go through the stacked (ensemble / multi-device) path."""
+    return self.ensemble_size > 1 or (self.mesh is not None and self.mesh.size > 1)
 
 
 class LoopData(NamedTuple):
@@ -194,6 +205,35 @@ def _scored_points(key: jax.Array, labeled: jax.Array, m: int, bucket: int = 256
   return jnp.concatenate([sub, lab])
 
 
+def _fit(model, data: LoopData, state: LoopState, config: RoundConfig, key, variables):
+  val = None if data.x_val is None else (data.x_val, data.y_val)
+  init = variables if config.warm_start else None
+  if not config.stacked:
+    r = training.fit(model, data.x_pool, state.labels, state.trainable, key=key,
+                     config=config.train, val=val, init_variables=init)
+    return r.variables, {"train_steps": r.steps, "val_accuracy": r.best_val_accuracy,
+                         "train_loss": r.train_loss}
+  keys = jax.random.split(key, config.ensemble_size)
+  r = ensemble_lib.fit_stacked(model, data.x_pool, state.labels, state.trainable, keys=keys,
+                               config=config.train, val=val, init_variables=init,
+                               mesh=config.mesh)
+  return r.variables, {"train_steps": int(r.steps.max()),
+                       "val_accuracy": float(np.mean(r.best_val_accuracy)),
+                       "train_loss": float(np.mean(r.train_loss))}
+
+
+def _predict(model, variables, x, config: RoundConfig, *, key=None, mc_samples=0,
+             with_pre_logits=False) -> predict_lib.PoolOutputs:
+  if not config.stacked:
+    return predict_lib.predict(model, variables, x, key=key, mc_samples=mc_samples,
+                               chunk_size=config.chunk_size, with_pre_logits=with_pre_logits)
+  lp, pre = ensemble_lib.predict_stacked(model, variables, x, key=key, mc_samples=mc_samples,
+                                         chunk_size=config.chunk_size,
+                                         with_pre_logits=with_pre_logits, mesh=config.mesh)
+  return predict_lib.PoolOutputs(ensemble_lib.ensemble_log_probs(lp),
+                                 None if pre is None else pre[0])
+
+
 def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
              config: RoundConfig, variables=None) -> tuple[LoopState, dict[str, Any], Any]:
   """One active learning round.
@@ -221,14 +261,11 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
                              "num_trainable": int(jnp.sum(state.trainable))}
 
   t0 = time.perf_counter()
-  fit = training.fit(model, data.x_pool, state.labels, state.trainable, key=train_key,
-                     config=config.train,
-                     val=None if data.x_val is None else (data.x_val, data.y_val),
-                     init_variables=variables if config.warm_start else None)
-  test_out = predict_lib.predict(model, fit.variables, data.x_test, chunk_size=config.chunk_size)
-  metrics.update(metrics_lib.classification_metrics(test_out.log_probs[0], data.y_test))
-  metrics.update(train_steps=fit.steps, val_accuracy=fit.best_val_accuracy,
-                 train_loss=fit.train_loss, time_train=time.perf_counter() - t0)
+  variables, fit_info = _fit(model, data, state, config, train_key, variables)
+  test_out = _predict(model, variables, data.x_test, config)
+  metrics.update(metrics_lib.classification_metrics(acq_lib.mean_log_probs(test_out.log_probs),
+                                                    data.y_test))
+  metrics.update(fit_info, time_train=time.perf_counter() - t0)
 
   unlabeled = ~state.labeled
   n_unlabeled = int(jnp.sum(unlabeled))
@@ -243,7 +280,7 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
   if stop is not None:
     metrics.update(selected=[], selected_class_histogram=[0] * oracle.num_classes,
                    selected_ood=0, time_score=0.0, time_select=0.0)
-    return state.replace(round=state.round + 1, done=jnp.array(True)), metrics, fit.variables
+    return state.replace(round=state.round + 1, done=jnp.array(True)), metrics, variables
 
   t1 = time.perf_counter()
   n_pool = unlabeled.shape[0]
@@ -253,9 +290,9 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
   where = unlabeled[cand]
   inputs: dict[str, jax.Array] = {}
   if acquisition.requires:
-    out = predict_lib.predict(model, fit.variables, data.x_pool[cand], key=score_key,
-                              mc_samples=config.mc_samples, chunk_size=config.chunk_size,
-                              with_pre_logits="pre_logits" in acquisition.requires)
+    out = _predict(model, variables, data.x_pool[cand], config, key=score_key,
+                   mc_samples=config.mc_samples,
+                   with_pre_logits="pre_logits" in acquisition.requires)
     inputs = out.as_inputs()
     jax.block_until_ready(inputs)
   t2 = time.perf_counter()
@@ -270,4 +307,4 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
   metrics.update(selected=selected.tolist(), selected_class_histogram=hist.tolist(),
                  selected_ood=int(np.sum(new_labels == OOD_LABEL)),
                  time_score=t2 - t1, time_select=t3 - t2)
-  return state.replace(round=state.round + 1), metrics, fit.variables
+  return state.replace(round=state.round + 1), metrics, variables

@@ -153,6 +153,16 @@ def test_killed_run_resumes_to_the_same_labeled_set(tmp_path):
   assert rounds == list(range(7))
 
 
+def test_ensemble_and_debal_rounds(tmp_path, splits):
+  cfg = tiny_config(acquisition="bald", ensemble_size=3, mc_samples=2, warm_start=True)
+  full = experiment.run_experiment(cfg, str(tmp_path / "a"), splits=splits)[cfg.seed]
+  assert [r["num_labels"] for r in full] == [10, 15, 20, 25]
+  assert all(r["ensemble_size"] == 3 and r["num_devices"] == 1 for r in full)
+  experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits, max_rounds=2)
+  resumed = experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits)[cfg.seed]
+  assert [r["selected"] for r in resumed] == [r["selected"] for r in full]
+
+
 def test_target_accuracy_stops(tmp_path, splits):
   cfg = tiny_config(acquisition="random", target_accuracy=0.01)
   records = experiment.run_experiment(cfg, str(tmp_path), splits=splits)[cfg.seed]

@@ -50,6 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 25
   c.train.patience = 3
 
+  # Ensembles and devices.
+  c.ensemble_size = 1  # > 1: a deep ensemble trained in parallel (with mc_samples > 0: DEBAL)
+  c.num_devices = 0  # devices to shard over (0 = all visible devices)
+  c.distributed = False  # jax.distributed.initialize() for multi-host (TPU pod slice, GPU cluster)
+
   # Run.
   c.seed = 0
   c.num_seeds = 3
