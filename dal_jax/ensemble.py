@@ -148,9 +148,11 @@ def fit_stacked(model: Model, x, y, labeled, *, keys: jax.Array, config: trainin
                     train_loss=np.asarray(loss))
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "mc_samples", "with_pre_logits"))
-def _stacked_chunk(variables, x, keys, *, apply, mc_samples, with_pre_logits):
-  def one(v):
+@functools.partial(jax.jit, static_argnames=("apply", "mc_samples", "with_pre_logits",
+                                             "per_model_x", "per_model_keys"))
+def _stacked_chunk(variables, x, keys, *, apply, mc_samples, with_pre_logits, per_model_x,
+                   per_model_keys):
+  def one(v, x, keys):
     pre = None
     if mc_samples == 0 or with_pre_logits:
       logits, aux = apply(v, x, train=False)
@@ -160,13 +162,18 @@ def _stacked_chunk(variables, x, keys, *, apply, mc_samples, with_pre_logits):
     lp = jax.vmap(lambda k: jax.nn.log_softmax(apply(v, x, train=False, mc=True, key=k)[0]))(keys)
     return lp, pre
 
-  return jax.vmap(one)(variables)  # ([M, S, B, C], [M, B, D])
+  return jax.vmap(one, in_axes=(0, 0 if per_model_x else None, 0 if per_model_keys else None))(
+      variables, x, keys)
 
 
 def predict_stacked(model: Model, variables, x, *, key: jax.Array | None = None,
                     mc_samples: int = 0, chunk_size: int = 1024, with_pre_logits: bool = False,
-                    mesh: jax.sharding.Mesh | None = None):
+                    mesh: jax.sharding.Mesh | None = None, per_model_x: bool = False):
   """Per-model predictions of a stack, chunked over the pool (the pool axis sharded over devices).
+
+  ``x`` is ``[N, ...]`` shared by every model, or with ``per_model_x`` ``[M, N, ...]`` (model m
+  predicts ``x[m]``: parallel seeds scoring their own candidate sets). ``key`` is one key (every
+  model uses the same S dropout keys) or ``[M]`` keys (model m uses ``split(key[m], S)``).
 
   Returns:
     ``(log_probs [M, max(S, 1), N, C], pre_logits [M, N, D] or None)``. For an ensemble, reshape
@@ -174,23 +181,34 @@ def predict_stacked(model: Model, variables, x, *, key: jax.Array | None = None,
   """
   if mc_samples > 0 and key is None:
     raise ValueError("MC-dropout prediction (mc_samples > 0) needs a `key`")
-  n = x.shape[0]
+  axis = 1 if per_model_x else 0
+  n = x.shape[axis]
   chunk = min(chunk_size, n)
   if mesh is not None and mesh.size > 1:
     chunk = parallel.pad_to_multiple(chunk, mesh.size)
-  keys = jax.random.split(key, mc_samples) if mc_samples else jnp.zeros((0,), jnp.uint32)
+  per_model_keys = key is not None and key.ndim == 1
+  if not mc_samples:
+    keys = jnp.zeros((0,), jnp.uint32)
+    per_model_keys = False
+  elif per_model_keys:
+    keys = jax.vmap(lambda k: jax.random.split(k, mc_samples))(key)
+  else:
+    keys = jax.random.split(key, mc_samples)
   variables = parallel.replicate(variables, mesh)
   out_lp, out_pre = [], []
   for start in range(0, n, chunk):
-    xc = jnp.asarray(x[start:start + chunk])
-    valid = xc.shape[0]
+    xc = jnp.asarray(x[:, start:start + chunk] if per_model_x else x[start:start + chunk])
+    valid = xc.shape[axis]
     if valid < chunk:
-      xc = jnp.concatenate([xc, jnp.zeros((chunk - valid, *xc.shape[1:]), xc.dtype)])
+      pad = [(0, 0)] * xc.ndim
+      pad[axis] = (0, chunk - valid)
+      xc = jnp.pad(xc, pad)
     if mesh is not None and mesh.size > 1:
-      xc = jax.device_put(xc, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
-          parallel.AXIS)))
+      spec = (None, parallel.AXIS) if per_model_x else (parallel.AXIS,)
+      xc = jax.device_put(xc, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec)))
     lp, pre = _stacked_chunk(variables, xc, keys, apply=model.apply, mc_samples=mc_samples,
-                             with_pre_logits=with_pre_logits)
+                             with_pre_logits=with_pre_logits, per_model_x=per_model_x,
+                             per_model_keys=per_model_keys)
     out_lp.append(lp[:, :, :valid])
     if with_pre_logits:
       out_pre.append(pre[:, :valid])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,8 @@ from dal_jax import training
 _RESUMABLE_FIELDS = ("progress",)
 # Fields added after workdirs were first written, with the value that reproduces older runs: a
 # stored config without them matches a current config holding these values.
-_ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False}
+_ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False,
+                 "parallel_seeds": False}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -55,6 +56,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
   if config.mc_samples < 0:
     raise ValueError(f"config.mc_samples must be >= 0, got {config.mc_samples}")
+  if config.get("parallel_seeds", False) and config.get("ensemble_size", 1) > 1:
+    raise ValueError("parallel_seeds stacks one model per seed; it cannot be combined with "
+                     "ensemble_size > 1 (run ensemble seeds sequentially)")
   if config.budget < config.initial_size:
     raise ValueError(f"config.budget={config.budget} is smaller than config.initial_size="
                      f"{config.initial_size}")
@@ -188,6 +192,82 @@ def build_model(config, splits: data_lib.Splits) -> models_lib.Model:
                               **config.model_kwargs)
 
 
+class _Context(NamedTuple):
+  model: models_lib.Model
+  oracle: loop_lib.Oracle
+  rc: loop_lib.RoundConfig
+  data: loop_lib.LoopData
+  mesh: Any
+
+
+def _context(config, splits: data_lib.Splits, model=None) -> _Context:
+  pool = splits.pool
+  mesh = make_mesh(config)
+  data = loop_lib.LoopData(
+      x_pool=jnp.asarray(pool.x),
+      x_val=jnp.asarray(splits.val.x) if len(splits.val) else None,
+      y_val=jnp.asarray(splits.val.y) if len(splits.val) else None,
+      x_test=jnp.asarray(splits.test.x), y_test=jnp.asarray(splits.test.y))
+  return _Context(model=model or build_model(config, splits),
+                  oracle=loop_lib.simulated_oracle(pool.y, pool.num_classes),
+                  rc=round_config(config, mesh), data=data, mesh=mesh)
+
+
+class _SeedRun:
+  """One seed's files: checkpoints, metrics lines, final state; restore on construction."""
+
+  def __init__(self, config, splits: data_lib.Splits, seed: int, workdir: str, ctx: _Context, *,
+               single_model_variables: bool = False):
+    os.makedirs(workdir, exist_ok=True)
+    self.config, self.splits, self.seed, self.workdir, self.ctx = (config, splits, seed, workdir,
+                                                                   ctx)
+    pool, c = splits.pool, splits.pool.num_classes
+    init_key, run_key = jax.random.split(jax.random.key(seed))
+    initial_y = np.where(pool.y == data_lib.OOD_LABEL, -1, pool.y)
+    first = loop_lib.initial_indices(init_key, initial_y, config.initial_size,
+                                     balanced=config.initial_balanced, num_classes=c)
+    self.state = loop_lib.init_loop_state(run_key, len(pool), first, ctx.oracle)
+    self.variables = None
+    if config.warm_start:  # a template for restoring checkpointed variables
+      x1, m = ctx.data.x_pool[:1], ctx.rc.ensemble_size
+      self.variables = (ctx.model.init(jax.random.key(0), x1)
+                        if single_model_variables or not ctx.rc.stacked else
+                        ensemble_lib.init_stacked(ctx.model, jax.random.split(jax.random.key(0),
+                                                                              m), x1))
+    self.ckpt = _Checkpoints(os.path.join(workdir, "checkpoints"),
+                             keep=config.checkpoints_to_keep)
+    self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+    restored = self.ckpt.restore(self.state, self.variables)
+    if restored is not None:
+      self.state, self.variables = restored
+      logging.info("resuming %s from round %d", workdir, int(self.state.round))
+    self.records = _read_metrics(self.metrics_path, int(self.state.round))
+    with open(self.metrics_path, "w") as f:  # drop lines of rounds that will be redone
+      f.writelines(json.dumps(r) + "\n" for r in self.records)
+
+  def record(self, state, metrics: dict[str, Any], variables) -> None:
+    metrics.update(seed=self.seed, acquisition=self.config.acquisition, time=time.time(),
+                   num_devices=1 if self.ctx.mesh is None else self.ctx.mesh.size,
+                   ensemble_size=self.ctx.rc.ensemble_size)
+    if self.config.progress:
+      _log_round(f"{self.config.acquisition} seed {self.seed}", metrics)
+    with open(self.metrics_path, "a") as f:
+      f.write(json.dumps(metrics) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    self.ckpt.save(state, variables if self.config.warm_start else None)
+    self.state, self.variables = state, variables
+    self.records.append(metrics)
+
+  def close(self) -> None:
+    self.ckpt.close()
+    if bool(self.state.done):
+      np.savez(os.path.join(self.workdir, "final_state.npz"),
+               labeled=np.asarray(self.state.labeled), labels=np.asarray(self.state.labels),
+               acquired_round=np.asarray(self.state.acquired_round),
+               pool_source=self.splits.pool_source)
+
+
 def run_seed(config, splits: data_lib.Splits, seed: int, workdir: str, *,
              max_rounds: int | None = None,
              model: models_lib.Model | None = None) -> list[dict[str, Any]]:
@@ -202,69 +282,69 @@ def run_seed(config, splits: data_lib.Splits, seed: int, workdir: str, *,
       run stays resumable).
     model: the model (built from the config when omitted; pass one to share compiled code).
   """
-  os.makedirs(workdir, exist_ok=True)
-  pool, c = splits.pool, splits.pool.num_classes
-  model = model or build_model(config, splits)
-  oracle = loop_lib.simulated_oracle(pool.y, c)
-  mesh = make_mesh(config)
-  rc = round_config(config, mesh)
-  data = loop_lib.LoopData(
-      x_pool=jnp.asarray(pool.x),
-      x_val=jnp.asarray(splits.val.x) if len(splits.val) else None,
-      y_val=jnp.asarray(splits.val.y) if len(splits.val) else None,
-      x_test=jnp.asarray(splits.test.x), y_test=jnp.asarray(splits.test.y))
-
-  key = jax.random.key(seed)
-  init_key, run_key = jax.random.split(key)
-  initial_y = np.where(pool.y == data_lib.OOD_LABEL, -1, pool.y)
-  first = loop_lib.initial_indices(init_key, initial_y, config.initial_size,
-                                   balanced=config.initial_balanced, num_classes=c)
-  state = loop_lib.init_loop_state(run_key, len(pool), first, oracle)
-  variables = None
-  if config.warm_start:  # a template for restoring checkpointed variables
-    variables = (model.init(jax.random.key(0), data.x_pool[:1]) if not rc.stacked else
-                 ensemble_lib.init_stacked(model, jax.random.split(jax.random.key(0),
-                                                                   rc.ensemble_size),
-                                           data.x_pool))
-
-  ckpt = _Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  ctx = _context(config, splits, model)
+  run = _SeedRun(config, splits, seed, workdir, ctx)
   try:
-    restored = ckpt.restore(state, variables)
-    if restored is not None:
-      state, variables = restored
-      logging.info("resuming %s from round %d", workdir, int(state.round))
-    records = _read_metrics(metrics_path, int(state.round))
-    with open(metrics_path, "w") as f:  # drop lines of rounds that will be redone
-      f.writelines(json.dumps(r) + "\n" for r in records)
-    tag = f"{config.acquisition} seed {seed}"
     rounds = 0
-    while not bool(state.done) and (max_rounds is None or rounds < max_rounds):
-      state, m, variables = loop_lib.al_round(state, model=model, data=data, oracle=oracle,
-                                              config=rc, variables=variables)
-      m.update(seed=seed, acquisition=config.acquisition, time=time.time(),
-               num_devices=1 if mesh is None else mesh.size, ensemble_size=rc.ensemble_size)
-      if config.progress:
-        _log_round(tag, m)
-      with open(metrics_path, "a") as f:
-        f.write(json.dumps(m) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-      ckpt.save(state, variables if config.warm_start else None)
-      records.append(m)
+    while not bool(run.state.done) and (max_rounds is None or rounds < max_rounds):
+      state, m, variables = loop_lib.al_round(run.state, model=ctx.model, data=ctx.data,
+                                              oracle=ctx.oracle, config=ctx.rc,
+                                              variables=run.variables)
+      run.record(state, m, variables)
       rounds += 1
   finally:
-    ckpt.close()
-  if bool(state.done):
-    np.savez(os.path.join(workdir, "final_state.npz"), labeled=np.asarray(state.labeled),
-             labels=np.asarray(state.labels), acquired_round=np.asarray(state.acquired_round),
-             pool_source=splits.pool_source)
-  return records
+    run.close()
+  return run.records
+
+
+def run_seeds_parallel(config, splits: data_lib.Splits, seeds: list[int], workdir: str, *,
+                       max_rounds: int | None = None,
+                       model: models_lib.Model | None = None) -> dict[int, list[dict[str, Any]]]:
+  """Runs several seeds as one stacked program per round (:func:`loop.al_round_seeds`).
+
+  Each seed keeps its own directory, checkpoints and metrics, and makes the same choices as
+  :func:`run_seed`. Seeds that stop early drop out of the stack; a seed behind the others after a
+  resume first catches up on its own.
+  """
+  ctx = _context(config, splits, model)
+  runs = [_SeedRun(config, splits, s, os.path.join(workdir, f"seed_{s}"), ctx,
+                   single_model_variables=True) for s in seeds]
+  try:
+    rounds = 0
+    while max_rounds is None or rounds < max_rounds:
+      live = [r for r in runs if not bool(r.state.done)]
+      if not live:
+        break
+      target = max(int(r.state.round) for r in live)
+      behind = [r for r in live if int(r.state.round) < target]
+      for r in behind:  # after a resume, seeds may be a round apart
+        state, m, variables = loop_lib.al_round(r.state, model=ctx.model, data=ctx.data,
+                                                oracle=ctx.oracle, config=ctx.rc,
+                                                variables=r.variables)
+        r.record(state, m, variables)
+      if behind:
+        continue
+      stacked_vars = None
+      if config.warm_start:
+        stacked_vars = jax.tree.map(lambda *v: jnp.stack(v), *[r.variables for r in live])
+      states, metrics, new_vars = loop_lib.al_round_seeds(
+          [r.state for r in live], model=ctx.model, data=ctx.data, oracle=ctx.oracle,
+          config=ctx.rc, variables=stacked_vars)
+      for i, r in enumerate(live):
+        r.record(states[i], metrics[i], jax.tree.map(lambda v, i=i: v[i], new_vars))
+      rounds += 1
+  finally:
+    for r in runs:
+      r.close()
+  return {r.seed: r.records for r in runs}
 
 
 def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
                    splits: data_lib.Splits | None = None) -> dict[int, list[dict[str, Any]]]:
   """Runs all seeds of an experiment in ``workdir`` (resuming whatever is there).
+
+  With ``config.parallel_seeds`` the seeds' rounds run as one stacked program; otherwise one seed
+  after another.
 
   Returns:
     ``{seed: [per-round metrics]}``.
@@ -274,9 +354,8 @@ def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
   _prepare_workdir(config, workdir)
   splits = splits or load_splits(config)
   model = build_model(config, splits)
-  results = {}
-  for i in range(config.num_seeds):
-    seed = config.seed + i
-    results[seed] = run_seed(config, splits, seed, os.path.join(workdir, f"seed_{seed}"),
-                             max_rounds=max_rounds, model=model)
-  return results
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  if config.get("parallel_seeds", False) and len(seeds) > 1:
+    return run_seeds_parallel(config, splits, seeds, workdir, max_rounds=max_rounds, model=model)
+  return {seed: run_seed(config, splits, seed, os.path.join(workdir, f"seed_{seed}"),
+                         max_rounds=max_rounds, model=model) for seed in seeds}

@@ -234,6 +234,37 @@ def _predict(model, variables, x, config: RoundConfig, *, key=None, mc_samples=0
                                  None if pre is None else pre[0])
 
 
+def _stop_reason(state: LoopState, accuracy: float, config: RoundConfig) -> str | None:
+  if state.num_labeled >= config.budget:
+    return "budget"
+  if config.target_accuracy is not None and accuracy >= config.target_accuracy:
+    return "target_accuracy"
+  if int(jnp.sum(~state.labeled)) < config.query_size:
+    return "pool_exhausted"
+  return None
+
+
+def _stopped(state: LoopState, metrics: dict[str, Any], oracle: Oracle) -> LoopState:
+  metrics.update(selected=[], selected_class_histogram=[0] * oracle.num_classes,
+                 selected_ood=0, time_score=0.0, time_select=0.0)
+  return state.replace(round=state.round + 1, done=jnp.array(True))
+
+
+def _label_selection(state: LoopState, selected: np.ndarray, oracle: Oracle,
+                     metrics: dict[str, Any]) -> LoopState:
+  new_labels = oracle.label(selected)
+  state = add_labels(state, selected, new_labels)
+  hist = np.bincount(new_labels[new_labels >= 0], minlength=oracle.num_classes)
+  metrics.update(selected=selected.tolist(), selected_class_histogram=hist.tolist(),
+                 selected_ood=int(np.sum(new_labels == OOD_LABEL)))
+  return state.replace(round=state.round + 1)
+
+
+def _round_keys(state: LoopState):
+  """(train, candidates, score, select) keys of the state's current round."""
+  return jax.random.split(jax.random.fold_in(state.key, state.round), 4)
+
+
 def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
              config: RoundConfig, variables=None) -> tuple[LoopState, dict[str, Any], Any]:
   """One active learning round.
@@ -254,8 +285,7 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
   acquisition = acq_lib.get_acquisition(config.acquisition)
   if bool(state.done):
     raise ValueError("the loop state is done (a stopping rule fired); nothing left to run")
-  round_key = jax.random.fold_in(state.key, state.round)
-  train_key, cand_key, score_key, select_key = jax.random.split(round_key, 4)
+  train_key, cand_key, score_key, select_key = _round_keys(state)
   n_labeled = state.num_labeled
   metrics: dict[str, Any] = {"round": int(state.round), "num_labels": n_labeled,
                              "num_trainable": int(jnp.sum(state.trainable))}
@@ -267,20 +297,11 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
                                                     data.y_test))
   metrics.update(fit_info, time_train=time.perf_counter() - t0)
 
+  metrics["stop"] = _stop_reason(state, metrics["accuracy"], config)
+  if metrics["stop"] is not None:
+    return _stopped(state, metrics, oracle), metrics, variables
   unlabeled = ~state.labeled
   n_unlabeled = int(jnp.sum(unlabeled))
-  stop = None
-  if n_labeled >= config.budget:
-    stop = "budget"
-  elif config.target_accuracy is not None and metrics["accuracy"] >= config.target_accuracy:
-    stop = "target_accuracy"
-  elif n_unlabeled < config.query_size:
-    stop = "pool_exhausted"
-  metrics["stop"] = stop
-  if stop is not None:
-    metrics.update(selected=[], selected_class_histogram=[0] * oracle.num_classes,
-                   selected_ood=0, time_score=0.0, time_select=0.0)
-    return state.replace(round=state.round + 1, done=jnp.array(True)), metrics, variables
 
   t1 = time.perf_counter()
   n_pool = unlabeled.shape[0]
@@ -299,12 +320,94 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
   chosen = acq_lib.acquire(acquisition, inputs, key=select_key, k=config.query_size, where=where,
                            selector=config.selector, beta=config.beta)
   selected = np.asarray(cand[chosen])
-  t3 = time.perf_counter()
+  metrics.update(time_score=t2 - t1, time_select=time.perf_counter() - t2)
+  return _label_selection(state, selected, oracle, metrics), metrics, variables
 
-  new_labels = oracle.label(selected)
-  state = add_labels(state, selected, new_labels)
-  hist = np.bincount(new_labels[new_labels >= 0], minlength=oracle.num_classes)
-  metrics.update(selected=selected.tolist(), selected_class_histogram=hist.tolist(),
-                 selected_ood=int(np.sum(new_labels == OOD_LABEL)),
-                 time_score=t2 - t1, time_select=t3 - t2)
-  return state.replace(round=state.round + 1), metrics, variables
+
+def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, oracle: Oracle,
+                   config: RoundConfig, variables=None):
+  """One round for several seeds at once (the seeds' models stacked and trained by ``vmap``).
+
+  Every seed makes exactly the choices :func:`al_round` makes for it alone (its round keys are
+  ``fold_in(key_seed, round)``; stacked training equals per-seed training). Training, test
+  evaluation and pool scoring run as one program over the seed axis; selection runs seed by seed
+  (batch-aware methods are host-driven loops).
+
+  Args:
+    states: the seeds' loop states, all at the same round and not done.
+    model, data, oracle, config: as for :func:`al_round` (``config.ensemble_size`` must be 1).
+    variables: stacked variables of the previous round (warm start).
+
+  Returns:
+    ``(states, metrics_per_seed, stacked_variables)``.
+  """
+  if config.ensemble_size != 1:
+    raise ValueError("parallel seeds train one model per seed; use ensemble_size=1 (or run "
+                     "ensemble seeds sequentially)")
+  if len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
+    raise ValueError("parallel seeds must be at the same round and not done")
+  acquisition = acq_lib.get_acquisition(config.acquisition)
+  keys = [_round_keys(s) for s in states]
+  t0 = time.perf_counter()
+  val = None if data.x_val is None else (data.x_val, data.y_val)
+  fit = ensemble_lib.fit_stacked(
+      model, data.x_pool, jnp.stack([s.labels for s in states]),
+      jnp.stack([s.trainable for s in states]), keys=jnp.stack([k[0] for k in keys]),
+      config=config.train, val=val, init_variables=variables if config.warm_start else None,
+      mesh=config.mesh)
+  test_lp, _ = ensemble_lib.predict_stacked(model, fit.variables, data.x_test,
+                                            chunk_size=config.chunk_size, mesh=config.mesh)
+  t_train = time.perf_counter() - t0
+  metrics = []
+  for i, s in enumerate(states):
+    m = {"round": int(s.round), "num_labels": s.num_labeled,
+         "num_trainable": int(jnp.sum(s.trainable)), "train_steps": int(fit.steps[i]),
+         "val_accuracy": float(fit.best_val_accuracy[i]), "train_loss": float(fit.train_loss[i]),
+         "time_train": t_train, "parallel_seeds": len(states)}
+    m.update(metrics_lib.classification_metrics(test_lp[i, 0], data.y_test))
+    m["stop"] = _stop_reason(s, m["accuracy"], config)
+    metrics.append(m)
+  active = [i for i, m in enumerate(metrics) if m["stop"] is None]
+  new_states = list(states)
+  for i, m in enumerate(metrics):
+    if m["stop"] is not None:
+      new_states[i] = _stopped(states[i], m, oracle)
+  if not active:
+    return new_states, metrics, fit.variables
+
+  t1 = time.perf_counter()
+  n_pool = data.x_pool.shape[0]
+  cands = []
+  for i in active:
+    n_unlabeled = int(jnp.sum(~states[i].labeled))
+    sub = 0 < config.pool_subsample < n_unlabeled
+    cands.append(_scored_points(keys[i][1], states[i].labeled, config.pool_subsample) if sub
+                 else jnp.arange(n_pool))
+  width = max(c.shape[0] for c in cands)
+  valid = jnp.stack([jnp.arange(width) < c.shape[0] for c in cands])
+  cands = jnp.stack([jnp.pad(c, (0, width - c.shape[0]), mode="edge") for c in cands])
+  inputs_all = {}
+  if acquisition.requires:
+    lp, pre = ensemble_lib.predict_stacked(
+        model, jax.tree.map(lambda v: v[jnp.asarray(active)], fit.variables),
+        data.x_pool[cands], per_model_x=True, key=jnp.stack([keys[i][2] for i in active]),
+        mc_samples=config.mc_samples, chunk_size=config.chunk_size, mesh=config.mesh,
+        with_pre_logits="pre_logits" in acquisition.requires)
+    inputs_all = {"log_probs": lp, "pre_logits": pre}
+    jax.block_until_ready(inputs_all)
+  t2 = time.perf_counter()
+  for j, i in enumerate(active):
+    inputs = {}
+    if acquisition.requires:
+      inputs = {"log_probs": inputs_all["log_probs"][j]}
+      if inputs_all["pre_logits"] is not None:
+        inputs["pre_logits"] = inputs_all["pre_logits"][j]
+    where = ~states[i].labeled[cands[j]] & valid[j]
+    chosen = acq_lib.acquire(acquisition, inputs, key=keys[i][3], k=config.query_size,
+                             where=where, selector=config.selector, beta=config.beta)
+    metrics[i].update(time_score=t2 - t1, time_select=0.0)
+    new_states[i] = _label_selection(states[i], np.asarray(cands[j][chosen]), oracle, metrics[i])
+  t3 = time.perf_counter()
+  for i in active:
+    metrics[i]["time_select"] = t3 - t2
+  return new_states, metrics, fit.variables

@@ -163,6 +163,22 @@ def test_ensemble_and_debal_rounds(tmp_path, splits):
   assert [r["selected"] for r in resumed] == [r["selected"] for r in full]
 
 
+@pytest.mark.parametrize("acquisition,subsample,warm", [("bald", 0, False),
+                                                        ("coreset", 100, True)])
+def test_parallel_seeds_equal_sequential_seeds(tmp_path, splits, acquisition, subsample, warm):
+  cfg = tiny_config(acquisition=acquisition, pool_subsample=subsample, warm_start=warm,
+                    num_seeds=3)
+  seq = experiment.run_experiment(cfg, str(tmp_path / "seq"), splits=splits)
+  cfg.parallel_seeds = True
+  experiment.run_experiment(cfg, str(tmp_path / "par"), splits=splits, max_rounds=1)
+  par = experiment.run_experiment(cfg, str(tmp_path / "par"), splits=splits)
+  for seed in seq:
+    assert [r["selected"] for r in par[seed]] == [r["selected"] for r in seq[seed]]
+    assert [r["accuracy"] for r in par[seed]] == pytest.approx(
+        [r["accuracy"] for r in seq[seed]], abs=1e-3)
+  assert par[0][0]["parallel_seeds"] == 3
+
+
 def test_target_accuracy_stops(tmp_path, splits):
   cfg = tiny_config(acquisition="random", target_accuracy=0.01)
   records = experiment.run_experiment(cfg, str(tmp_path), splits=splits)[cfg.seed]

@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.ensemble_size = 1  # > 1: a deep ensemble trained in parallel (with mc_samples > 0: DEBAL)
   c.num_devices = 0  # devices to shard over (0 = all visible devices)
   c.distributed = False  # jax.distributed.initialize() for multi-host (TPU pod slice, GPU cluster)
+  c.parallel_seeds = False  # run the seeds' rounds as one vmapped program (same results)
 
   # Run.
   c.seed = 0
