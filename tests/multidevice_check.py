@@ -53,6 +53,18 @@ def main():
   idx_1 = acquisition.top_k(acquisition.bald(ensemble.ensemble_log_probs(lp_1), where=where), 10)
   out["topk_sharded"] = np.asarray(idx_s).tolist()
   out["topk_single"] = np.asarray(idx_1).tolist()
+  # The runner: one config field picks the device count; results do not depend on it.
+  import tempfile
+  from dal_jax import experiment
+  from tests.test_loop import tiny_config
+  selections = {}
+  for n_dev in (8, 1):
+    cfg = tiny_config(acquisition="bald", ensemble_size=8, mc_samples=2, budget=20)
+    cfg.num_devices = n_dev
+    res = experiment.run_experiment(cfg, tempfile.mkdtemp())
+    selections[n_dev] = [r["selected"] for r in res[cfg.seed]]
+    out[f"runner_devices_{n_dev}"] = res[cfg.seed][0]["num_devices"]
+  out["runner_same_selection"] = selections[8] == selections[1]
   print("RESULT " + json.dumps(out))
 
 

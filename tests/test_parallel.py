@@ -32,6 +32,8 @@ def test_eight_simulated_devices_match_one():
     assert out[f"train_diff_member1_vs_alone_{m}"] < 1e-4
   assert out["predict_diff"] < 1e-4
   assert out["topk_sharded"] == out["topk_single"]
+  assert out["runner_devices_8"] == 8 and out["runner_devices_1"] == 1
+  assert out["runner_same_selection"]
 
 
 def test_ensemble_log_probs_average_in_probability_space(rng):
