@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.special import logsumexp
 
 from dal_jax import ensemble
@@ -45,7 +46,8 @@ def test_ensemble_log_probs_average_in_probability_space(rng):
   np.testing.assert_allclose(ensemble.mean_prediction(flat), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_stacked_training_equals_members_trained_alone():
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_stacked_training_equals_members_trained_alone(vectorize):
   from dal_jax import models
   from dal_jax import training
   rng = np.random.default_rng(1)
@@ -61,9 +63,19 @@ def test_stacked_training_equals_members_trained_alone():
   for i in range(3):
     labeled[i, rng.choice(150, 20 + 10 * i, replace=False)] = True
   stacked = ensemble.fit_stacked(model, x, y, labeled, keys=keys, config=cfg,
-                                 val=(x[150:], y[150:]))
+                                 val=(x[150:], y[150:]), vectorize=vectorize)
   for i in range(3):
     alone = training.fit(model, x, y, labeled[i], key=keys[i], config=cfg, val=(x[150:], y[150:]))
     assert stacked.steps[i] == alone.steps
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6),
                  stacked.variables, alone.variables)
+  # Stacked prediction (vectorized or not) equals predicting with each model alone.
+  from dal_jax import predict
+  keys_s = jax.random.split(jax.random.key(7), 3)
+  lp, pre = ensemble.predict_stacked(model, stacked.variables, x, key=keys_s, mc_samples=3,
+                                     with_pre_logits=True, chunk_size=64, vectorize=vectorize)
+  for i in range(3):
+    one = predict.predict(model, jax.tree.map(lambda v: v[i], stacked.variables), x,
+                          key=keys_s[i], mc_samples=3, chunk_size=64, with_pre_logits=True)
+    np.testing.assert_allclose(lp[i], one.log_probs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pre[i], one.pre_logits, rtol=1e-5, atol=1e-5)
