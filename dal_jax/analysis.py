@@ -57,6 +57,8 @@ def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *,
     auc = area_under_curve(labels, acc)
     reach = labels_to_reach(labels, acc, target)
     reached = [r for r in reach if r is not None]
+    hist = np.sum([rec["selected_class_histogram"] for r in runs.values() for rec in r
+                   if rec.get("selected_class_histogram")], axis=0)
     rows.append({
         "strategy": name, "seeds": acc.shape[0], "final_labels": int(labels[-1]),
         "final_accuracy_mean": float(acc[:, -1].mean()),
@@ -64,7 +66,8 @@ def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *,
         "auc_mean": float(auc.mean()), "auc_std": float(auc.std()),
         "target_accuracy": target, "labels_to_target": reach,
         "labels_to_target_mean": float(np.mean(reached)) if reached else None,
-        "seeds_reaching_target": len(reached)})
+        "seeds_reaching_target": len(reached),
+        "acquired_class_histogram": np.asarray(hist, int).tolist()})
   return rows
 
 

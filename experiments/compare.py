@@ -24,21 +24,43 @@ from dal_jax import experiment
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the strategies' workdirs")
-_ACQUISITIONS = flags.DEFINE_list("acquisitions", ["random", "entropy", "bald"],
-                                  "acquisition names to compare")
+_ACQUISITIONS = flags.DEFINE_list(
+    "acquisitions", ["random", "entropy", "bald"],
+    "strategies to compare: an acquisition name, or label:acquisition:field=value:... for a "
+    "variant, e.g. ens_bald:bald:ensemble_size=5:mc_samples=0")
 _PLOT_ONLY = flags.DEFINE_bool("plot_only", False, "only redraw the comparison")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_strategy(spec: str, config):
+  """``name`` or ``label:acquisition:field=value:...`` -> (label, config for that strategy)."""
+  parts = spec.split(":")
+  label = parts[0]
+  cfg = config.copy_and_resolve_references()
+  cfg.acquisition = parts[1] if len(parts) > 1 else label
+  for item in parts[2:]:
+    field, sep, value = item.partition("=")
+    if not sep or field not in cfg:
+      raise ValueError(f"bad override {item!r} in strategy {spec!r}: expected field=value with "
+                       f"a config field (one of {sorted(cfg.keys())})")
+    current = cfg[field]
+    if isinstance(current, bool):
+      cfg[field] = value.lower() in ("1", "true", "yes")
+    elif current is None:
+      cfg[field] = value
+    else:
+      cfg[field] = type(current)(value)
+  return label, cfg
 
 
 def compare(config, workdir: str, acquisitions, *, plot_only: bool = False) -> str:
   """Runs (unless ``plot_only``) and compares; returns the Markdown table."""
   splits = None
   results = {}
-  for name in acquisitions:
+  for spec in acquisitions:
+    name, cfg = parse_strategy(spec, config)
     sub = os.path.join(workdir, name)
     if not plot_only:
-      cfg = config.copy_and_resolve_references()
-      cfg.acquisition = name
       experiment.check_config(cfg)
       if splits is None:
         splits = experiment.load_splits(cfg)

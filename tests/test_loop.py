@@ -206,11 +206,15 @@ def test_k_larger_than_the_unlabeled_pool_stops_cleanly(tmp_path, splits):
 
 def test_compare_writes_plot_and_table(tmp_path, splits):
   cfg = tiny_config(report_accuracy=0.3)
-  table = compare.compare(cfg, str(tmp_path), ["random", "margin"])
-  assert "| random |" in table and "| margin |" in table
+  table = compare.compare(cfg, str(tmp_path), ["random", "margin", "ens:margin:ensemble_size=2"])
+  assert "| random |" in table and "| margin |" in table and "| ens |" in table
+  assert json.loads((tmp_path / "ens" / "config.json").read_text())["ensemble_size"] == 2
+  with pytest.raises(ValueError, match="bad override"):
+    compare.parse_strategy("x:bald:no_such_field=1", cfg)
   assert (tmp_path / "comparison.png").stat().st_size > 1000
   rows = json.loads((tmp_path / "comparison.json").read_text())
-  assert {r["strategy"] for r in rows} == {"random", "margin"}
+  assert {r["strategy"] for r in rows} == {"random", "margin", "ens"}
+  assert sum(rows[0]["acquired_class_histogram"]) == 15
   # Table math against a hand computation.
   labels = np.array([10, 20, 30])
   acc = np.array([[0.2, 0.4, 0.6], [0.2, 0.5, 0.5]])
