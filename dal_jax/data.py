@@ -25,8 +25,6 @@ import numpy as np
 
 OOD_LABEL = -1
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot")
 
 
 class Dataset(NamedTuple):

@@ -80,12 +80,5 @@ def maybe_initialize_distributed(enabled: bool) -> None:
     jax.distributed.initialize()
 
 
-def device_summary() -> dict:
-  devices = jax.devices()
-  return {"backend": jax.default_backend(), "device_count": len(devices),
-          "process_count": jax.process_count(),
-          "device_kind": devices[0].device_kind if devices else "none"}
-
-
 def pad_to_multiple(n: int, multiple: int) -> int:
   return int(np.ceil(n / multiple) * multiple)
