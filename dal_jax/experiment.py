@@ -31,6 +31,7 @@ from dal_jax import ensemble as ensemble_lib
 from dal_jax import loop as loop_lib
 from dal_jax import models as models_lib
 from dal_jax import parallel
+from dal_jax import stopping
 from dal_jax import training
 
 # Config fields that may change between a run and its resumption without changing its results.
@@ -38,7 +39,8 @@ _RESUMABLE_FIELDS = ("progress",)
 # Fields added after workdirs were first written, with the value that reproduces older runs: a
 # stored config without them matches a current config holding these values.
 _ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False,
-                 "parallel_seeds": False}
+                 "parallel_seeds": False, "stabilizing_stop_set": 0, "stabilizing_window": 3,
+                 "stabilizing_threshold": 0.99, "stop_on_stabilizing": False}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -100,9 +102,20 @@ def make_mesh(config):
   return parallel.make_mesh(n) if n > 1 else None
 
 
+def stabilizing_rule(config) -> stopping.StabilizingPredictions | None:
+  size = config.get("stabilizing_stop_set", 0)
+  if not size:
+    return None
+  return stopping.StabilizingPredictions(
+      stop_set_size=size, window=config.get("stabilizing_window", 3),
+      threshold=config.get("stabilizing_threshold", 0.99),
+      stop=config.get("stop_on_stabilizing", False))
+
+
 def round_config(config, mesh=None) -> loop_lib.RoundConfig:
   return loop_lib.RoundConfig(
       ensemble_size=config.get("ensemble_size", 1), mesh=mesh,
+      stabilizing=stabilizing_rule(config),
       acquisition=config.acquisition, query_size=config.query_size,
       mc_samples=config.mc_samples, selector=config.selector, beta=config.beta,
       pool_subsample=config.pool_subsample, chunk_size=config.chunk_size, budget=config.budget,
@@ -131,6 +144,9 @@ class _Checkpoints:
     tree = {"labeled": state.labeled, "labels": state.labels,
             "acquired_round": state.acquired_round, "round": state.round,
             "key": jax.random.key_data(state.key), "done": state.done}
+    if state.stop_set.size:  # orbax cannot save zero-size arrays: only when the rule is on
+      tree.update(stop_set=state.stop_set, stop_predictions=state.stop_predictions,
+                  kappa_window=state.kappa_window)
     if variables is not None:
       tree["variables"] = jax.tree.leaves(variables)
     return tree
@@ -152,7 +168,10 @@ class _Checkpoints:
                        f"({type(e).__name__}: {e}); delete it to restart that seed") from e
     state = loop_lib.LoopState(
         labeled=tree["labeled"], labels=tree["labels"], acquired_round=tree["acquired_round"],
-        round=tree["round"], key=jax.random.wrap_key_data(tree["key"]), done=tree["done"])
+        round=tree["round"], key=jax.random.wrap_key_data(tree["key"]), done=tree["done"],
+        stop_set=tree.get("stop_set", template_state.stop_set),
+        stop_predictions=tree.get("stop_predictions", template_state.stop_predictions),
+        kappa_window=tree.get("kappa_window", template_state.kappa_window))
     variables = None
     if template_variables is not None:
       variables = jax.tree.unflatten(jax.tree.structure(template_variables), tree["variables"])
@@ -183,7 +202,9 @@ def _log_round(tag: str, m: dict[str, Any]) -> None:
   msg = (f"[{tag}] round {m['round']:3d}  labels {m['num_labels']:5d}  acc {m['accuracy']:.4f}  "
          f"nll {m['nll']:.3f}  ece {m['ece']:.3f}  | train {m['time_train']:.1f}s "
          f"({m['train_steps']} steps)  score {m['time_score']:.1f}s  "
-         f"select {m['time_select']:.2f}s" + (f"  -> stop: {m['stop']}" if m["stop"] else ""))
+         f"select {m['time_select']:.2f}s"
+         + (f"  kappa {m['kappa']:.3f}" if m.get("kappa") is not None else "")
+         + (f"  -> stop: {m['stop']}" if m["stop"] else ""))
   print(msg, flush=True)
 
 
@@ -226,7 +247,16 @@ class _SeedRun:
     initial_y = np.where(pool.y == data_lib.OOD_LABEL, -1, pool.y)
     first = loop_lib.initial_indices(init_key, initial_y, config.initial_size,
                                      balanced=config.initial_balanced, num_classes=c)
-    self.state = loop_lib.init_loop_state(run_key, len(pool), first, ctx.oracle)
+    rule = ctx.rc.stabilizing
+    stop_set = None
+    if rule is not None:
+      if not 0 < rule.stop_set_size <= len(pool):
+        raise ValueError(f"stabilizing_stop_set={rule.stop_set_size} must be in [1, {len(pool)}]")
+      stop_set = np.sort(np.asarray(jax.random.choice(
+          jax.random.fold_in(init_key, 1), len(pool), (rule.stop_set_size,), replace=False)))
+    self.state = loop_lib.init_loop_state(run_key, len(pool), first, ctx.oracle,
+                                          stop_set=stop_set,
+                                          kappa_window=0 if rule is None else rule.window)
     self.variables = None
     if config.warm_start:  # a template for restoring checkpointed variables
       x1, m = ctx.data.x_pool[:1], ctx.rc.ensemble_size

@@ -22,6 +22,7 @@ from dal_jax import acquisition as acq_lib
 from dal_jax import ensemble as ensemble_lib
 from dal_jax import metrics as metrics_lib
 from dal_jax import predict as predict_lib
+from dal_jax import stopping
 from dal_jax import training
 from dal_jax.data import OOD_LABEL
 from dal_jax.models import Model
@@ -41,6 +42,9 @@ class LoopState(flax.struct.PyTreeNode):
     round: ``[]`` int32, rounds completed.
     key: the run's PRNG key (round keys are ``fold_in(key, round)``).
     done: ``[]`` bool, a stopping rule fired.
+    stop_set: ``[P]`` int32 pool positions of the stabilizing-predictions stop set (P may be 0).
+    stop_predictions: ``[P]`` int32 last model's predicted labels on the stop set (-1: none yet).
+    kappa_window: ``[W]`` float32 last W Cohen's kappas between successive models (NaN: none).
   """
 
   labeled: jax.Array
@@ -49,6 +53,9 @@ class LoopState(flax.struct.PyTreeNode):
   round: jax.Array
   key: jax.Array
   done: jax.Array
+  stop_set: jax.Array
+  stop_predictions: jax.Array
+  kappa_window: jax.Array
 
   @property
   def num_labeled(self) -> int:
@@ -110,8 +117,12 @@ def initial_indices(key: jax.Array, y: np.ndarray, size: int, *, balanced: bool,
 
 
 def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray,
-                    oracle: Oracle) -> LoopState:
-  """A fresh state whose labeled set is ``initial`` (labels from the oracle)."""
+                    oracle: Oracle, *, stop_set: np.ndarray | None = None,
+                    kappa_window: int = 0) -> LoopState:
+  """A fresh state whose labeled set is ``initial`` (labels from the oracle).
+
+  ``stop_set`` (pool positions) and ``kappa_window`` enable the stabilizing-predictions rule.
+  """
   initial = np.asarray(initial)
   if len(np.unique(initial)) != len(initial):
     raise ValueError("initial indices contain duplicates")
@@ -120,9 +131,12 @@ def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray,
   labels = np.full(num_points, UNKNOWN, np.int32)
   labels[initial] = oracle.label(initial)
   acquired = np.where(labeled, 0, -1).astype(np.int32)
+  stop_set = np.zeros(0, np.int32) if stop_set is None else np.asarray(stop_set, np.int32)
   return LoopState(labeled=jnp.asarray(labeled), labels=jnp.asarray(labels),
                    acquired_round=jnp.asarray(acquired), round=jnp.zeros((), jnp.int32),
-                   key=key, done=jnp.zeros((), bool))
+                   key=key, done=jnp.zeros((), bool), stop_set=jnp.asarray(stop_set),
+                   stop_predictions=jnp.full(stop_set.shape, -1, jnp.int32),
+                   kappa_window=jnp.full((kappa_window,), jnp.nan, jnp.float32))
 
 
 def add_labels(state: LoopState, indices: np.ndarray, labels: np.ndarray) -> LoopState:
@@ -155,6 +169,8 @@ class RoundConfig(NamedTuple):
     ensemble_size: M > 1 trains a deep ensemble (members in parallel, ``vmap``); scoring sees
       ``[M·S, N, C]`` log-probs (DEBAL when ``mc_samples > 0``), pre-logits of member 0.
     mesh: optional device mesh; with more than one device, models and pool chunks are sharded.
+    stabilizing: optional :class:`dal_jax.stopping.StabilizingPredictions` (the state must hold
+      a stop set).
   """
 
   acquisition: str
@@ -170,6 +186,7 @@ class RoundConfig(NamedTuple):
   train: training.TrainConfig = training.TrainConfig()
   ensemble_size: int = 1
   mesh: Any = None
+  stabilizing: stopping.StabilizingPredictions | None = None
 
   @property
   def stacked(self) -> bool:
@@ -234,14 +251,37 @@ def _predict(model, variables, x, config: RoundConfig, *, key=None, mc_samples=0
                                  None if pre is None else pre[0])
 
 
-def _stop_reason(state: LoopState, accuracy: float, config: RoundConfig) -> str | None:
+def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig) -> str | None:
   if state.num_labeled >= config.budget:
     return "budget"
-  if config.target_accuracy is not None and accuracy >= config.target_accuracy:
+  if config.target_accuracy is not None and metrics["accuracy"] >= config.target_accuracy:
     return "target_accuracy"
+  if config.stabilizing is not None and config.stabilizing.stop and metrics.get("stabilized"):
+    return "stabilizing_predictions"
   if int(jnp.sum(~state.labeled)) < config.query_size:
     return "pool_exhausted"
   return None
+
+
+def _update_stabilizing(state: LoopState, log_probs_fn, config: RoundConfig,
+                        metrics: dict[str, Any], num_classes: int) -> LoopState:
+  """Compares this round's stop-set predictions with the last round's (Cohen's kappa)."""
+  rule = config.stabilizing
+  if rule is None:
+    return state
+  if state.stop_set.shape[0] == 0 or state.kappa_window.shape[0] != rule.window:
+    raise ValueError("stabilizing predictions needs a state made with a stop set and "
+                     f"kappa_window={rule.window} (init_loop_state(stop_set=..., kappa_window=...))")
+  preds = jnp.argmax(acq_lib.mean_log_probs(log_probs_fn(state.stop_set)), -1).astype(jnp.int32)
+  have_previous = bool(jnp.all(state.stop_predictions >= 0))
+  kappa = (stopping.cohens_kappa(state.stop_predictions, preds, num_classes) if have_previous
+           else jnp.float32(jnp.nan))
+  window = stopping.update_window(state.kappa_window, kappa)
+  full = bool(jnp.all(jnp.isfinite(window)))
+  metrics.update(kappa=float(kappa) if have_previous else None,
+                 kappa_window_mean=float(jnp.mean(window)) if full else None,
+                 stabilized=stopping.should_stop(window, rule.threshold))
+  return state.replace(stop_predictions=preds, kappa_window=window)
 
 
 def _stopped(state: LoopState, metrics: dict[str, Any], oracle: Oracle) -> LoopState:
@@ -296,8 +336,11 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
   metrics.update(metrics_lib.classification_metrics(acq_lib.mean_log_probs(test_out.log_probs),
                                                     data.y_test))
   metrics.update(fit_info, time_train=time.perf_counter() - t0)
+  state = _update_stabilizing(
+      state, lambda idx: _predict(model, variables, data.x_pool[idx], config).log_probs, config,
+      metrics, oracle.num_classes)
 
-  metrics["stop"] = _stop_reason(state, metrics["accuracy"], config)
+  metrics["stop"] = _stop_reason(state, metrics, config)
   if metrics["stop"] is not None:
     return _stopped(state, metrics, oracle), metrics, variables
   unlabeled = ~state.labeled
@@ -347,6 +390,7 @@ def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, ora
   if len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
     raise ValueError("parallel seeds must be at the same round and not done")
   acquisition = acq_lib.get_acquisition(config.acquisition)
+  states = list(states)
   keys = [_round_keys(s) for s in states]
   t0 = time.perf_counter()
   val = None if data.x_val is None else (data.x_val, data.y_val)
@@ -365,7 +409,12 @@ def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, ora
          "val_accuracy": float(fit.best_val_accuracy[i]), "train_loss": float(fit.train_loss[i]),
          "time_train": t_train, "parallel_seeds": len(states)}
     m.update(metrics_lib.classification_metrics(test_lp[i, 0], data.y_test))
-    m["stop"] = _stop_reason(s, m["accuracy"], config)
+    variables_i = jax.tree.map(lambda v, i=i: v[i], fit.variables)
+    states[i] = _update_stabilizing(
+        s, lambda idx, v=variables_i: predict_lib.predict(
+            model, v, data.x_pool[idx], chunk_size=config.chunk_size).log_probs,
+        config, m, oracle.num_classes)
+    m["stop"] = _stop_reason(states[i], m, config)
     metrics.append(m)
   active = [i for i, m in enumerate(metrics) if m["stop"] is None]
   new_states = list(states)

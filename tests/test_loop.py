@@ -167,7 +167,7 @@ def test_ensemble_and_debal_rounds(tmp_path, splits):
                                                         ("coreset", 100, True)])
 def test_parallel_seeds_equal_sequential_seeds(tmp_path, splits, acquisition, subsample, warm):
   cfg = tiny_config(acquisition=acquisition, pool_subsample=subsample, warm_start=warm,
-                    num_seeds=3)
+                    num_seeds=3, stabilizing_stop_set=30 if warm else 0)
   seq = experiment.run_experiment(cfg, str(tmp_path / "seq"), splits=splits)
   cfg.parallel_seeds = True
   experiment.run_experiment(cfg, str(tmp_path / "par"), splits=splits, max_rounds=1)
@@ -176,6 +176,8 @@ def test_parallel_seeds_equal_sequential_seeds(tmp_path, splits, acquisition, su
     assert [r["selected"] for r in par[seed]] == [r["selected"] for r in seq[seed]]
     assert [r["accuracy"] for r in par[seed]] == pytest.approx(
         [r["accuracy"] for r in seq[seed]], abs=1e-3)
+    assert [r.get("kappa") for r in par[seed]] == pytest.approx(
+        [r.get("kappa") for r in seq[seed]], abs=1e-5)
   assert par[0][0]["parallel_seeds"] == 3
 
 

@@ -40,6 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.budget = 220
   c.target_accuracy = ml_collections.config_dict.placeholder(float)  # None: run to the budget
   c.warm_start = False
+  # Stabilizing predictions (Bloodgood & Vijay-Shanker 2009): Cohen's kappa between successive
+  # models on a fixed unlabeled stop set; recorded per round, stops the run only if asked.
+  c.stabilizing_stop_set = 0  # stop-set size (0 = off; the paper uses a few thousand)
+  c.stabilizing_window = 3
+  c.stabilizing_threshold = 0.99
+  c.stop_on_stabilizing = False
 
   # Training (re-initialised every round unless warm_start).
   c.train = ml_collections.ConfigDict()
