@@ -352,13 +352,17 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
   cand = (_scored_points(cand_key, state.labeled, config.pool_subsample) if subsample
           else jnp.arange(n_pool))
   where = unlabeled[cand]
-  inputs: dict[str, jax.Array] = {}
-  if acquisition.requires:
+  inputs: dict[str, Any] = {}
+  if {"log_probs", "pre_logits"} & set(acquisition.requires):
     out = _predict(model, variables, data.x_pool[cand], config, key=score_key,
                    mc_samples=config.mc_samples,
                    with_pre_logits="pre_logits" in acquisition.requires)
     inputs = out.as_inputs()
     jax.block_until_ready(inputs)
+  if "model" in acquisition.requires:  # e.g. DFAL: the first model of a stack
+    inputs.update(model=model, x=data.x_pool[cand],
+                  variables=jax.tree.map(lambda v: v[0], variables) if config.stacked
+                  else variables)
   t2 = time.perf_counter()
   chosen = acq_lib.acquire(acquisition, inputs, key=select_key, k=config.query_size, where=where,
                            selector=config.selector, beta=config.beta)
@@ -436,7 +440,8 @@ def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, ora
   valid = jnp.stack([jnp.arange(width) < c.shape[0] for c in cands])
   cands = jnp.stack([jnp.pad(c, (0, width - c.shape[0]), mode="edge") for c in cands])
   inputs_all = {}
-  if acquisition.requires:
+  needs_outputs = bool({"log_probs", "pre_logits"} & set(acquisition.requires))
+  if needs_outputs:
     lp, pre = ensemble_lib.predict_stacked(
         model, jax.tree.map(lambda v: v[jnp.asarray(active)], fit.variables),
         data.x_pool[cands], per_model_x=True, key=jnp.stack([keys[i][2] for i in active]),
@@ -447,10 +452,13 @@ def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, ora
   t2 = time.perf_counter()
   for j, i in enumerate(active):
     inputs = {}
-    if acquisition.requires:
+    if needs_outputs:
       inputs = {"log_probs": inputs_all["log_probs"][j]}
       if inputs_all["pre_logits"] is not None:
         inputs["pre_logits"] = inputs_all["pre_logits"][j]
+    if "model" in acquisition.requires:
+      inputs.update(model=model, x=data.x_pool[cands[j]],
+                    variables=jax.tree.map(lambda v, i=i: v[i], fit.variables))
     where = ~states[i].labeled[cands[j]] & valid[j]
     chosen = acq_lib.acquire(acquisition, inputs, key=keys[i][3], k=config.query_size,
                              where=where, selector=config.selector, beta=config.beta)

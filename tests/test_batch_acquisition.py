@@ -356,3 +356,34 @@ def test_egl_and_entropy_gradnorm_match_autodiff(rng):
                              rtol=1e-4)
   np.testing.assert_allclose(acq.entropy_gradnorm(f32(lp[None]), f32(h)), egn_ref, rtol=1e-4,
                              atol=1e-6)
+
+
+# ------------------------------------------------------------------ DFAL (DeepFool)
+
+def test_deepfool_on_a_linear_model_gives_the_closed_form_distance(rng):
+  from dal_jax.models import Model
+  d, c = 6, 4
+  w = jnp.asarray(rng.normal(size=(d, c)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=c), jnp.float32)
+
+  def apply(variables, x, *, train, mc=False, key=None):
+    h = x.reshape(x.shape[0], -1)
+    return h @ variables["params"]["w"] + variables["params"]["b"], {"pre_logits": h}
+
+  model = Model(init=lambda key, x: {"params": {"w": w, "b": b}}, apply=apply)
+  variables = model.init(None, None)
+  x = rng.normal(size=(40, d)).astype(np.float32)
+  got = np.asarray(acq.deepfool_distance(model, variables, jnp.asarray(x), eps=1e-6,
+                                         chunk_size=16))
+  f = x.astype(np.float64) @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+  k_hat = f.argmax(1)
+  wn = np.asarray(w, np.float64)
+  expected = []
+  for i in range(40):
+    dist = [abs(f[i, k] - f[i, k_hat[i]]) / np.linalg.norm(wn[:, k] - wn[:, k_hat[i]])
+            for k in range(c) if k != k_hat[i]]
+    expected.append(min(dist))
+  np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
+  scores = acq.dfal_scores(model, variables, jnp.asarray(x), where=jnp.arange(40) < 30)
+  assert np.all(np.asarray(scores)[30:] == -np.inf)
+  assert int(jnp.argmax(scores)) == int(np.argmin(np.asarray(expected)[:30]))

@@ -79,9 +79,13 @@ def test_balanced_initial_set():
 
 
 @pytest.mark.parametrize("acquisition,subsample", [("random", 0), ("bald", 0), ("coreset", 100),
-                                                   ("badge", 100), ("batchbald", 100)])
+                                                   ("badge", 100), ("batchbald", 100),
+                                                   ("dfal", 100)])
 def test_end_to_end_tiny_run(tmp_path, splits, acquisition, subsample):
   cfg = tiny_config(acquisition=acquisition, pool_subsample=subsample)
+  if acquisition == "dfal":
+    cfg.model = "gal_cnn"  # DeepFool through convolutions
+    cfg.model_kwargs = {"filters": 4, "hidden": 8}
   results = experiment.run_experiment(cfg, str(tmp_path), splits=splits)
   records = results[cfg.seed]
   assert [r["num_labels"] for r in records] == [10, 15, 20, 25]

@@ -115,6 +115,11 @@ def test_every_registered_acquisition_selects_k_distinct_unlabeled(name, rng):
   lp = jnp.asarray(random_log_probs(rng, 5, N, 4), jnp.float32)
   labeled = rng.random(N) < 0.5
   inputs = {"log_probs": lp, "pre_logits": jnp.asarray(rng.normal(size=(N, 8)), jnp.float32)}
+  if "model" in acq.get_acquisition(name).requires:
+    from dal_jax import models
+    model = models.get_model("mlp", (2, 2, 1), 4, hidden=(8,))
+    inputs.update(model=model, variables=model.init(jax.random.key(0), None),
+                  x=jnp.asarray(rng.normal(size=(N, 2, 2, 1)), jnp.float32))
   a = np.asarray(acq.acquire(name, inputs, key=jax.random.key(0), k=7,
                              where=jnp.asarray(~labeled)))
   b = np.asarray(acq.acquire(name, inputs, key=jax.random.key(0), k=7,

@@ -11,6 +11,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import jax
 
+from dal_jax.acquisition import _adversarial
 from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _diversity
 from dal_jax.acquisition import _scores
@@ -24,7 +25,9 @@ class Acquisition(NamedTuple):
     name: registry name.
     fn: for ``returns == "scores"``: ``fn(inputs, *, key, where) -> [N]`` (higher = acquire);
       for ``returns == "indices"``: ``fn(inputs, *, key, where, k) -> [k]`` distinct indices.
-    requires: model outputs the function reads from ``inputs``.
+    requires: what the function reads from ``inputs``: model outputs (``"log_probs"``,
+      ``"pre_logits"``) or ``"model"`` (then ``inputs`` holds ``model``, ``variables`` and the
+      candidates' inputs ``x``).
     returns: ``"scores"`` (combined with a selector) or ``"indices"`` (batch-aware methods).
   """
 
@@ -91,7 +94,9 @@ def acquire(acquisition: Acquisition | str, inputs: Mapping[str, jax.Array], *, 
     ``[k]`` int32 pool indices.
   """
   acq = get_acquisition(acquisition) if isinstance(acquisition, str) else acquisition
-  missing = [r for r in acq.requires if r not in inputs]
+  needed = [r for r in acq.requires if r != "model"] + (
+      ["model", "variables", "x"] if "model" in acq.requires else [])
+  missing = [r for r in needed if r not in inputs]
   if missing:
     raise ValueError(f"acquisition {acq.name!r} requires model outputs {missing}; got "
                      f"{sorted(inputs)}")
@@ -177,3 +182,11 @@ register("umr", _umr_fn, requires=_EMB, returns="indices")
 register("kdpp", _kdpp_fn, requires=_EMB, returns="indices")
 register_score("egl", _diversity.expected_gradient_length, requires=_EMB)
 register_score("entropy_gradnorm", _diversity.entropy_gradnorm, requires=_EMB)
+
+
+def _dfal_fn(inputs, *, key, where):
+  del key
+  return _adversarial.dfal_scores(inputs["model"], inputs["variables"], inputs["x"], where=where)
+
+
+register("dfal", _dfal_fn, requires=("model",))
