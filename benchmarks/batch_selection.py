@@ -84,10 +84,14 @@ def numpy_badge(lp, h, k, seed=0):
 def numpy_coreset(x, labeled, k):
   import numpy as np
   sq = (x * x).sum(1)
-  dist = x @ x.T  # N x N, then in place: |x_i|^2 + |x_j|^2 - 2 x_i.x_j
-  dist *= -2
-  dist += sq[:, None]
-  dist += sq[None, :]
+  n = len(x)
+  dist = np.empty((n, n), np.float32)  # the full N x N matrix, filled by row blocks (one
+  for s in range(0, n, 5000):          # 50k x 50k product segfaulted in the bundled OpenBLAS)
+    blk = x[s:s + 5000] @ x.T
+    blk *= -2
+    blk += sq[s:s + 5000, None]
+    blk += sq[None, :]
+    dist[s:s + 5000] = blk
   min_d = dist[:, labeled].min(1)
   chosen = []
   for _ in range(k):

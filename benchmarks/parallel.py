@@ -31,6 +31,8 @@ _MEMBERS = flags.DEFINE_list("members", ["1", "2", "5", "10"], "ensemble sizes")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "4", "8"], "parallel seed counts")
 _POOL = flags.DEFINE_integer("pool", 10000, "pool size for scoring")
 _SCORING_ONLY = flags.DEFINE_bool("scoring_only", False, "internal: only the scoring part")
+_VMAP_ON_CPU = flags.DEFINE_multi_integer("vmap_on_cpu", [2, 5],
+                                          "ensemble sizes also timed as one vmap-ed program on CPU")
 
 
 def _data(n, seed=0):
@@ -60,10 +62,18 @@ def ensemble_training():
     t_par = _timed(lambda: ensemble.fit_stacked(model, x, y, labeled, keys=keys,
                                                 config=cfg).variables)
     t_one = _timed(lambda: training.fit(model, x, y, labeled, key=keys[0], config=cfg).variables)
-    rows.append({"members": m, "parallel_seconds": t_par, "sequential_seconds": t_one * m,
-                 "one_member_seconds": t_one, "parallel_over_one_member": t_par / t_one})
+    row = {"members": m, "parallel_seconds": t_par, "sequential_seconds": t_one * m,
+           "one_member_seconds": t_one, "parallel_over_one_member": t_par / t_one,
+           "vectorized": jax.default_backend() != "cpu"}
+    if jax.default_backend() == "cpu" and m in _VMAP_ON_CPU.value:
+      # For reference: the vmap-ed program on a CPU (auto mode runs members one by one there).
+      row["vmap_on_cpu_seconds"] = _timed(lambda: ensemble.fit_stacked(
+          model, x, y, labeled, keys=keys, config=cfg, vectorize=True).variables)
+    rows.append(row)
     print(f"ensemble M={m:2d}: parallel {t_par:6.1f} s, sequential {t_one * m:6.1f} s "
-          f"(one member {t_one:.1f} s)", flush=True)
+          f"(one member {t_one:.1f} s)"
+          + (f", vmap on CPU {row['vmap_on_cpu_seconds']:.1f} s"
+             if "vmap_on_cpu_seconds" in row else ""), flush=True)
   return rows
 
 
