@@ -16,3 +16,11 @@ def random_log_probs(rng: np.random.Generator, s: int, n: int, c: int, *, sharp:
 def rng(request):
   # A fresh, reproducible stream per test.
   return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)
+
+
+@pytest.fixture(scope="session")
+def splits():
+  """The tiny digits splits of ``tests.test_loop.tiny_config``."""
+  from dal_jax import experiment
+  from tests.test_loop import tiny_config
+  return experiment.load_splits(tiny_config())

@@ -39,11 +39,6 @@ def tiny_config(**overrides):
   return c
 
 
-@pytest.fixture(scope="module")
-def splits():
-  return experiment.load_splits(tiny_config())
-
-
 def test_oracle_and_state_invariants():
   y = np.array([0, 1, 2, 1, data.OOD_LABEL, 0])
   oracle = loop.simulated_oracle(y, 3)

@@ -8,7 +8,6 @@ from sklearn.metrics import cohen_kappa_score
 
 from dal_jax import experiment
 from dal_jax import stopping
-from tests.test_loop import splits  # noqa: F401  (fixture)
 from tests.test_loop import tiny_config
 
 
@@ -43,7 +42,7 @@ def test_window_rule():
   assert not stopping.should_stop(stopping.update_window(w, jnp.float32(0.5)), 0.99)
 
 
-def test_loop_stops_on_stabilizing_predictions_and_resumes(tmp_path, splits):  # noqa: F811
+def test_loop_stops_on_stabilizing_predictions_and_resumes(tmp_path, splits):
   cfg = tiny_config(acquisition="entropy", budget=60, stabilizing_stop_set=50,
                     stabilizing_window=2, stabilizing_threshold=-1.0, stop_on_stabilizing=True)
   full = experiment.run_experiment(cfg, str(tmp_path / "a"), splits=splits)[cfg.seed]
