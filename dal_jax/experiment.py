@@ -31,6 +31,7 @@ from dal_jax import ensemble as ensemble_lib
 from dal_jax import loop as loop_lib
 from dal_jax import models as models_lib
 from dal_jax import parallel
+from dal_jax import semi
 from dal_jax import stopping
 from dal_jax import training
 
@@ -40,7 +41,8 @@ _RESUMABLE_FIELDS = ("progress",)
 # stored config without them matches a current config holding these values.
 _ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False,
                  "parallel_seeds": False, "stabilizing_stop_set": 0, "stabilizing_window": 3,
-                 "stabilizing_threshold": 0.99, "stop_on_stabilizing": False}
+                 "stabilizing_threshold": 0.99, "stop_on_stabilizing": False,
+                 "ceal_delta0": 0.0, "ceal_decay": 0.005}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -58,6 +60,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
   if config.mc_samples < 0:
     raise ValueError(f"config.mc_samples must be >= 0, got {config.mc_samples}")
+  if config.get("parallel_seeds", False) and config.get("ceal_delta0", 0.0) > 0:
+    raise ValueError("CEAL pseudo-labelling runs in the sequential loop; set parallel_seeds=False")
   if config.get("parallel_seeds", False) and config.get("ensemble_size", 1) > 1:
     raise ValueError("parallel_seeds stacks one model per seed; it cannot be combined with "
                      "ensemble_size > 1 (run ensemble seeds sequentially)")
@@ -116,6 +120,8 @@ def round_config(config, mesh=None) -> loop_lib.RoundConfig:
   return loop_lib.RoundConfig(
       ensemble_size=config.get("ensemble_size", 1), mesh=mesh,
       stabilizing=stabilizing_rule(config),
+      ceal=(semi.CEAL(delta0=config.ceal_delta0, decay=config.get("ceal_decay", 0.005))
+            if config.get("ceal_delta0", 0.0) > 0 else None),
       acquisition=config.acquisition, query_size=config.query_size,
       mc_samples=config.mc_samples, selector=config.selector, beta=config.beta,
       pool_subsample=config.pool_subsample, chunk_size=config.chunk_size, budget=config.budget,

@@ -22,6 +22,7 @@ from dal_jax import acquisition as acq_lib
 from dal_jax import ensemble as ensemble_lib
 from dal_jax import metrics as metrics_lib
 from dal_jax import predict as predict_lib
+from dal_jax import semi
 from dal_jax import stopping
 from dal_jax import training
 from dal_jax.data import OOD_LABEL
@@ -171,6 +172,8 @@ class RoundConfig(NamedTuple):
     mesh: optional device mesh; with more than one device, models and pool chunks are sharded.
     stabilizing: optional :class:`dal_jax.stopping.StabilizingPredictions` (the state must hold
       a stop set).
+    ceal: optional :class:`dal_jax.semi.CEAL`: after training, confident unlabeled points get
+      pseudo-labels and the model is fine-tuned on labeled + pseudo-labeled points.
   """
 
   acquisition: str
@@ -187,6 +190,7 @@ class RoundConfig(NamedTuple):
   ensemble_size: int = 1
   mesh: Any = None
   stabilizing: stopping.StabilizingPredictions | None = None
+  ceal: semi.CEAL | None = None
 
   @property
   def stacked(self) -> bool:
@@ -222,9 +226,10 @@ def _scored_points(key: jax.Array, labeled: jax.Array, m: int, bucket: int = 256
   return jnp.concatenate([sub, lab])
 
 
-def _fit(model, data: LoopData, state: LoopState, config: RoundConfig, key, variables):
+def _fit(model, data: LoopData, state: LoopState, config: RoundConfig, key, variables,
+         init=None):
   val = None if data.x_val is None else (data.x_val, data.y_val)
-  init = variables if config.warm_start else None
+  init = init if init is not None else (variables if config.warm_start else None)
   if not config.stacked:
     r = training.fit(model, data.x_pool, state.labels, state.trainable, key=key,
                      config=config.train, val=val, init_variables=init)
@@ -305,6 +310,21 @@ def _round_keys(state: LoopState):
   return jax.random.split(jax.random.fold_in(state.key, state.round), 4)
 
 
+def _ceal_finetune(model, data: LoopData, state: LoopState, config: RoundConfig, key, variables):
+  """CEAL: pseudo-label confident unlabeled points, fine-tune on labeled + pseudo-labeled."""
+  out = _predict(model, variables, data.x_pool, config)
+  threshold = semi.ceal_threshold(config.ceal, int(state.round))
+  mask, labels = semi.pseudo_labels(out.log_probs, threshold=threshold, where=~state.labeled)
+  n_pseudo = int(jnp.sum(mask))
+  if n_pseudo == 0:
+    return variables, 0
+  augmented = state.replace(labeled=state.labeled | mask,
+                            labels=jnp.where(mask, labels, state.labels))
+  variables, _ = _fit(model, data, augmented, config, jax.random.fold_in(key, 1), variables,
+                      init=variables)
+  return variables, n_pseudo
+
+
 def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
              config: RoundConfig, variables=None) -> tuple[LoopState, dict[str, Any], Any]:
   """One active learning round.
@@ -332,6 +352,9 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
 
   t0 = time.perf_counter()
   variables, fit_info = _fit(model, data, state, config, train_key, variables)
+  if config.ceal is not None:
+    variables, n_pseudo = _ceal_finetune(model, data, state, config, train_key, variables)
+    fit_info["num_pseudo_labels"] = n_pseudo
   test_out = _predict(model, variables, data.x_test, config)
   metrics.update(metrics_lib.classification_metrics(acq_lib.mean_log_probs(test_out.log_probs),
                                                     data.y_test))
@@ -391,6 +414,8 @@ def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, ora
   if config.ensemble_size != 1:
     raise ValueError("parallel seeds train one model per seed; use ensemble_size=1 (or run "
                      "ensemble seeds sequentially)")
+  if config.ceal is not None:
+    raise ValueError("CEAL pseudo-labelling runs in the sequential loop (al_round)")
   if len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
     raise ValueError("parallel seeds must be at the same round and not done")
   acquisition = acq_lib.get_acquisition(config.acquisition)

@@ -47,6 +47,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.stabilizing_threshold = 0.99
   c.stop_on_stabilizing = False
 
+  # CEAL pseudo-labels (Wang et al. 2016): unlabeled points with predictive entropy below
+  # ceal_delta0 - round * ceal_decay (nats) join training with their predicted label (0 = off).
+  c.ceal_delta0 = 0.0
+  c.ceal_decay = 0.005
+
   # Training (re-initialised every round unless warm_start).
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32
