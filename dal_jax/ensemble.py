@@ -131,7 +131,7 @@ def fit_stacked(model: Model, x, y, labeled, *, keys: jax.Array, config: trainin
   init_keys, data_keys = split[:, 0], split[:, 1]
   variables = init_variables if init_variables is not None else init_stacked(model, init_keys, x)
   tx = training.make_optimizer(config)
-  step_fn = training.make_train_step(model, tx)
+  step_fn = training.make_train_step(model, tx, config.mixup_alpha)
   states = jax.vmap(lambda v: training.init_train_state(v, tx))(variables)
   p = labeled.astype(jnp.float32) / counts[:, None].astype(np.float32)
 

@@ -43,6 +43,7 @@ _ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False,
                  "parallel_seeds": False, "stabilizing_stop_set": 0, "stabilizing_window": 3,
                  "stabilizing_threshold": 0.99, "stop_on_stabilizing": False,
                  "ceal_delta0": 0.0, "ceal_decay": 0.005}
+_ADDED_TRAIN_FIELDS = {"mixup_alpha": 0.0}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -80,6 +81,10 @@ def _prepare_workdir(config, workdir: str) -> None:
         stored = json.load(f)
       except json.JSONDecodeError as e:
         raise ValueError(f"{path} is corrupt ({e}); remove it or use another workdir") from e
+    if isinstance(stored.get("train"), dict):
+      for field, default in _ADDED_TRAIN_FIELDS.items():
+        if field not in stored["train"] and current.get("train", {}).get(field) == default:
+          stored["train"][field] = default
     keys = set(stored) | set(current)
     differ = sorted(
         k for k in keys if k not in _RESUMABLE_FIELDS and stored.get(k) != current.get(k)
@@ -97,7 +102,8 @@ def train_config(config) -> training.TrainConfig:
   t = config.train
   return training.TrainConfig(batch_size=t.batch_size, learning_rate=t.learning_rate,
                               weight_decay=t.weight_decay, max_steps=t.max_steps,
-                              eval_every=t.eval_every, patience=t.patience)
+                              eval_every=t.eval_every, patience=t.patience,
+                              mixup_alpha=t.get("mixup_alpha", 0.0))
 
 
 def make_mesh(config):

@@ -32,6 +32,7 @@ class TrainConfig(NamedTuple):
     max_steps: upper bound on optimisation steps.
     eval_every: steps between validation evaluations (one compiled ``scan``).
     patience: evaluations without validation improvement before stopping early.
+    mixup_alpha: mixup's Beta(α, α) parameter (0 = no mixup).
   """
 
   batch_size: int = 64
@@ -40,6 +41,7 @@ class TrainConfig(NamedTuple):
   max_steps: int = 1000
   eval_every: int = 50
   patience: int = 4
+  mixup_alpha: float = 0.0
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -60,15 +62,28 @@ def init_train_state(variables, tx: optax.GradientTransformation) -> TrainState:
 
 
 @functools.lru_cache(maxsize=64)
-def make_train_step(model: Model, tx: optax.GradientTransformation):
-  """Returns ``train_step(state, batch, key) -> (state, metrics)``; ``batch = (x, y)``."""
+def make_train_step(model: Model, tx: optax.GradientTransformation, mixup_alpha: float = 0.0):
+  """Returns ``train_step(state, batch, key) -> (state, metrics)``; ``batch = (x, y)``.
+
+  With ``mixup_alpha > 0`` the batch is mixed (Zhang et al. 2018, mixup): ``λ ~ Beta(α, α)``,
+  ``x̃ = λ x + (1 - λ) x[π]`` for a random permutation π, and the loss is
+  ``λ CE(f(x̃), y) + (1 - λ) CE(f(x̃), y[π])``.
+  """
 
   def train_step(state: TrainState, batch, key):
     x, y = batch
+    lam, y_mix = 1.0, y
+    if mixup_alpha > 0:
+      key, lam_key, perm_key = jax.random.split(key, 3)
+      lam = jax.random.beta(lam_key, mixup_alpha, mixup_alpha)
+      perm = jax.random.permutation(perm_key, x.shape[0])
+      x = lam * x + (1.0 - lam) * x[perm]
+      y_mix = y[perm]
 
     def loss_fn(params):
       logits, aux = model.apply({**state.variables, "params": params}, x, train=True, key=key)
-      loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+      ce = optax.softmax_cross_entropy_with_integer_labels
+      loss = jnp.mean(lam * ce(logits, y) + (1.0 - lam) * ce(logits, y_mix))
       return loss, (aux.get("updates", {}), logits)
 
     (loss, (updates_coll, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -171,7 +186,7 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
   variables = init_variables if init_variables is not None else model.init(init_key, x[:1])
   tx = tx or make_optimizer(config)
   state = init_train_state(variables, tx)
-  step_fn = make_train_step(model, tx)
+  step_fn = make_train_step(model, tx, config.mixup_alpha)
   weights = labeled.astype(jnp.float32)
   best, best_acc, bad, loss = state.variables, -1.0, 0, float("nan")
   chunk = max(1, min(config.eval_every, config.max_steps))

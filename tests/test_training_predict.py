@@ -100,3 +100,23 @@ def test_metrics_against_numpy(rng):
   assert got["accuracy"] == pytest.approx((pred == y).mean())
   assert got["nll"] == pytest.approx(-lp[np.arange(500), y].mean(), rel=1e-5)
   assert got["ece"] == pytest.approx(ref_ece, abs=1e-5)
+
+
+def test_mixup_step_loss_matches_manual_mixing():
+  import optax
+  x, y = blobs(n=16)
+  m = models.get_model("mlp", (4, 4, 1), 3, hidden=(8,))
+  cfg = training.TrainConfig(mixup_alpha=0.4)
+  tx = training.make_optimizer(cfg)
+  state = training.init_train_state(m.init(jax.random.key(0), None), tx)
+  key = jax.random.key(3)
+  _, metrics_out = training.make_train_step(m, tx, 0.4)(state, (x, y), key)
+  dropout_key, lam_key, perm_key = jax.random.split(key, 3)
+  lam = jax.random.beta(lam_key, 0.4, 0.4)
+  perm = jax.random.permutation(perm_key, 16)
+  logits = m.apply(state.variables, lam * x + (1 - lam) * x[perm], train=True,
+                   key=dropout_key)[0]
+  ce = optax.softmax_cross_entropy_with_integer_labels
+  expected = jnp.mean(lam * ce(logits, y) + (1 - lam) * ce(logits, y[perm]))
+  np.testing.assert_allclose(metrics_out["loss"], expected, rtol=1e-5)
+  assert 0 < float(lam) < 1

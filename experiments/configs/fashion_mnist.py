@@ -60,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.max_steps = 300
   c.train.eval_every = 25
   c.train.patience = 3
+  c.train.mixup_alpha = 0.0  # > 0: mixup augmentation (Zhang et al. 2018)
 
   # Ensembles and devices.
   c.ensemble_size = 1  # > 1: a deep ensemble trained in parallel (with mc_samples > 0: DEBAL)
