@@ -42,8 +42,15 @@ _RESUMABLE_FIELDS = ("progress",)
 _ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False,
                  "parallel_seeds": False, "stabilizing_stop_set": 0, "stabilizing_window": 3,
                  "stabilizing_threshold": 0.99, "stop_on_stabilizing": False,
-                 "ceal_delta0": 0.0, "ceal_decay": 0.005}
+                 "ceal_delta0": 0.0, "ceal_decay": 0.005, "acquisition_options": None}
 _ADDED_TRAIN_FIELDS = {"mixup_alpha": 0.0}
+
+
+def _unset(value):
+  """An options dict whose values are all None means the same as no dict."""
+  if isinstance(value, dict) and all(v is None for v in value.values()):
+    return None
+  return value
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -52,8 +59,11 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Validates names and ranges before any work starts (clear errors for typos)."""
-  acq_lib.get_acquisition(config.acquisition)
+  acq = acq_lib.get_acquisition(config.acquisition)
   acq_lib.get_selector(config.selector)
+  if acquisition_options(config) and not acq.stateful:
+    raise ValueError(f"config.acquisition_options is for learned acquisitions (dal, vaal, "
+                     f"waal); {config.acquisition!r} takes none")
   if config.model not in models_lib.MODELS:
     raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
   for field in ("query_size", "initial_size", "budget", "num_seeds", "ensemble_size"):
@@ -88,7 +98,8 @@ def _prepare_workdir(config, workdir: str) -> None:
     keys = set(stored) | set(current)
     differ = sorted(
         k for k in keys if k not in _RESUMABLE_FIELDS and stored.get(k) != current.get(k)
-        and not (k not in stored and k in _ADDED_FIELDS and current.get(k) == _ADDED_FIELDS[k]))
+        and not (k not in stored and k in _ADDED_FIELDS and _unset(current.get(k)) ==
+                 _unset(_ADDED_FIELDS[k])))
     if differ:
       details = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ)
       raise ValueError(f"workdir {workdir!r} holds a run with another config ({details}); "
@@ -132,7 +143,15 @@ def round_config(config, mesh=None) -> loop_lib.RoundConfig:
       mc_samples=config.mc_samples, selector=config.selector, beta=config.beta,
       pool_subsample=config.pool_subsample, chunk_size=config.chunk_size, budget=config.budget,
       target_accuracy=config.target_accuracy, warm_start=config.warm_start,
-      train=train_config(config))
+      train=train_config(config), acquisition_options=acquisition_options(config))
+
+
+def acquisition_options(config) -> tuple[tuple[str, Any], ...]:
+  """``config.acquisition_options`` (a dict) as sorted, hashable ``(name, value)`` pairs."""
+  opts = config.get("acquisition_options", None)
+  opts = {} if opts is None else (opts.to_dict() if hasattr(opts, "to_dict") else dict(opts))
+  return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in opts.items()
+                      if v is not None))
 
 
 def load_splits(config) -> data_lib.Splits:
@@ -159,6 +178,8 @@ class _Checkpoints:
     if state.stop_set.size:  # orbax cannot save zero-size arrays: only when the rule is on
       tree.update(stop_set=state.stop_set, stop_predictions=state.stop_predictions,
                   kappa_window=state.kappa_window)
+    if jax.tree.leaves(state.method_state):  # a learned acquisition's own network
+      tree["method_state"] = jax.tree.leaves(state.method_state)
     if variables is not None:
       tree["variables"] = jax.tree.leaves(variables)
     return tree
@@ -183,7 +204,9 @@ class _Checkpoints:
         round=tree["round"], key=jax.random.wrap_key_data(tree["key"]), done=tree["done"],
         stop_set=tree.get("stop_set", template_state.stop_set),
         stop_predictions=tree.get("stop_predictions", template_state.stop_predictions),
-        kappa_window=tree.get("kappa_window", template_state.kappa_window))
+        kappa_window=tree.get("kappa_window", template_state.kappa_window),
+        method_state=jax.tree.unflatten(jax.tree.structure(template_state.method_state),
+                                        tree.get("method_state", [])))
     variables = None
     if template_variables is not None:
       variables = jax.tree.unflatten(jax.tree.structure(template_variables), tree["variables"])
@@ -266,9 +289,13 @@ class _SeedRun:
         raise ValueError(f"stabilizing_stop_set={rule.stop_set_size} must be in [1, {len(pool)}]")
       stop_set = np.sort(np.asarray(jax.random.choice(
           jax.random.fold_in(init_key, 1), len(pool), (rule.stop_set_size,), replace=False)))
+    method_state = loop_lib.init_method_state(config.acquisition, jax.random.fold_in(init_key, 2),
+                                              ctx.model, ctx.data.x_pool[:1], c,
+                                              dict(ctx.rc.acquisition_options))
     self.state = loop_lib.init_loop_state(run_key, len(pool), first, ctx.oracle,
                                           stop_set=stop_set,
-                                          kappa_window=0 if rule is None else rule.window)
+                                          kappa_window=0 if rule is None else rule.window,
+                                          method_state=method_state)
     self.variables = None
     if config.warm_start:  # a template for restoring checkpointed variables
       x1, m = ctx.data.x_pool[:1], ctx.rc.ensemble_size

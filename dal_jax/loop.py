@@ -46,6 +46,9 @@ class LoopState(flax.struct.PyTreeNode):
     stop_set: ``[P]`` int32 pool positions of the stabilizing-predictions stop set (P may be 0).
     stop_predictions: ``[P]`` int32 last model's predicted labels on the stop set (-1: none yet).
     kappa_window: ``[W]`` float32 last W Cohen's kappas between successive models (NaN: none).
+    method_state: the trainable state of an acquisition that learns to select (DAL's
+      classifier, VAAL's VAE and discriminator, WAAL's critic): a pytree carried from round to
+      round and checkpointed with the rest; ``{}`` for other acquisitions.
   """
 
   labeled: jax.Array
@@ -57,6 +60,7 @@ class LoopState(flax.struct.PyTreeNode):
   stop_set: jax.Array
   stop_predictions: jax.Array
   kappa_window: jax.Array
+  method_state: Any = flax.struct.field(default_factory=dict)
 
   @property
   def num_labeled(self) -> int:
@@ -117,12 +121,35 @@ def initial_indices(key: jax.Array, y: np.ndarray, size: int, *, balanced: bool,
   return np.sort(np.concatenate(chosen))
 
 
+def init_method_state(acquisition: str, key: jax.Array, model: Model, x_example: jax.Array,
+                      num_classes: int, options: dict[str, Any] | None = None) -> Any:
+  """The initial method state of a learned acquisition (``{}`` for the others).
+
+  Args:
+    acquisition: registry name.
+    key: PRNG key for the acquisition's own network.
+    model: the task model (its ``pre_logits`` width sizes embedding-based networks).
+    x_example: ``[1, ...]`` one pool input.
+    num_classes: C.
+    options: the acquisition's hyper-parameters (``RoundConfig.acquisition_options``).
+  """
+  acq = acq_lib.get_acquisition(acquisition)
+  if not acq.stateful:
+    return {}
+  variables = jax.eval_shape(model.init, jax.random.key(0), x_example)
+  _, aux = jax.eval_shape(lambda v: model.apply(v, x_example, train=False), variables)
+  spec = acq_lib.Spec(input_shape=tuple(x_example.shape[1:]),
+                      pre_logits_dim=int(aux["pre_logits"].shape[-1]), num_classes=num_classes)
+  return acq.init_state(key, spec, **(options or {}))
+
+
 def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray,
                     oracle: Oracle, *, stop_set: np.ndarray | None = None,
-                    kappa_window: int = 0) -> LoopState:
+                    kappa_window: int = 0, method_state: Any = None) -> LoopState:
   """A fresh state whose labeled set is ``initial`` (labels from the oracle).
 
-  ``stop_set`` (pool positions) and ``kappa_window`` enable the stabilizing-predictions rule.
+  ``stop_set`` (pool positions) and ``kappa_window`` enable the stabilizing-predictions rule;
+  ``method_state`` is a learned acquisition's initial state (:func:`init_method_state`).
   """
   initial = np.asarray(initial)
   if len(np.unique(initial)) != len(initial):
@@ -137,7 +164,8 @@ def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray,
                    acquired_round=jnp.asarray(acquired), round=jnp.zeros((), jnp.int32),
                    key=key, done=jnp.zeros((), bool), stop_set=jnp.asarray(stop_set),
                    stop_predictions=jnp.full(stop_set.shape, -1, jnp.int32),
-                   kappa_window=jnp.full((kappa_window,), jnp.nan, jnp.float32))
+                   kappa_window=jnp.full((kappa_window,), jnp.nan, jnp.float32),
+                   method_state={} if method_state is None else method_state)
 
 
 def add_labels(state: LoopState, indices: np.ndarray, labels: np.ndarray) -> LoopState:
@@ -174,6 +202,8 @@ class RoundConfig(NamedTuple):
       a stop set).
     ceal: optional :class:`dal_jax.semi.CEAL`: after training, confident unlabeled points get
       pseudo-labels and the model is fine-tuned on labeled + pseudo-labeled points.
+    acquisition_options: hyper-parameters of a learned acquisition as ``(name, value)`` pairs
+      (e.g. ``(("steps", 100),)`` for DAL / VAAL / WAAL).
   """
 
   acquisition: str
@@ -191,6 +221,7 @@ class RoundConfig(NamedTuple):
   mesh: Any = None
   stabilizing: stopping.StabilizingPredictions | None = None
   ceal: semi.CEAL | None = None
+  acquisition_options: tuple[tuple[str, Any], ...] = ()
 
   @property
   def stacked(self) -> bool:
@@ -383,14 +414,18 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
     inputs = out.as_inputs()
     jax.block_until_ready(inputs)
   if "model" in acquisition.requires:  # e.g. DFAL: the first model of a stack
-    inputs.update(model=model, x=data.x_pool[cand],
-                  variables=jax.tree.map(lambda v: v[0], variables) if config.stacked
-                  else variables)
+    inputs.update(model=model, variables=jax.tree.map(lambda v: v[0], variables)
+                  if config.stacked else variables)
+  if {"model", "x"} & set(acquisition.requires):
+    inputs["x"] = data.x_pool[cand]
   t2 = time.perf_counter()
-  chosen = acq_lib.acquire(acquisition, inputs, key=select_key, k=config.query_size, where=where,
-                           selector=config.selector, beta=config.beta)
+  chosen, method_state = acq_lib.acquire_with_state(
+      acquisition, inputs, key=select_key, k=config.query_size, where=where,
+      selector=config.selector, beta=config.beta, method_state=state.method_state,
+      options=dict(config.acquisition_options))
   selected = np.asarray(cand[chosen])
   metrics.update(time_score=t2 - t1, time_select=time.perf_counter() - t2)
+  state = state.replace(method_state=method_state)
   return _label_selection(state, selected, oracle, metrics), metrics, variables
 
 
@@ -482,13 +517,17 @@ def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, ora
       if inputs_all["pre_logits"] is not None:
         inputs["pre_logits"] = inputs_all["pre_logits"][j]
     if "model" in acquisition.requires:
-      inputs.update(model=model, x=data.x_pool[cands[j]],
-                    variables=jax.tree.map(lambda v, i=i: v[i], fit.variables))
+      inputs.update(model=model, variables=jax.tree.map(lambda v, i=i: v[i], fit.variables))
+    if {"model", "x"} & set(acquisition.requires):
+      inputs["x"] = data.x_pool[cands[j]]
     where = ~states[i].labeled[cands[j]] & valid[j]
-    chosen = acq_lib.acquire(acquisition, inputs, key=keys[i][3], k=config.query_size,
-                             where=where, selector=config.selector, beta=config.beta)
+    chosen, method_state = acq_lib.acquire_with_state(
+        acquisition, inputs, key=keys[i][3], k=config.query_size, where=where,
+        selector=config.selector, beta=config.beta, method_state=states[i].method_state,
+        options=dict(config.acquisition_options))
     metrics[i].update(time_score=t2 - t1, time_select=0.0)
-    new_states[i] = _label_selection(states[i], np.asarray(cands[j][chosen]), oracle, metrics[i])
+    new_states[i] = _label_selection(states[i].replace(method_state=method_state),
+                                     np.asarray(cands[j][chosen]), oracle, metrics[i])
   t3 = time.perf_counter()
   for i in active:
     metrics[i]["time_select"] = t3 - t2

@@ -20,7 +20,14 @@ from dal_jax.acquisition._diversity import kmeans_select
 from dal_jax.acquisition._diversity import uncertainty_minus_redundancy
 from dal_jax.acquisition._registry import ACQUISITIONS
 from dal_jax.acquisition._registry import Acquisition
+from dal_jax.acquisition._learned import Spec
+from dal_jax.acquisition._learned import dal
+from dal_jax.acquisition._learned import vaal
+from dal_jax.acquisition._learned import vaal_scores
+from dal_jax.acquisition._learned import waal
+from dal_jax.acquisition._learned import waal_uncertainty
 from dal_jax.acquisition._registry import acquire
+from dal_jax.acquisition._registry import acquire_with_state
 from dal_jax.acquisition._registry import get_acquisition
 from dal_jax.acquisition._registry import register
 from dal_jax.acquisition._registry import register_score

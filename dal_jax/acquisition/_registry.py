@@ -7,13 +7,14 @@ calls :func:`acquire`.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 
 from dal_jax.acquisition import _adversarial
 from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _diversity
+from dal_jax.acquisition import _learned
 from dal_jax.acquisition import _scores
 from dal_jax.acquisition import _selectors
 
@@ -26,28 +27,39 @@ class Acquisition(NamedTuple):
     fn: for ``returns == "scores"``: ``fn(inputs, *, key, where) -> [N]`` (higher = acquire);
       for ``returns == "indices"``: ``fn(inputs, *, key, where, k) -> [k]`` distinct indices.
     requires: what the function reads from ``inputs``: model outputs (``"log_probs"``,
-      ``"pre_logits"``) or ``"model"`` (then ``inputs`` holds ``model``, ``variables`` and the
-      candidates' inputs ``x``).
+      ``"pre_logits"``, ``"predicted_loss"``), the candidates' inputs ``"x"``, or ``"model"``
+      (then ``inputs`` holds ``model``, ``variables`` and ``x``).
     returns: ``"scores"`` (combined with a selector) or ``"indices"`` (batch-aware methods).
+    init_state: for acquisitions that train a network of their own (DAL, VAAL, WAAL):
+      ``init_state(key, spec: Spec) -> method_state``. Their ``fn`` takes a keyword
+      ``method_state`` and returns ``(scores or indices, new_method_state)``; the loop keeps the
+      state in ``LoopState.method_state`` and checkpoints it.
   """
 
   name: str
-  fn: Callable[..., jax.Array]
+  fn: Callable[..., Any]
   requires: tuple[str, ...]
   returns: str = "scores"
+  init_state: Callable[..., Any] | None = None
+
+  @property
+  def stateful(self) -> bool:
+    return self.init_state is not None
 
 
 ACQUISITIONS: dict[str, Acquisition] = {}
 
 
-def register(name: str, fn: Callable[..., jax.Array], *, requires=("log_probs",),
-             returns: str = "scores", overwrite: bool = False) -> Acquisition:
+def register(name: str, fn: Callable[..., Any], *, requires=("log_probs",),
+             returns: str = "scores", init_state: Callable[..., Any] | None = None,
+             overwrite: bool = False) -> Acquisition:
   """Adds an acquisition to the registry (see :class:`Acquisition` for ``fn``'s signature)."""
   if returns not in ("scores", "indices"):
     raise ValueError(f"returns must be 'scores' or 'indices', got {returns!r}")
   if name in ACQUISITIONS and not overwrite:
     raise ValueError(f"acquisition {name!r} is already registered (pass overwrite=True)")
-  acq = Acquisition(name=name, fn=fn, requires=tuple(requires), returns=returns)
+  acq = Acquisition(name=name, fn=fn, requires=tuple(requires), returns=returns,
+                    init_state=init_state)
   ACQUISITIONS[name] = acq
   return acq
 
@@ -79,7 +91,7 @@ def get_acquisition(name: str) -> Acquisition:
 def acquire(acquisition: Acquisition | str, inputs: Mapping[str, jax.Array], *, key: jax.Array,
             k: int, where: jax.Array | None = None, selector: str = "top_k",
             beta: float = 1.0) -> jax.Array:
-  """Selects ``k`` distinct candidate indices with an acquisition.
+  """Selects ``k`` distinct candidate indices with a (stateless) acquisition.
 
   Args:
     acquisition: an :class:`Acquisition` or its registered name.
@@ -94,18 +106,49 @@ def acquire(acquisition: Acquisition | str, inputs: Mapping[str, jax.Array], *, 
     ``[k]`` int32 pool indices.
   """
   acq = get_acquisition(acquisition) if isinstance(acquisition, str) else acquisition
+  if acq.stateful:
+    raise ValueError(f"acquisition {acq.name!r} trains a network of its own; call "
+                     "acquire_with_state(..., method_state=...)")
+  return acquire_with_state(acq, inputs, key=key, k=k, where=where, selector=selector,
+                            beta=beta, method_state=None)[0]
+
+
+def acquire_with_state(acquisition: Acquisition | str, inputs: Mapping[str, jax.Array], *,
+                       key: jax.Array, k: int, where: jax.Array | None = None,
+                       selector: str = "top_k", beta: float = 1.0,
+                       method_state: Any = None,
+                       options: Mapping[str, Any] | None = None) -> tuple[jax.Array, Any]:
+  """:func:`acquire` for any acquisition, stateful ones included.
+
+  ``options`` are hyper-parameters of a learned acquisition (fields of ``DALConfig``,
+  ``VAALConfig``, ``WAALConfig``), e.g. ``{"steps": 100, "beta": 2.0}``.
+
+  Returns:
+    ``([k] int32 indices, method_state)``: the acquisition's updated state (``method_state``
+    unchanged for stateless acquisitions).
+  """
+  acq = get_acquisition(acquisition) if isinstance(acquisition, str) else acquisition
   needed = [r for r in acq.requires if r != "model"] + (
       ["model", "variables", "x"] if "model" in acq.requires else [])
   missing = [r for r in needed if r not in inputs]
   if missing:
     raise ValueError(f"acquisition {acq.name!r} requires model outputs {missing}; got "
                      f"{sorted(inputs)}")
+  if acq.stateful and method_state is None:
+    raise ValueError(f"acquisition {acq.name!r} needs its method_state "
+                     f"(Acquisition.init_state(key, spec))")
   score_key, select_key = jax.random.split(key)
+  if options and not acq.stateful:
+    raise ValueError(f"acquisition {acq.name!r} takes no options; got {dict(options)}")
+  extra = {"method_state": method_state, **(options or {})} if acq.stateful else {}
   if acq.returns == "indices":
-    return acq.fn(inputs, key=key, where=where, k=k)
-  scores = acq.fn(inputs, key=score_key, where=where)
-  return _selectors.get_selector(selector)(select_key, scores, k, beta=beta)
-
+    out = acq.fn(inputs, key=key, where=where, k=k, **extra)
+  else:
+    out = acq.fn(inputs, key=score_key, where=where, **extra)
+  out, method_state = out if acq.stateful else (out, method_state)
+  if acq.returns == "indices":
+    return out, method_state
+  return _selectors.get_selector(selector)(select_key, out, k, beta=beta), method_state
 
 for _name, _fn in [
     ("entropy", _scores.predictive_entropy),
@@ -190,3 +233,43 @@ def _dfal_fn(inputs, *, key, where):
 
 
 register("dfal", _dfal_fn, requires=("model",))
+
+
+# ---- acquisitions that train a network of their own (method state in the loop state) ----
+
+def _options(config_type, options) -> Any:
+  """A learned acquisition's config NamedTuple from user options (lists become tuples)."""
+  bad = sorted(set(options) - set(config_type._fields))
+  if bad:
+    raise ValueError(f"unknown {config_type.__name__} options {bad}; valid options: "
+                     f"{list(config_type._fields)}")
+  return config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+
+
+def _dal_fn(inputs, *, key, where, k, method_state, **options):
+  return _learned.dal(key, inputs["pre_logits"], k, where=where, method_state=method_state,
+                      config=_options(_learned.DALConfig, options))
+
+
+def _vaal_fn(inputs, *, key, where, method_state, **options):
+  return _learned.vaal(key, inputs["x"], where=where, method_state=method_state,
+                       config=_options(_learned.VAALConfig, options))
+
+
+def _waal_fn(inputs, *, key, where, method_state, **options):
+  return _learned.waal(key, inputs["log_probs"], inputs["pre_logits"], where=where,
+                       method_state=method_state, config=_options(_learned.WAALConfig, options))
+
+
+def _init_with_options(init, config_type):
+  def init_state(key, spec, **options):
+    return init(key, spec, _options(config_type, options))
+  return init_state
+
+
+register("dal", _dal_fn, requires=("pre_logits",), returns="indices",
+         init_state=_init_with_options(_learned.dal_init, _learned.DALConfig))
+register("vaal", _vaal_fn, requires=("x",),
+         init_state=_init_with_options(_learned.vaal_init, _learned.VAALConfig))
+register("waal", _waal_fn, requires=_EMB,
+         init_state=_init_with_options(_learned.waal_init, _learned.WAALConfig))

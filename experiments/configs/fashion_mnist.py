@@ -8,6 +8,12 @@ Every field can be overridden with ``--config.<field>=<value>``.
 
 import ml_collections
 
+# Options of the learned acquisitions that can be set from the command line.
+ACQUISITION_OPTIONS = (("steps", int), ("batch_size", int), ("learning_rate", float),
+                       ("sub_batches", int), ("latent_dim", int), ("beta", float),
+                       ("adversary_weight", float), ("gradient_penalty", float),
+                       ("selection", float))
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -32,6 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.mc_samples = 20
   c.pool_subsample = 5000  # score a random 5,000 unlabeled candidates per round (0 = all)
   c.chunk_size = 1024
+  # Hyper-parameters of a learned acquisition (dal / vaal / waal; None = the method's default,
+  # see DALConfig / VAALConfig / WAALConfig in dal_jax.acquisition), e.g.
+  # --config.acquisition=vaal --config.acquisition_options.beta=2.0
+  c.acquisition_options = ml_collections.ConfigDict(
+      {name: ml_collections.config_dict.placeholder(kind) for name, kind in ACQUISITION_OPTIONS})
 
   # Loop.
   c.initial_size = 20
