@@ -112,6 +112,9 @@ def fit_stacked(model: Model, x, y, labeled, *, keys: jax.Array, config: trainin
     :class:`StackedFit` with each model's best-validation variables.
   """
   m = keys.shape[0]
+  if config.semi_supervised:
+    raise ValueError("semi-supervised training (train.unlabeled_weight > 0) runs with one model; "
+                     "use ensemble_size=1, one device and sequential seeds")
   n = x.shape[0]
   labeled = jnp.broadcast_to(jnp.asarray(labeled, bool), (m, n))
   y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), (m, n))
@@ -131,7 +134,7 @@ def fit_stacked(model: Model, x, y, labeled, *, keys: jax.Array, config: trainin
   init_keys, data_keys = split[:, 0], split[:, 1]
   variables = init_variables if init_variables is not None else init_stacked(model, init_keys, x)
   tx = training.make_optimizer(config)
-  step_fn = training.make_train_step(model, tx, config.mixup_alpha)
+  step_fn = training.train_step_for(model, tx, config)
   states = jax.vmap(lambda v: training.init_train_state(v, tx))(variables)
   p = labeled.astype(jnp.float32) / counts[:, None].astype(np.float32)
 

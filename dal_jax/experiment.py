@@ -42,8 +42,11 @@ _RESUMABLE_FIELDS = ("progress",)
 _ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False,
                  "parallel_seeds": False, "stabilizing_stop_set": 0, "stabilizing_window": 3,
                  "stabilizing_threshold": 0.99, "stop_on_stabilizing": False,
-                 "ceal_delta0": 0.0, "ceal_decay": 0.005, "acquisition_options": None}
-_ADDED_TRAIN_FIELDS = {"mixup_alpha": 0.0}
+                 "ceal_delta0": 0.0, "ceal_decay": 0.005, "acquisition_options": None,
+                 "adversarial_training": False}
+_ADDED_TRAIN_FIELDS = {"mixup_alpha": 0.0, "loss_prediction_weight": 1.0, "ranking_margin": 1.0,
+                       "unlabeled_weight": 0.0, "unlabeled_ratio": 1,
+                       "confidence_threshold": 0.95}
 
 
 def _unset(value):
@@ -71,8 +74,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
   if config.mc_samples < 0:
     raise ValueError(f"config.mc_samples must be >= 0, got {config.mc_samples}")
-  if config.get("parallel_seeds", False) and config.get("ceal_delta0", 0.0) > 0:
-    raise ValueError("CEAL pseudo-labelling runs in the sequential loop; set parallel_seeds=False")
+  semi_sup = config.train.get("unlabeled_weight", 0.0) > 0
+  if config.get("parallel_seeds", False) and (config.get("ceal_delta0", 0.0) > 0 or semi_sup
+                                               or "predicted_loss" in acq.requires
+                                               or config.get("adversarial_training", False)):
+    raise ValueError("CEAL, semi-supervised training, adversarial training and LL4AL run in the "
+                     "sequential loop; set parallel_seeds=False")
+  if semi_sup and config.get("ensemble_size", 1) > 1:
+    raise ValueError("semi-supervised training (train.unlabeled_weight > 0) trains one model; "
+                     "set ensemble_size=1")
   if config.get("parallel_seeds", False) and config.get("ensemble_size", 1) > 1:
     raise ValueError("parallel_seeds stacks one model per seed; it cannot be combined with "
                      "ensemble_size > 1 (run ensemble seeds sequentially)")
@@ -114,7 +124,9 @@ def train_config(config) -> training.TrainConfig:
   return training.TrainConfig(batch_size=t.batch_size, learning_rate=t.learning_rate,
                               weight_decay=t.weight_decay, max_steps=t.max_steps,
                               eval_every=t.eval_every, patience=t.patience,
-                              mixup_alpha=t.get("mixup_alpha", 0.0))
+                              mixup_alpha=t.get("mixup_alpha", 0.0),
+                              **{f: t.get(f, d) for f, d in _ADDED_TRAIN_FIELDS.items()
+                                 if f != "mixup_alpha"})
 
 
 def make_mesh(config):
@@ -143,7 +155,8 @@ def round_config(config, mesh=None) -> loop_lib.RoundConfig:
       mc_samples=config.mc_samples, selector=config.selector, beta=config.beta,
       pool_subsample=config.pool_subsample, chunk_size=config.chunk_size, budget=config.budget,
       target_accuracy=config.target_accuracy, warm_start=config.warm_start,
-      train=train_config(config), acquisition_options=acquisition_options(config))
+      train=train_config(config), acquisition_options=acquisition_options(config),
+      adversarial_training=config.get("adversarial_training", False))
 
 
 def acquisition_options(config) -> tuple[tuple[str, Any], ...]:
@@ -178,6 +191,8 @@ class _Checkpoints:
     if state.stop_set.size:  # orbax cannot save zero-size arrays: only when the rule is on
       tree.update(stop_set=state.stop_set, stop_predictions=state.stop_predictions,
                   kappa_window=state.kappa_window)
+    if state.extra_x is not None:  # adversarial training examples
+      tree.update(extra_x=state.extra_x, extra_y=state.extra_y)
     if jax.tree.leaves(state.method_state):  # a learned acquisition's own network
       tree["method_state"] = jax.tree.leaves(state.method_state)
     if variables is not None:
@@ -206,7 +221,8 @@ class _Checkpoints:
         stop_predictions=tree.get("stop_predictions", template_state.stop_predictions),
         kappa_window=tree.get("kappa_window", template_state.kappa_window),
         method_state=jax.tree.unflatten(jax.tree.structure(template_state.method_state),
-                                        tree.get("method_state", [])))
+                                        tree.get("method_state", [])),
+        extra_x=tree.get("extra_x"), extra_y=tree.get("extra_y"))
     variables = None
     if template_variables is not None:
       variables = jax.tree.unflatten(jax.tree.structure(template_variables), tree["variables"])
@@ -244,8 +260,13 @@ def _log_round(tag: str, m: dict[str, Any]) -> None:
 
 
 def build_model(config, splits: data_lib.Splits) -> models_lib.Model:
-  return models_lib.get_model(config.model, splits.pool.x.shape[1:], splits.pool.num_classes,
-                              **config.model_kwargs)
+  """The config's model; with an acquisition that reads predicted losses (LL4AL), the model
+  carries a loss-prediction module."""
+  model = models_lib.get_model(config.model, splits.pool.x.shape[1:], splits.pool.num_classes,
+                               **config.model_kwargs)
+  if "predicted_loss" in acq_lib.get_acquisition(config.acquisition).requires:
+    model = models_lib.with_loss_prediction(model)
+  return model
 
 
 class _Context(NamedTuple):
@@ -295,7 +316,10 @@ class _SeedRun:
     self.state = loop_lib.init_loop_state(run_key, len(pool), first, ctx.oracle,
                                           stop_set=stop_set,
                                           kappa_window=0 if rule is None else rule.window,
-                                          method_state=method_state)
+                                          method_state=method_state,
+                                          extra_capacity=config.budget
+                                          if ctx.rc.adversarial_training else 0,
+                                          x_example=ctx.data.x_pool[:1])
     self.variables = None
     if config.warm_start:  # a template for restoring checkpointed variables
       x1, m = ctx.data.x_pool[:1], ctx.rc.ensemble_size

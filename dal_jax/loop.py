@@ -61,6 +61,8 @@ class LoopState(flax.struct.PyTreeNode):
   stop_predictions: jax.Array
   kappa_window: jax.Array
   method_state: Any = flax.struct.field(default_factory=dict)
+  extra_x: jax.Array | None = None
+  extra_y: jax.Array | None = None
 
   @property
   def num_labeled(self) -> int:
@@ -70,6 +72,14 @@ class LoopState(flax.struct.PyTreeNode):
   def trainable(self) -> jax.Array:
     """``[N]`` bool: labeled in-distribution points."""
     return self.labeled & (self.labels >= 0)
+
+  def training_set(self, x_pool: jax.Array):
+    """``(x, labels, trainable)`` of the pool plus the extra examples (when there are any)."""
+    if self.extra_x is None:
+      return x_pool, self.labels, self.trainable
+    return (jnp.concatenate([x_pool, self.extra_x.astype(x_pool.dtype)]),
+            jnp.concatenate([self.labels, self.extra_y]),
+            jnp.concatenate([self.trainable, self.extra_y >= 0]))
 
 
 class Oracle(NamedTuple):
@@ -145,11 +155,14 @@ def init_method_state(acquisition: str, key: jax.Array, model: Model, x_example:
 
 def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray,
                     oracle: Oracle, *, stop_set: np.ndarray | None = None,
-                    kappa_window: int = 0, method_state: Any = None) -> LoopState:
+                    kappa_window: int = 0, method_state: Any = None,
+                    extra_capacity: int = 0, x_example: jax.Array | None = None) -> LoopState:
   """A fresh state whose labeled set is ``initial`` (labels from the oracle).
 
   ``stop_set`` (pool positions) and ``kappa_window`` enable the stabilizing-predictions rule;
-  ``method_state`` is a learned acquisition's initial state (:func:`init_method_state`).
+  ``method_state`` is a learned acquisition's initial state (:func:`init_method_state`);
+  ``extra_capacity > 0`` reserves that many slots (inputs shaped like ``x_example [1, ...]``) for
+  adversarial training examples (``RoundConfig.adversarial_training``).
   """
   initial = np.asarray(initial)
   if len(np.unique(initial)) != len(initial):
@@ -165,7 +178,11 @@ def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray,
                    key=key, done=jnp.zeros((), bool), stop_set=jnp.asarray(stop_set),
                    stop_predictions=jnp.full(stop_set.shape, -1, jnp.int32),
                    kappa_window=jnp.full((kappa_window,), jnp.nan, jnp.float32),
-                   method_state={} if method_state is None else method_state)
+                   method_state={} if method_state is None else method_state,
+                   extra_x=None if not extra_capacity else
+                   jnp.zeros((extra_capacity, *x_example.shape[1:]), jnp.float32),
+                   extra_y=None if not extra_capacity else
+                   jnp.full((extra_capacity,), -1, jnp.int32))
 
 
 def add_labels(state: LoopState, indices: np.ndarray, labels: np.ndarray) -> LoopState:
@@ -204,6 +221,9 @@ class RoundConfig(NamedTuple):
       pseudo-labels and the model is fine-tuned on labeled + pseudo-labeled points.
     acquisition_options: hyper-parameters of a learned acquisition as ``(name, value)`` pairs
       (e.g. ``(("steps", 100),)`` for DAL / VAAL / WAAL).
+    adversarial_training: add a DeepFool adversarial copy ``x + r`` of every selected point,
+      with the point's label, to the training set (DFAL, Ducoffe & Precioso 2018); the state
+      needs ``extra_capacity`` slots.
   """
 
   acquisition: str
@@ -222,6 +242,7 @@ class RoundConfig(NamedTuple):
   stabilizing: stopping.StabilizingPredictions | None = None
   ceal: semi.CEAL | None = None
   acquisition_options: tuple[tuple[str, Any], ...] = ()
+  adversarial_training: bool = False
 
   @property
   def stacked(self) -> bool:
@@ -261,13 +282,17 @@ def _fit(model, data: LoopData, state: LoopState, config: RoundConfig, key, vari
          init=None):
   val = None if data.x_val is None else (data.x_val, data.y_val)
   init = init if init is not None else (variables if config.warm_start else None)
+  x, labels, trainable = state.training_set(data.x_pool)
   if not config.stacked:
-    r = training.fit(model, data.x_pool, state.labels, state.trainable, key=key,
-                     config=config.train, val=val, init_variables=init)
+    unlabeled = None
+    if config.train.semi_supervised:
+      unlabeled = jnp.zeros(x.shape[0], bool).at[:state.labeled.shape[0]].set(~state.labeled)
+    r = training.fit(model, x, labels, trainable, key=key, config=config.train, val=val,
+                     init_variables=init, unlabeled=unlabeled)
     return r.variables, {"train_steps": r.steps, "val_accuracy": r.best_val_accuracy,
                          "train_loss": r.train_loss}
   keys = jax.random.split(key, config.ensemble_size)
-  r = ensemble_lib.fit_stacked(model, data.x_pool, state.labels, state.trainable, keys=keys,
+  r = ensemble_lib.fit_stacked(model, x, labels, trainable, keys=keys,
                                config=config.train, val=val, init_variables=init,
                                mesh=config.mesh)
   return r.variables, {"train_steps": int(r.steps.max()),
@@ -275,11 +300,18 @@ def _fit(model, data: LoopData, state: LoopState, config: RoundConfig, key, vari
                        "train_loss": float(np.mean(r.train_loss))}
 
 
+_MODEL_OUTPUTS = ("log_probs", "pre_logits", "predicted_loss")
+
+
 def _predict(model, variables, x, config: RoundConfig, *, key=None, mc_samples=0,
-             with_pre_logits=False) -> predict_lib.PoolOutputs:
+             with_pre_logits=False, aux_keys=()) -> predict_lib.PoolOutputs:
   if not config.stacked:
     return predict_lib.predict(model, variables, x, key=key, mc_samples=mc_samples,
-                               chunk_size=config.chunk_size, with_pre_logits=with_pre_logits)
+                               chunk_size=config.chunk_size, with_pre_logits=with_pre_logits,
+                               aux_keys=aux_keys)
+  if aux_keys:
+    raise ValueError(f"model outputs {list(aux_keys)} are available for single models only "
+                     "(ensemble_size=1 on one device)")
   lp, pre = ensemble_lib.predict_stacked(model, variables, x, key=key, mc_samples=mc_samples,
                                          chunk_size=config.chunk_size,
                                          with_pre_logits=with_pre_logits, mesh=config.mesh)
@@ -407,10 +439,11 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
           else jnp.arange(n_pool))
   where = unlabeled[cand]
   inputs: dict[str, Any] = {}
-  if {"log_probs", "pre_logits"} & set(acquisition.requires):
+  if set(_MODEL_OUTPUTS) & set(acquisition.requires):
     out = _predict(model, variables, data.x_pool[cand], config, key=score_key,
                    mc_samples=config.mc_samples,
-                   with_pre_logits="pre_logits" in acquisition.requires)
+                   with_pre_logits="pre_logits" in acquisition.requires,
+                   aux_keys=tuple(r for r in acquisition.requires if r == "predicted_loss"))
     inputs = out.as_inputs()
     jax.block_until_ready(inputs)
   if "model" in acquisition.requires:  # e.g. DFAL: the first model of a stack
@@ -425,8 +458,31 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
       options=dict(config.acquisition_options))
   selected = np.asarray(cand[chosen])
   metrics.update(time_score=t2 - t1, time_select=time.perf_counter() - t2)
-  state = state.replace(method_state=method_state)
-  return _label_selection(state, selected, oracle, metrics), metrics, variables
+  state = _label_selection(state.replace(method_state=method_state), selected, oracle, metrics)
+  if config.adversarial_training:
+    state = _add_adversarial(state, model, jax.tree.map(lambda v: v[0], variables)
+                             if config.stacked else variables, data, selected, metrics)
+  return state, metrics, variables
+
+
+def _add_adversarial(state: LoopState, model, variables, data: LoopData, selected: np.ndarray,
+                     metrics: dict[str, Any]) -> LoopState:
+  """Stores ``x + r_DeepFool(x)`` of the newly labeled in-distribution points, with their labels."""
+  if state.extra_y is None:
+    raise ValueError("adversarial_training needs a state with extra slots "
+                     "(init_loop_state(extra_capacity=budget, x_example=...))")
+  labels = np.asarray(state.labels)[selected]
+  keep = selected[labels >= 0]
+  free = np.nonzero(np.asarray(state.extra_y) < 0)[0]
+  if len(free) < len(keep):
+    raise ValueError(f"no room for {len(keep)} adversarial examples ({len(free)} free slots); "
+                     "raise extra_capacity")
+  x = data.x_pool[keep]
+  x_adv = x + acq_lib.deepfool_perturbation(model, variables, x)
+  slots = free[:len(keep)]
+  metrics["num_adversarial"] = int(len(keep))
+  return state.replace(extra_x=state.extra_x.at[slots].set(x_adv.astype(state.extra_x.dtype)),
+                       extra_y=state.extra_y.at[slots].set(jnp.asarray(labels[labels >= 0])))
 
 
 def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, oracle: Oracle,
@@ -449,8 +505,12 @@ def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, ora
   if config.ensemble_size != 1:
     raise ValueError("parallel seeds train one model per seed; use ensemble_size=1 (or run "
                      "ensemble seeds sequentially)")
-  if config.ceal is not None:
-    raise ValueError("CEAL pseudo-labelling runs in the sequential loop (al_round)")
+  if config.ceal is not None or config.train.semi_supervised or config.adversarial_training:
+    raise ValueError("CEAL, semi-supervised and adversarial training run in the sequential loop "
+                     "(al_round)")
+  if "predicted_loss" in acq_lib.get_acquisition(config.acquisition).requires:
+    raise ValueError("LL4AL runs in the sequential loop (al_round): parallel seeds do not "
+                     "return predicted losses")
   if len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
     raise ValueError("parallel seeds must be at the same round and not done")
   acquisition = acq_lib.get_acquisition(config.acquisition)

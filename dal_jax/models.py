@@ -8,7 +8,9 @@ functions,
   ``aux["pre_logits"]`` is the ``[B, D]`` penultimate representation. With ``train=True`` dropout
   is on, batch-norm uses batch statistics and ``aux["updates"]`` holds the new non-parameter
   collections (e.g. ``{"batch_stats": ...}``). With ``train=False, mc=True`` dropout is on (MC
-  dropout, Gal & Ghahramani 2016) while batch-norm stays in inference mode.
+  dropout, Gal & Ghahramani 2016) while batch-norm stays in inference mode. The built-in models
+  also return ``aux["features"]``, a tuple of intermediate activations (``[B, H, W, C]`` or
+  ``[B, D]``) that LL4AL's loss-prediction module reads (:func:`with_loss_prediction`).
 
 The NNX modules are used functionally (``nnx.split`` at the boundary, ``nnx.merge`` inside the
 jitted code), so nothing stateful crosses a ``jit`` boundary.
@@ -84,10 +86,12 @@ class MLP(nnx.Module):
 
   def __call__(self, x, *, train: bool, mc: bool, rngs=None):
     h = nnx.relu(self.layers[0](x.reshape(x.shape[0], -1)))
+    features = [h]
     for layer in list(self.layers)[1:]:
       h = nnx.relu(self.dropout.linear(h, layer, train=train, mc=mc, rngs=rngs))
+      features.append(h)
     logits = self.dropout.linear(h, self.head, train=train, mc=mc, rngs=rngs)
-    return logits, {"pre_logits": h}
+    return logits, {"pre_logits": h, "features": tuple(features)}
 
 
 class GalCNN(nnx.Module):
@@ -109,12 +113,12 @@ class GalCNN(nnx.Module):
     self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
 
   def __call__(self, x, *, train: bool, mc: bool, rngs=None):
-    h = nnx.relu(self.conv1(x))
-    h = nnx.relu(self.conv2(h))
-    h = nnx.max_pool(h, (2, 2), strides=(2, 2))
-    h = h.reshape(h.shape[0], -1)
-    h = nnx.relu(self.drop1.linear(h, self.dense, train=train, mc=mc, rngs=rngs))
-    return self.drop2.linear(h, self.head, train=train, mc=mc, rngs=rngs), {"pre_logits": h}
+    h1 = nnx.relu(self.conv1(x))
+    h2 = nnx.max_pool(nnx.relu(self.conv2(h1)), (2, 2), strides=(2, 2))
+    h = nnx.relu(self.drop1.linear(h2.reshape(h2.shape[0], -1), self.dense, train=train, mc=mc,
+                                   rngs=rngs))
+    logits = self.drop2.linear(h, self.head, train=train, mc=mc, rngs=rngs)
+    return logits, {"pre_logits": h, "features": (h1, h2, h)}
 
 
 class _BasicBlock(nnx.Module):
@@ -156,10 +160,14 @@ class ResNet18(nnx.Module):
 
   def __call__(self, x, *, train: bool, mc: bool, rngs=None):
     h = nnx.relu(self.bn(self.stem(x), use_running_average=not train))
-    for block in self.blocks:
+    features = []
+    for i, block in enumerate(self.blocks):
       h = block(h, train=train)
+      if i + 1 == len(self.blocks) or self.blocks[i + 1].project:  # end of a stage
+        features.append(h)
     h = jnp.mean(h, axis=(1, 2))
-    return self.dropout.linear(h, self.head, train=train, mc=mc, rngs=rngs), {"pre_logits": h}
+    logits = self.dropout.linear(h, self.head, train=train, mc=mc, rngs=rngs)
+    return logits, {"pre_logits": h, "features": tuple(features)}
 
 
 def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
@@ -196,6 +204,73 @@ def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
     if train:
       _, _, new_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
       aux["updates"] = {"batch_stats": new_stats}
+    return logits, aux
+
+  return Model(init=init, apply=apply)
+
+
+class LossPredictionModule(nnx.Module):
+  """LL4AL's loss-prediction module (Yoo & Kweon 2019, Fig. 2): each intermediate feature map is
+  global-average-pooled, mapped by a dense layer + ReLU to ``width`` units; the concatenation
+  goes through a dense layer to one predicted loss per example."""
+
+  def __init__(self, feature_dims: tuple[int, ...], *, width: int = 128, rngs: nnx.Rngs):
+    self.branches = nnx.List([nnx.Linear(d, width, rngs=rngs) for d in feature_dims])
+    self.out = nnx.Linear(width * len(feature_dims), 1, rngs=rngs)
+
+  def __call__(self, features):
+    pooled = [f.mean(axis=tuple(range(1, f.ndim - 1))) if f.ndim > 2 else f for f in features]
+    h = jnp.concatenate([nnx.relu(b(f)) for b, f in zip(self.branches, pooled)], axis=-1)
+    return self.out(h)[:, 0]
+
+
+def with_loss_prediction(model: Model, *, width: int = 128, detach_features: bool = False
+                         ) -> Model:
+  """Adds LL4AL's loss-prediction module to a model (Yoo & Kweon 2019, "Learning Loss for
+  Active Learning").
+
+  The returned model's variables are ``{"params": {"task": ..., "loss_net": ...},
+  "batch_stats": ...}``: the module is part of the model, trained jointly with it (the train step
+  adds the margin ranking loss when ``aux`` holds ``"predicted_loss"``) and saved with it.
+
+  Args:
+    model: a model whose ``aux["features"]`` holds intermediate activations.
+    width: units per feature branch (128 in the paper).
+    detach_features: stop the ranking loss's gradient at the features (the paper does this
+      late in training for stability); by default it also shapes the task network.
+
+  Returns:
+    A :class:`Model` whose ``apply`` adds ``aux["predicted_loss"]`` ``[B]``.
+  """
+
+  def feature_dims(x):
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    _, aux = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+    if "features" not in aux or not aux["features"]:
+      raise ValueError("with_loss_prediction needs a model whose aux holds 'features' (a tuple "
+                       "of intermediate activations)")
+    return tuple(int(f.shape[-1]) for f in aux["features"])
+
+  def make_net(dims, rngs):
+    return LossPredictionModule(dims, width=width, rngs=rngs)
+
+  def init(key, x):
+    task_key, net_key = jax.random.split(key)
+    variables = model.init(task_key, x)
+    net = make_net(feature_dims(x[:1]), nnx.Rngs(params=net_key))
+    return {**variables, "params": {"task": variables["params"], "loss_net": nnx.state(net)}}
+
+  def apply(variables, x, *, train, mc=False, key=None):
+    task_vars = {**variables, "params": variables["params"]["task"]}
+    logits, aux = model.apply(task_vars, x, train=train, mc=mc, key=key)
+    net_state = variables["params"]["loss_net"]
+    dims = tuple(int(net_state["branches"][i]["kernel"].value.shape[0])
+                 for i in range(len(aux["features"])))
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: make_net(dims, nnx.Rngs(0))))
+    features = aux["features"]
+    if detach_features:
+      features = jax.tree.map(jax.lax.stop_gradient, features)
+    aux = dict(aux, predicted_loss=nnx.merge(graphdef, net_state)(features))
     return logits, aux
 
   return Model(init=init, apply=apply)

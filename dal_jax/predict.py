@@ -19,36 +19,45 @@ from dal_jax.models import Model
 
 
 class PoolOutputs(NamedTuple):
-  """``log_probs``: ``[S, N, C]`` (S = 1 when deterministic); ``pre_logits``: ``[N, D]`` or None."""
+  """``log_probs``: ``[S, N, C]`` (S = 1 when deterministic); ``pre_logits``: ``[N, D]`` or None;
+  ``extras``: other per-example ``aux`` outputs asked for (e.g. ``predicted_loss`` ``[N]``)."""
 
   log_probs: jax.Array
   pre_logits: jax.Array | None
+  extras: dict[str, jax.Array] = {}
 
   def as_inputs(self) -> dict[str, jax.Array]:
     """The ``inputs`` mapping acquisitions read (see ``dal_jax.acquisition.acquire``)."""
-    out = {"log_probs": self.log_probs}
+    out = {"log_probs": self.log_probs, **self.extras}
     if self.pre_logits is not None:
       out["pre_logits"] = self.pre_logits
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "mc_samples", "with_pre_logits"))
-def _predict_chunk(variables, x, keys, *, apply, mc_samples: int, with_pre_logits: bool):
-  pre = None
-  if mc_samples == 0 or with_pre_logits:
+@functools.partial(jax.jit, static_argnames=("apply", "mc_samples", "with_pre_logits",
+                                             "aux_keys"))
+def _predict_chunk(variables, x, keys, *, apply, mc_samples: int, with_pre_logits: bool,
+                   aux_keys: tuple[str, ...] = ()):
+  pre, extras = None, {}
+  if mc_samples == 0 or with_pre_logits or aux_keys:
     logits, aux = apply(variables, x, train=False)
     pre = aux["pre_logits"] if with_pre_logits else None
+    missing = [k for k in aux_keys if k not in aux]
+    if missing:
+      raise ValueError(f"the model's aux has no {missing} (it has {sorted(aux)})")
+    extras = {k: aux[k] for k in aux_keys}
   if mc_samples == 0:
     log_probs = jax.nn.log_softmax(logits)[None]
   else:
     def one(key):
       return jax.nn.log_softmax(apply(variables, x, train=False, mc=True, key=key)[0])
     log_probs = jax.vmap(one)(keys)
-  return log_probs, pre
+  return log_probs, pre, extras
 
 
 def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samples: int = 0,
-            chunk_size: int = 1024, with_pre_logits: bool = False) -> PoolOutputs:
+            chunk_size: int = 1024, with_pre_logits: bool = False,
+            aux_keys: tuple[str, ...] = ()) -> PoolOutputs:
   """Predicts a pool in chunks.
 
   Args:
@@ -59,6 +68,8 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
     mc_samples: S MC-dropout samples; 0 means one deterministic pass (S = 1 in the output).
     chunk_size: points per compiled call.
     with_pre_logits: also return the deterministic ``pre_logits`` ``[N, D]``.
+    aux_keys: other per-example ``aux`` outputs of the deterministic pass to return in
+      ``extras`` (e.g. ``("predicted_loss",)`` for LL4AL).
 
   Returns:
     :class:`PoolOutputs` with ``log_probs`` ``[max(S, 1), N, C]``.
@@ -74,17 +85,20 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
     raise ValueError("cannot predict an empty pool")
   keys = jax.random.split(key, mc_samples) if mc_samples else jnp.zeros((0,), jnp.uint32)
   chunk = min(chunk_size, n)
-  log_probs, pre = [], []
+  log_probs, pre, extras = [], [], []
   for start in range(0, n, chunk):
     xc = x[start:start + chunk]
     valid = xc.shape[0]
     if valid < chunk:  # pad the last chunk to the compiled shape
       xc = jnp.concatenate([jnp.asarray(xc), jnp.zeros((chunk - valid, *xc.shape[1:]), xc.dtype)])
-    lp, pl = _predict_chunk(variables, jnp.asarray(xc), keys, apply=model.apply,
-                            mc_samples=mc_samples, with_pre_logits=with_pre_logits)
+    lp, pl, ex = _predict_chunk(variables, jnp.asarray(xc), keys, apply=model.apply,
+                                mc_samples=mc_samples, with_pre_logits=with_pre_logits,
+                                aux_keys=tuple(aux_keys))
     log_probs.append(lp[:, :valid])
+    extras.append({k: v[:valid] for k, v in ex.items()})
     if with_pre_logits:
       pre.append(pl[:valid])
   return PoolOutputs(
       log_probs=jnp.concatenate(log_probs, axis=1),
-      pre_logits=jnp.concatenate(pre, axis=0) if with_pre_logits else None)
+      pre_logits=jnp.concatenate(pre, axis=0) if with_pre_logits else None,
+      extras={k: jnp.concatenate([e[k] for e in extras]) for k in aux_keys})

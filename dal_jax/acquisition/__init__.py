@@ -1,6 +1,7 @@
 """Acquisition functions: pure scores ``[S, N, C] -> [N]`` and selectors ``[N] -> [k]``."""
 
 from dal_jax.acquisition._adversarial import deepfool_distance
+from dal_jax.acquisition._adversarial import deepfool_perturbation
 from dal_jax.acquisition._adversarial import dfal_scores
 from dal_jax.acquisition._batchbald import BatchBALDResult
 from dal_jax.acquisition._batchbald import batchbald

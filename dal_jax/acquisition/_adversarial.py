@@ -54,6 +54,29 @@ def _deepfool_step(variables, x0, x, r_total, active, label, *, apply, eps):
   return x_new, r_total, active & still
 
 
+def deepfool_perturbation(model, variables, x, *, max_iter: int = 20, eps: float = 1e-4,
+                          chunk_size: int = 256) -> jax.Array:
+  """The DeepFool perturbation ``r`` (``x + r`` changes each point's predicted class).
+
+  Args: as :func:`deepfool_distance`.
+
+  Returns:
+    ``[N, ...]`` perturbations, shaped like ``x``.
+  """
+  out = []
+  for start in range(0, x.shape[0], chunk_size):
+    x0 = jnp.asarray(x[start:start + chunk_size])
+    label = jnp.argmax(model.apply(variables, x0, train=False)[0], -1)
+    xi, r_total, active = x0, jnp.zeros_like(x0), jnp.ones(x0.shape[0], bool)
+    for _ in range(max_iter):
+      xi, r_total, active = _deepfool_step(variables, x0, xi, r_total, active, label,
+                                           apply=model.apply, eps=eps)
+      if not bool(jnp.any(active)):
+        break
+    out.append(r_total)
+  return jnp.concatenate(out)
+
+
 def deepfool_distance(model, variables, x, *, max_iter: int = 20, eps: float = 1e-4,
                       chunk_size: int = 256) -> jax.Array:
   """``‖r‖`` of the DeepFool perturbation that changes each point's predicted class.
@@ -69,18 +92,9 @@ def deepfool_distance(model, variables, x, *, max_iter: int = 20, eps: float = 1
   Returns:
     ``[N]`` non-negative distances.
   """
-  out = []
-  for start in range(0, x.shape[0], chunk_size):
-    x0 = jnp.asarray(x[start:start + chunk_size])
-    label = jnp.argmax(model.apply(variables, x0, train=False)[0], -1)
-    xi, r_total, active = x0, jnp.zeros_like(x0), jnp.ones(x0.shape[0], bool)
-    for _ in range(max_iter):
-      xi, r_total, active = _deepfool_step(variables, x0, xi, r_total, active, label,
-                                           apply=model.apply, eps=eps)
-      if not bool(jnp.any(active)):
-        break
-    out.append(jnp.linalg.norm(r_total.reshape(x0.shape[0], -1), axis=-1))
-  return jnp.concatenate(out)
+  r = deepfool_perturbation(model, variables, x, max_iter=max_iter, eps=eps,
+                            chunk_size=chunk_size)
+  return jnp.linalg.norm(r.reshape(r.shape[0], -1), axis=-1)
 
 
 def dfal_scores(model, variables, x, *, where=None, max_iter: int = 20,

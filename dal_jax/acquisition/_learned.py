@@ -120,6 +120,20 @@ def _check_inputs(x: jax.Array, name: str, what: str) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------
+# LL4AL
+
+
+def predicted_loss(predicted_loss: jax.Array, *, where=None) -> jax.Array:
+  """LL4AL's acquisition (Yoo & Kweon 2019): the loss-prediction module's output ``[N]``
+  (higher predicted loss = acquire). The module trains with the task model; see
+  ``dal_jax.models.with_loss_prediction``."""
+  p = _check_inputs(predicted_loss, "ll4al", "predicted losses")
+  if p.ndim != 1:
+    raise ValueError(f"ll4al needs predicted losses shaped [N], got {p.shape}")
+  return _scores.apply_where(p, _scores.validate_where(where, p.shape[0]))
+
+
+# ---------------------------------------------------------------------------------------------
 # DAL
 
 

@@ -246,6 +246,11 @@ def _options(config_type, options) -> Any:
   return config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
 
 
+# LL4AL: the loss-prediction module is part of the model (models.with_loss_prediction), trained
+# with it; the loop asks the model for aux["predicted_loss"].
+register_score("ll4al", _learned.predicted_loss, requires=("predicted_loss",))
+
+
 def _dal_fn(inputs, *, key, where, k, method_state, **options):
   return _learned.dal(key, inputs["pre_logits"], k, where=where, method_state=method_state,
                       config=_options(_learned.DALConfig, options))

@@ -58,6 +58,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.stabilizing_threshold = 0.99
   c.stop_on_stabilizing = False
 
+  # DFAL's adversarial training (Ducoffe & Precioso 2018): each selected point's DeepFool
+  # adversarial copy joins training with the point's label (any acquisition; use with dfal).
+  c.adversarial_training = False
+
   # CEAL pseudo-labels (Wang et al. 2016): unlabeled points with predictive entropy below
   # ceal_delta0 - round * ceal_decay (nats) join training with their predicted label (0 = off).
   c.ceal_delta0 = 0.0
@@ -72,6 +76,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 25
   c.train.patience = 3
   c.train.mixup_alpha = 0.0  # > 0: mixup augmentation (Zhang et al. 2018)
+  # LL4AL (acquisition=ll4al): weight λ and margin ξ of the loss-prediction ranking loss.
+  c.train.loss_prediction_weight = 1.0
+  c.train.ranking_margin = 1.0
+  # Semi-supervised rounds (FixMatch, Sohn et al. 2020), for any acquisition: > 0 adds the
+  # consistency loss on unlabeled pool points with this weight.
+  c.train.unlabeled_weight = 0.0
+  c.train.unlabeled_ratio = 1  # unlabeled inputs per labeled input in a step
+  c.train.confidence_threshold = 0.95
 
   # Ensembles and devices.
   c.ensemble_size = 1  # > 1: a deep ensemble trained in parallel (with mc_samples > 0: DEBAL)
