@@ -115,15 +115,23 @@ def test_every_registered_acquisition_selects_k_distinct_unlabeled(name, rng):
   lp = jnp.asarray(random_log_probs(rng, 5, N, 4), jnp.float32)
   labeled = rng.random(N) < 0.5
   inputs = {"log_probs": lp, "pre_logits": jnp.asarray(rng.normal(size=(N, 8)), jnp.float32)}
-  if "model" in acq.get_acquisition(name).requires:
+  inputs["predicted_loss"] = jnp.asarray(rng.normal(size=N), jnp.float32)
+  inputs["x"] = jnp.asarray(rng.normal(size=(N, 2, 2, 1)), jnp.float32)
+  a_ = acq.get_acquisition(name)
+  if "model" in a_.requires:
     from dal_jax import models
     model = models.get_model("mlp", (2, 2, 1), 4, hidden=(8,))
-    inputs.update(model=model, variables=model.init(jax.random.key(0), None),
-                  x=jnp.asarray(rng.normal(size=(N, 2, 2, 1)), jnp.float32))
-  a = np.asarray(acq.acquire(name, inputs, key=jax.random.key(0), k=7,
-                             where=jnp.asarray(~labeled)))
-  b = np.asarray(acq.acquire(name, inputs, key=jax.random.key(0), k=7,
-                             where=jnp.asarray(~labeled)))
+    inputs.update(model=model, variables=model.init(jax.random.key(0), None))
+  state = (a_.init_state(jax.random.key(0), acq.Spec((2, 2, 1), 8, 4), steps=10)
+           if a_.stateful else None)
+  opts = {"steps": 10} if a_.stateful else None
+
+  def run():
+    return np.asarray(acq.acquire_with_state(name, inputs, key=jax.random.key(0), k=7,
+                                             where=jnp.asarray(~labeled), method_state=state,
+                                             options=opts)[0])
+
+  a, b = run(), run()
   assert len(np.unique(a)) == 7 and not labeled[a].any()
   np.testing.assert_array_equal(a, b)
 

@@ -22,7 +22,9 @@ not apply).
   is surest are unlabeled. Task-agnostic: it never reads the classifier.
 * **WAAL** (Shui et al. 2020, "Deep Active Learning: Unified and Principled Method for Query and
   Training"): a critic ``c`` on the task representation trained with the Wasserstein objective
-  ``E_U[c] - E_L[c]`` and a gradient penalty (Gulrajani et al. 2017); the score combines the
+  ``E_U[c] - E_L[c]`` and a one-sided gradient penalty ``max(0, ‖∇c‖ - 1)²`` (Petzka et al.
+  2018; the two-sided penalty of Gulrajani et al. 2017 forces unit slopes where labeled and
+  unlabeled points mix, which made the critic's ranking noise there); the score combines the
   paper's uncertainty upper bounds ``0.5 (‖log p‖₂ + Σ_c -log p_c)`` (smaller = more uncertain)
   with the critic: ``score = selection · c(h) - 0.5 (‖log p‖₂ + ‖log p‖₁)``. Only the query
   side of WAAL is here; its joint adversarial training of the feature extractor is not.
@@ -346,7 +348,7 @@ def waal_init(key: jax.Array, spec: Spec, config: WAALConfig = WAALConfig()) -> 
 
 @functools.partial(jax.jit, static_argnames=("apply", "config"))
 def _fit_critic(params, key, h, labeled, unlabeled, *, apply, config: WAALConfig):
-  """Maximises ``E_U[c] - E_L[c]`` minus a gradient penalty on interpolates (WGAN-GP)."""
+  """Maximises ``E_U[c] - E_L[c]`` minus a one-sided gradient penalty on interpolates."""
   tx = optax.adam(config.learning_rate)
 
   def critic(p, x):
@@ -362,7 +364,7 @@ def _fit_critic(params, key, h, labeled, unlabeled, *, apply, config: WAALConfig
 
     def loss_fn(p):
       grads = jax.vmap(jax.grad(lambda xi: critic(p, xi[None])[0]))(mix)
-      gp = jnp.mean((jnp.sqrt(jnp.sum(grads**2, -1) + 1e-12) - 1.0) ** 2)
+      gp = jnp.mean(jnp.maximum(jnp.sqrt(jnp.sum(grads**2, -1) + 1e-12) - 1.0, 0.0) ** 2)
       return -(jnp.mean(critic(p, hu)) - jnp.mean(critic(p, hl))) + config.gradient_penalty * gp
 
     loss, g = jax.value_and_grad(loss_fn)(params)
