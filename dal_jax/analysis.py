@@ -48,9 +48,31 @@ def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> li
   return out
 
 
-def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *,
-              target: float) -> list[dict[str, Any]]:
-  """One row per strategy: final accuracy, AUC, labels to reach ``target`` (mean ± std)."""
+def stabilizing_stop(records: list[dict[str, Any]], *, window: int,
+                     threshold: float) -> dict[str, Any] | None:
+  """Where stabilizing predictions (Bloodgood & Vijay-Shanker 2009) would have stopped a run.
+
+  Replays the rule on the recorded per-round kappas: the first round whose last ``window``
+  kappas (between successive models on the stop set) all exist and average ``>= threshold``.
+
+  Returns:
+    ``{"round", "num_labels", "accuracy"}`` of that round, or None if the rule never fired.
+  """
+  kappas = [r.get("kappa") for r in records]
+  for i in range(len(records)):
+    last = kappas[max(0, i - window + 1):i + 1]
+    if len(last) == window and all(k is not None for k in last) and np.mean(last) >= threshold:
+      return {"round": records[i]["round"], "num_labels": records[i]["num_labels"],
+              "accuracy": records[i]["accuracy"]}
+  return None
+
+
+def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *, target: float,
+              stabilizing_window: int = 3,
+              stabilizing_thresholds: tuple[float, ...] = ()) -> list[dict[str, Any]]:
+  """One row per strategy: final accuracy, AUC, labels to reach ``target`` (mean ± std), and,
+  for runs that recorded kappas, where stabilizing predictions would have stopped at each of
+  ``stabilizing_thresholds``."""
   rows = []
   for name, runs in results.items():
     labels, acc = curve(runs)
@@ -68,14 +90,33 @@ def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *,
         "labels_to_target_mean": float(np.mean(reached)) if reached else None,
         "seeds_reaching_target": len(reached),
         "acquired_class_histogram": np.asarray(hist, int).tolist()})
+    if any(rec.get("kappa") is not None for r in runs.values() for rec in r):
+      stops = {}
+      for t in stabilizing_thresholds:
+        per_seed = [stabilizing_stop(r, window=stabilizing_window, threshold=t)
+                    for r in runs.values()]
+        stops[str(t)] = per_seed
+      rows[-1]["stabilizing_window"] = stabilizing_window
+      rows[-1]["stabilizing_stops"] = stops
   return rows
+
+
+def _stop_cell(per_seed: list[dict[str, Any] | None]) -> str:
+  fired = [s for s in per_seed if s is not None]
+  if not fired:
+    return "never"
+  labels = np.mean([s["num_labels"] for s in fired])
+  acc = np.mean([s["accuracy"] for s in fired])
+  return f"{labels:.0f} labels, acc {acc:.4f} ({len(fired)}/{len(per_seed)} seeds)"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
   """A Markdown table of :func:`summarize` rows."""
   target = rows[0]["target_accuracy"] if rows else 0.0
-  lines = [f"| strategy | seeds | final labels | final accuracy | AUC | labels to {target:.0%} |",
-           "|---|---|---|---|---|---|"]
+  thresholds = sorted({t for r in rows for t in r.get("stabilizing_stops", {})}, key=float)
+  extra = "".join(f" stabilizing stop (κ̄ ≥ {t}) |" for t in thresholds)
+  lines = [f"| strategy | seeds | final labels | final accuracy | AUC | labels to {target:.0%} |"
+           + extra, "|---|---|---|---|---|---|" + "---|" * len(thresholds)]
   for r in rows:
     if r["labels_to_target_mean"] is None:
       reach = "not reached"
@@ -83,7 +124,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
       reach = f"{r['labels_to_target_mean']:.0f} ({r['seeds_reaching_target']}/{r['seeds']} seeds)"
     lines.append(f"| {r['strategy']} | {r['seeds']} | {r['final_labels']} | "
                  f"{r['final_accuracy_mean']:.4f} ± {r['final_accuracy_std']:.4f} | "
-                 f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {reach} |")
+                 f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {reach} |"
+                 + "".join(f" {_stop_cell(r['stabilizing_stops'][t])} |"
+                           if t in r.get("stabilizing_stops", {}) else " – |"
+                           for t in thresholds))
   return "\n".join(lines)
 
 

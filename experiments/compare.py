@@ -29,6 +29,10 @@ _ACQUISITIONS = flags.DEFINE_list(
     "strategies to compare: an acquisition name, or label:acquisition:field=value:... for a "
     "variant, e.g. ens_bald:bald:ensemble_size=5:mc_samples=0")
 _PLOT_ONLY = flags.DEFINE_bool("plot_only", False, "only redraw the comparison")
+_STABILIZING = flags.DEFINE_list(
+    "stabilizing_thresholds", [],
+    "extra kappa thresholds at which to report where stabilizing predictions would have stopped "
+    "(runs need --config.stabilizing_stop_set > 0; the config's threshold is always reported)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -40,20 +44,27 @@ def parse_strategy(spec: str, config):
   cfg.acquisition = parts[1] if len(parts) > 1 else label
   for item in parts[2:]:
     field, sep, value = item.partition("=")
-    if not sep or field not in cfg:
+    *parents, leaf = field.split(".")  # nested fields: train.unlabeled_weight=1.0
+    node = cfg
+    for p in parents:
+      node = node[p] if p in node and hasattr(node[p], "keys") else None
+      if node is None:
+        break
+    if not sep or node is None or leaf not in node:
       raise ValueError(f"bad override {item!r} in strategy {spec!r}: expected field=value with "
-                       f"a config field (one of {sorted(cfg.keys())})")
-    current = cfg[field]
+                       f"a config field (one of {sorted(cfg.keys())}, or section.field)")
+    current = node[leaf]
     if isinstance(current, bool):
-      cfg[field] = value.lower() in ("1", "true", "yes")
+      node[leaf] = value.lower() in ("1", "true", "yes")
     elif current is None:
-      cfg[field] = value
+      node[leaf] = value
     else:
-      cfg[field] = type(current)(value)
+      node[leaf] = type(current)(value)
   return label, cfg
 
 
-def compare(config, workdir: str, acquisitions, *, plot_only: bool = False) -> str:
+def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
+            stabilizing_thresholds=()) -> str:
   """Runs (unless ``plot_only``) and compares; returns the Markdown table."""
   splits = None
   results = {}
@@ -66,7 +77,11 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False) -> s
         splits = experiment.load_splits(cfg)
       experiment.run_experiment(cfg, sub, splits=splits)
     results[name] = analysis.load_metrics(sub)
-  rows = analysis.summarize(results, target=config.report_accuracy)
+  thresholds = tuple(sorted({float(config.stabilizing_threshold),
+                             *(float(t) for t in stabilizing_thresholds)}))
+  rows = analysis.summarize(results, target=config.report_accuracy,
+                            stabilizing_window=config.stabilizing_window,
+                            stabilizing_thresholds=thresholds)
   table = analysis.format_table(rows)
   analysis.plot_curves(results, os.path.join(workdir, "comparison.png"),
                        title=f"{config.dataset}: {config.model}, k={config.query_size}")
@@ -81,7 +96,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # progress is printed per round; keep orbax quiet
-  table = compare(_CONFIG.value, _WORKDIR.value, _ACQUISITIONS.value, plot_only=_PLOT_ONLY.value)
+  table = compare(_CONFIG.value, _WORKDIR.value, _ACQUISITIONS.value, plot_only=_PLOT_ONLY.value,
+                  stabilizing_thresholds=_STABILIZING.value)
   print(table)
   print(f"plot: {os.path.join(_WORKDIR.value, 'comparison.png')}")
 

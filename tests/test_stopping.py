@@ -57,3 +57,17 @@ def test_loop_stops_on_stabilizing_predictions_and_resumes(tmp_path, splits):
                      stabilizing_threshold=-1.0)
   rec = experiment.run_experiment(cfg2, str(tmp_path / "c"), splits=splits)[cfg2.seed]
   assert rec[-1]["stop"] == "budget" and rec[2]["stabilized"]
+
+
+def test_stabilizing_stop_replays_the_rule_on_recorded_kappas():
+  from dal_jax import analysis
+  kappas = [None, 0.5, 0.9, 0.95, 1.0]
+  records = [{"round": i, "num_labels": 10 * (i + 1), "accuracy": 0.1 * i, "kappa": k}
+             for i, k in enumerate(kappas)]
+  assert analysis.stabilizing_stop(records, window=2, threshold=0.9) == {
+      "round": 3, "num_labels": 40, "accuracy": pytest.approx(0.3)}
+  assert analysis.stabilizing_stop(records, window=3, threshold=0.99) is None
+  rows = analysis.summarize({"a": {0: [dict(r, selected_class_histogram=[1]) for r in records]}},
+                            target=0.2, stabilizing_window=2, stabilizing_thresholds=(0.9, 0.99))
+  table = analysis.format_table(rows)
+  assert "40 labels, acc 0.3000 (1/1 seeds)" in table and "never" in table
