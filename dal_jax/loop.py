@@ -441,7 +441,7 @@ def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
   inputs: dict[str, Any] = {}
   if set(_MODEL_OUTPUTS) & set(acquisition.requires):
     out = _predict(model, variables, data.x_pool[cand], config, key=score_key,
-                   mc_samples=config.mc_samples,
+                   mc_samples=config.mc_samples if "log_probs" in acquisition.requires else 0,
                    with_pre_logits="pre_logits" in acquisition.requires,
                    aux_keys=tuple(r for r in acquisition.requires if r == "predicted_loss"))
     inputs = out.as_inputs()

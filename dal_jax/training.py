@@ -159,7 +159,6 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, mixup_alpha:
 
   def train_step(state: TrainState, batch, key):
     x, y = batch[:2]
-    key, aug_key = jax.random.split(key)
     lam, y_mix = 1.0, y
     if mixup_alpha > 0:
       key, lam_key, perm_key = jax.random.split(key, 3)
@@ -170,7 +169,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, mixup_alpha:
     n = x.shape[0]
     x_in, pseudo, mask = x, None, None
     if len(batch) == 3:
-      weak_key, strong_key = jax.random.split(aug_key)
+      key, weak_key, strong_key = jax.random.split(key, 3)
       xu = batch[2]
       teacher, _ = model.apply(state.variables, weak_augment(weak_key, xu), train=False)
       probs = jax.nn.softmax(jax.lax.stop_gradient(teacher))

@@ -135,7 +135,7 @@ def _spec(d, shape=(8,)):
   return acq.Spec(input_shape=shape, pre_logits_dim=d, num_classes=10)
 
 
-@pytest.mark.parametrize("name", ["dal", "waal", "vaal"])
+@pytest.mark.parametrize("name", ["dal", "waal", "vaal", "ta_vaal"])
 def test_learned_acquisitions_pick_what_does_not_look_labeled(rng, name):
   h, where, far = _two_clusters(rng)
   a = acq.get_acquisition(name)
@@ -143,7 +143,8 @@ def test_learned_acquisitions_pick_what_does_not_look_labeled(rng, name):
   options = {"steps": 150, **({"sub_batches": 1} if name == "dal" else {})}
   state = a.init_state(jax.random.key(0), _spec(8), **options)
   lp = jnp.log(jnp.full((2, h.shape[0], 10), 0.1))  # equal uncertainty everywhere (WAAL)
-  inputs = {"pre_logits": h, "log_probs": lp, "x": h}
+  inputs = {"pre_logits": h, "log_probs": lp, "x": h,
+            "predicted_loss": jnp.asarray(rng.normal(size=h.shape[0]), jnp.float32)}
   k = 20
   idx, new_state = acq.acquire_with_state(a, inputs, key=jax.random.key(1), k=k, where=where,
                                           method_state=state, options=options)
@@ -166,6 +167,12 @@ def test_dal_chooses_in_sub_batches_and_retrains_between_them(rng):
   assert len(set(np.asarray(idx).tolist())) == 7 and np.asarray(where)[np.asarray(idx)].all()
   with pytest.raises(ValueError, match=r"k=500 must be in \[1, 300\]"):
     _learned.dal(jax.random.key(1), h, 500, where=where, method_state=state, config=cfg)
+
+
+def test_normalized_rank(rng):
+  v = rng.normal(size=9)
+  np.testing.assert_allclose(_learned.normalized_rank(jnp.asarray(v))[:, 0],
+                             np.argsort(np.argsort(v)) / 8)
 
 
 def test_waal_uncertainty_matches_numpy(rng):
@@ -231,6 +238,7 @@ def test_learned_acquisition_errors(rng):
     ("ll4al", {"warm_start": True}),
     ("dal", {}),
     ("vaal", {}),
+    ("ta_vaal", {}),
     ("waal", {}),
     ("entropy", {"train.unlabeled_weight": 1.0}),
     ("dfal", {"adversarial_training": True}),
@@ -242,7 +250,7 @@ def test_end_to_end_and_resume(tmp_path, splits, acquisition, overrides):
       cfg.train[field[6:]] = value
     else:
       cfg[field] = value
-  if acquisition in ("dal", "vaal", "waal"):
+  if acquisition in ("dal", "vaal", "ta_vaal", "waal"):
     cfg.acquisition_options.steps = 30
   full = experiment.run_experiment(cfg, str(tmp_path / "a"), splits=splits)[cfg.seed]
   assert [r["num_labels"] for r in full] == [10, 15, 20, 25]

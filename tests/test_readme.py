@@ -48,3 +48,12 @@ def test_ci_runs_readme_install_and_test_commands():
     ci = [line.strip() for line in f if line.strip() and not line.startswith("#")]
   assert install.strip() in ci and test.strip() in ci
   assert ci.index(install.strip()) < ci.index(test.strip())
+
+
+def test_learned_acquisition_example_runs():
+  blocks = [b for b in _code_blocks(_readme()) if "acquire_with_state(dal" in b]
+  scope = {}
+  exec(compile(blocks[0], "README learned-acquisition example", "exec"), scope)  # noqa: S102
+  indices = np.asarray(scope["indices"])
+  assert len(set(indices.tolist())) == 20 and (indices >= 100).all()
+  assert "classifier" in scope["state"]

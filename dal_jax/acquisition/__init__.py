@@ -23,6 +23,7 @@ from dal_jax.acquisition._registry import ACQUISITIONS
 from dal_jax.acquisition._registry import Acquisition
 from dal_jax.acquisition._learned import Spec
 from dal_jax.acquisition._learned import dal
+from dal_jax.acquisition._learned import ta_vaal
 from dal_jax.acquisition._learned import vaal
 from dal_jax.acquisition._learned import vaal_scores
 from dal_jax.acquisition._learned import waal

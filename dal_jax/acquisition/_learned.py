@@ -20,6 +20,8 @@ not apply).
   adversarial term that makes the discriminator call every latent mean "labeled"; the
   discriminator learns labeled vs unlabeled on latent means. Acquire the points the discriminator
   is surest are unlabeled. Task-agnostic: it never reads the classifier.
+* **TA-VAAL** (Kim et al. 2021, "Task-Aware Variational Adversarial Active Learning"): VAAL
+  whose decoder and discriminator also see the normalised rank of LL4AL's predicted loss.
 * **WAAL** (Shui et al. 2020, "Deep Active Learning: Unified and Principled Method for Query and
   Training"): a critic ``c`` on the task representation trained with the Wasserstein objective
   ``E_U[c] - E_L[c]`` and a one-sided gradient penalty ``max(0, ‖∇c‖ - 1)²`` (Petzka et al.
@@ -236,41 +238,59 @@ class VAALConfig(NamedTuple):
   learning_rate: float = 5e-4
 
 
-def _vaal_nets(input_dim: int, config: VAALConfig):
+def _vaal_nets(input_dim: int, config: VAALConfig, cond_dim: int = 0):
+  """Encoder, decoder and discriminator; ``cond_dim`` extra inputs of the decoder and the
+  discriminator (TA-VAAL's loss rank)."""
   enc = _mlp((input_dim, *config.hidden, 2 * config.latent_dim))
-  dec = _mlp((config.latent_dim, *config.hidden[::-1], input_dim))
-  disc = _mlp((config.latent_dim, *config.disc_hidden, 1))
+  dec = _mlp((config.latent_dim + cond_dim, *config.hidden[::-1], input_dim))
+  disc = _mlp((config.latent_dim + cond_dim, *config.disc_hidden, 1))
   return enc, dec, disc
 
 
-def vaal_init(key: jax.Array, spec: Spec, config: VAALConfig = VAALConfig()) -> dict[str, Any]:
+def _vaal_state(key: jax.Array, spec: Spec, config: VAALConfig, cond_dim: int):
   size = 1
   for s in spec.input_shape:
     size *= int(s)
-  (enc, _), (dec, _), (disc, _) = _vaal_nets(size, config)
+  (enc, _), (dec, _), (disc, _) = _vaal_nets(size, config, cond_dim)
   k1, k2, k3 = jax.random.split(key, 3)
   return {"encoder": enc(k1), "decoder": dec(k2), "discriminator": disc(k3)}
 
 
-def _vaal_losses(config: VAALConfig, applies, vae_params, disc_params, x, is_labeled, key):
-  """(VAE loss, discriminator loss) of one batch (Sinha et al. 2019, Eqs. 1-4)."""
+def vaal_init(key: jax.Array, spec: Spec, config: VAALConfig = VAALConfig()) -> dict[str, Any]:
+  return _vaal_state(key, spec, config, 0)
+
+
+def ta_vaal_init(key: jax.Array, spec: Spec, config: VAALConfig = VAALConfig()
+                 ) -> dict[str, Any]:
+  return _vaal_state(key, spec, config, 1)
+
+
+def _with(z: jax.Array, cond: jax.Array | None) -> jax.Array:
+  return z if cond is None else jnp.concatenate([z, cond], axis=-1)
+
+
+def _vaal_losses(config: VAALConfig, applies, vae_params, disc_params, x, is_labeled, key,
+                 cond=None):
+  """(VAE loss, discriminator loss) of one batch (Sinha et al. 2019, Eqs. 1-4); with ``cond``
+  ``[B, 1]`` the decoder and discriminator also see it (TA-VAAL's ranking condition)."""
   enc, dec, disc = applies
   stats = enc(vae_params["encoder"], x)
   mu, logvar = jnp.split(stats, 2, axis=-1)
   z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
-  recon = jnp.mean(jnp.sum((dec(vae_params["decoder"], z) - x) ** 2, -1))
+  recon = jnp.mean(jnp.sum((dec(vae_params["decoder"], _with(z, cond)) - x) ** 2, -1))
   kl = jnp.mean(-0.5 * jnp.sum(1.0 + logvar - mu**2 - jnp.exp(logvar), -1))
   bce = optax.sigmoid_binary_cross_entropy
-  fool = jnp.mean(bce(disc(disc_params, mu)[:, 0], jnp.ones(x.shape[0])))
+  fool = jnp.mean(bce(disc(disc_params, _with(mu, cond))[:, 0], jnp.ones(x.shape[0])))
   vae_loss = recon + config.beta * kl + config.adversary_weight * fool
-  d_loss = jnp.mean(bce(disc(disc_params, jax.lax.stop_gradient(mu))[:, 0],
+  d_loss = jnp.mean(bce(disc(disc_params, _with(jax.lax.stop_gradient(mu), cond))[:, 0],
                         is_labeled.astype(jnp.float32)))
   return vae_loss, d_loss
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _fit_vaal(state, key, x, labeled, unlabeled, *, config: VAALConfig):
-  (_, enc), (_, dec), (_, disc) = _vaal_nets(x.shape[1], config)
+def _fit_vaal(state, key, x, labeled, unlabeled, cond=None, *, config: VAALConfig):
+  cond_dim = 0 if cond is None else cond.shape[1]
+  (_, enc), (_, dec), (_, disc) = _vaal_nets(x.shape[1], config, cond_dim)
   applies = (enc, dec, disc)
   tx = optax.adam(config.learning_rate)
   vae = {"encoder": state["encoder"], "decoder": state["decoder"]}
@@ -280,13 +300,14 @@ def _fit_vaal(state, key, x, labeled, unlabeled, *, config: VAALConfig):
     vae, d, opt_v, opt_d = carry
     kb, kz = jax.random.split(k)
     il, iu = _two_class_batches(kb, labeled, unlabeled, config.batch_size)
-    xb = x[jnp.concatenate([il, iu])]
+    rows = jnp.concatenate([il, iu])
+    xb, cb = x[rows], None if cond is None else cond[rows]
     (v_loss, _), gv = jax.value_and_grad(
-        lambda p: _vaal_losses(config, applies, p, d, xb, is_labeled, kz), has_aux=True)(vae)
+        lambda p: _vaal_losses(config, applies, p, d, xb, is_labeled, kz, cb), has_aux=True)(vae)
     upd, opt_v = tx.update(gv, opt_v, vae)
     vae = optax.apply_updates(vae, upd)
     d_loss, gd = jax.value_and_grad(
-        lambda p: _vaal_losses(config, applies, vae, p, xb, is_labeled, kz)[1])(d)
+        lambda p: _vaal_losses(config, applies, vae, p, xb, is_labeled, kz, cb)[1])(d)
     upd, opt_d = tx.update(gd, opt_d, d)
     return (vae, optax.apply_updates(d, upd), opt_v, opt_d), (v_loss, d_loss)
 
@@ -296,12 +317,12 @@ def _fit_vaal(state, key, x, labeled, unlabeled, *, config: VAALConfig):
 
 
 def vaal_scores(method_state: dict[str, Any], x: jax.Array, *, where=None,
-                config: VAALConfig = VAALConfig()) -> jax.Array:
+                config: VAALConfig = VAALConfig(), cond: jax.Array | None = None) -> jax.Array:
   """``-logit D(μ(x))``: higher = the discriminator is surer the point is unlabeled."""
   x = _flat(x)
-  (_, enc), _, (_, disc) = _vaal_nets(x.shape[1], config)
+  (_, enc), _, (_, disc) = _vaal_nets(x.shape[1], config, 0 if cond is None else cond.shape[1])
   mu = jnp.split(enc(method_state["encoder"], x), 2, axis=-1)[0]
-  return _scores.apply_where(-disc(method_state["discriminator"], mu)[:, 0],
+  return _scores.apply_where(-disc(method_state["discriminator"], _with(mu, cond))[:, 0],
                              _scores.validate_where(where, x.shape[0]))
 
 
@@ -326,6 +347,42 @@ def vaal(key: jax.Array, x: jax.Array, *, where: jax.Array, method_state: dict[s
   state = _fit_vaal(method_state, key, x, (~where).astype(jnp.float32),
                     where.astype(jnp.float32), config=config)
   return vaal_scores(state, x, where=where, config=config), state
+
+
+def normalized_rank(values: jax.Array) -> jax.Array:
+  """Ranks of ``values`` scaled to [0, 1] (0 = smallest), ``[N] -> [N, 1]``."""
+  n = values.shape[0]
+  ranks = jnp.argsort(jnp.argsort(values)).astype(jnp.float32)
+  return (ranks / max(n - 1, 1))[:, None]
+
+
+def ta_vaal(key: jax.Array, x: jax.Array, predicted_loss: jax.Array, *, where: jax.Array,
+            method_state: dict[str, Any], config: VAALConfig = VAALConfig()):
+  """Task-aware VAAL (Kim et al. 2021): VAAL whose decoder and discriminator are conditioned on
+  the normalised rank of LL4AL's predicted loss among the candidates, so the discriminator's
+  "unlabeled" verdict also reflects what the task model finds hard.
+
+  Args:
+    key: PRNG key.
+    x: ``[N, ...]`` candidate inputs, labeled ones included.
+    predicted_loss: ``[N]`` the task model's predicted losses (``models.with_loss_prediction``).
+    where: ``[N]`` bool, True for unlabeled candidates.
+    method_state: from ``ta_vaal_init`` or the last round.
+    config: :class:`VAALConfig`.
+
+  Returns:
+    ``(scores [N], method_state)``.
+  """
+  x = _flat(_check_inputs(x, "ta_vaal", "inputs"))
+  loss = _check_inputs(predicted_loss, "ta_vaal", "predicted losses")
+  if loss.shape != (x.shape[0],):
+    raise ValueError(f"ta_vaal needs predicted losses shaped [{x.shape[0]}], got {loss.shape}")
+  where = _scores.validate_where(where, x.shape[0])
+  _check_two_sets(~where, where, "ta_vaal")
+  cond = normalized_rank(loss)
+  state = _fit_vaal(method_state, key, x, (~where).astype(jnp.float32),
+                    where.astype(jnp.float32), cond, config=config)
+  return vaal_scores(state, x, where=where, config=config, cond=cond), state
 
 
 # ---------------------------------------------------------------------------------------------

@@ -261,6 +261,12 @@ def _vaal_fn(inputs, *, key, where, method_state, **options):
                        config=_options(_learned.VAALConfig, options))
 
 
+def _ta_vaal_fn(inputs, *, key, where, method_state, **options):
+  return _learned.ta_vaal(key, inputs["x"], inputs["predicted_loss"], where=where,
+                          method_state=method_state,
+                          config=_options(_learned.VAALConfig, options))
+
+
 def _waal_fn(inputs, *, key, where, method_state, **options):
   return _learned.waal(key, inputs["log_probs"], inputs["pre_logits"], where=where,
                        method_state=method_state, config=_options(_learned.WAALConfig, options))
@@ -276,5 +282,7 @@ register("dal", _dal_fn, requires=("pre_logits",), returns="indices",
          init_state=_init_with_options(_learned.dal_init, _learned.DALConfig))
 register("vaal", _vaal_fn, requires=("x",),
          init_state=_init_with_options(_learned.vaal_init, _learned.VAALConfig))
+register("ta_vaal", _ta_vaal_fn, requires=("x", "predicted_loss"),
+         init_state=_init_with_options(_learned.ta_vaal_init, _learned.VAALConfig))
 register("waal", _waal_fn, requires=_EMB,
          init_state=_init_with_options(_learned.waal_init, _learned.WAALConfig))
