@@ -113,8 +113,8 @@ def fit_stacked(model: Model, x, y, labeled, *, keys: jax.Array, config: trainin
   """
   m = keys.shape[0]
   if config.semi_supervised:
-    raise ValueError("semi-supervised training (train.unlabeled_weight > 0) runs with one model; "
-                     "use ensemble_size=1, one device and sequential seeds")
+    raise ValueError("training with unlabeled inputs (train.unlabeled_weight or waal_alpha > 0) "
+                     "runs with one model; use ensemble_size=1, one device and sequential seeds")
   n = x.shape[0]
   labeled = jnp.broadcast_to(jnp.asarray(labeled, bool), (m, n))
   y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), (m, n))

@@ -46,7 +46,8 @@ _ADDED_FIELDS = {"ensemble_size": 1, "num_devices": 0, "distributed": False,
                  "adversarial_training": False}
 _ADDED_TRAIN_FIELDS = {"mixup_alpha": 0.0, "loss_prediction_weight": 1.0, "ranking_margin": 1.0,
                        "unlabeled_weight": 0.0, "unlabeled_ratio": 1,
-                       "confidence_threshold": 0.95}
+                       "confidence_threshold": 0.95, "waal_alpha": 0.0,
+                       "waal_gradient_penalty": 10.0}
 
 
 def _unset(value):
@@ -74,15 +75,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
   if config.mc_samples < 0:
     raise ValueError(f"config.mc_samples must be >= 0, got {config.mc_samples}")
-  semi_sup = config.train.get("unlabeled_weight", 0.0) > 0
+  semi_sup = (config.train.get("unlabeled_weight", 0.0) > 0
+              or config.train.get("waal_alpha", 0.0) > 0)
   if config.get("parallel_seeds", False) and (config.get("ceal_delta0", 0.0) > 0 or semi_sup
                                                or "predicted_loss" in acq.requires
                                                or config.get("adversarial_training", False)):
     raise ValueError("CEAL, semi-supervised training, adversarial training and LL4AL run in the "
                      "sequential loop; set parallel_seeds=False")
   if semi_sup and config.get("ensemble_size", 1) > 1:
-    raise ValueError("semi-supervised training (train.unlabeled_weight > 0) trains one model; "
-                     "set ensemble_size=1")
+    raise ValueError("training with unlabeled inputs (train.unlabeled_weight > 0 or "
+                     "train.waal_alpha > 0) trains one model; set ensemble_size=1")
   if config.get("parallel_seeds", False) and config.get("ensemble_size", 1) > 1:
     raise ValueError("parallel_seeds stacks one model per seed; it cannot be combined with "
                      "ensemble_size > 1 (run ensemble seeds sequentially)")
@@ -266,6 +268,8 @@ def build_model(config, splits: data_lib.Splits) -> models_lib.Model:
                                **config.model_kwargs)
   if "predicted_loss" in acq_lib.get_acquisition(config.acquisition).requires:
     model = models_lib.with_loss_prediction(model)
+  if config.train.get("waal_alpha", 0.0) > 0:
+    model = models_lib.with_critic(model)
   return model
 
 

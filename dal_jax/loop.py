@@ -147,9 +147,10 @@ def init_method_state(acquisition: str, key: jax.Array, model: Model, x_example:
   if not acq.stateful:
     return {}
   variables = jax.eval_shape(model.init, jax.random.key(0), x_example)
-  _, aux = jax.eval_shape(lambda v: model.apply(v, x_example, train=False), variables)
+  pre = jax.eval_shape(lambda v: model.apply(v, x_example, train=False)[1]["pre_logits"],
+                       variables)
   spec = acq_lib.Spec(input_shape=tuple(x_example.shape[1:]),
-                      pre_logits_dim=int(aux["pre_logits"].shape[-1]), num_classes=num_classes)
+                      pre_logits_dim=int(pre.shape[-1]), num_classes=num_classes)
   return acq.init_state(key, spec, **(options or {}))
 
 

@@ -245,11 +245,12 @@ def with_loss_prediction(model: Model, *, width: int = 128, detach_features: boo
 
   def feature_dims(x):
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    _, aux = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
-    if "features" not in aux or not aux["features"]:
+    features = jax.eval_shape(lambda v: model.apply(v, x, train=False)[1].get("features"),
+                              variables)
+    if not features:
       raise ValueError("with_loss_prediction needs a model whose aux holds 'features' (a tuple "
                        "of intermediate activations)")
-    return tuple(int(f.shape[-1]) for f in aux["features"])
+    return tuple(int(f.shape[-1]) for f in features)
 
   def make_net(dims, rngs):
     return LossPredictionModule(dims, width=width, rngs=rngs)
@@ -272,6 +273,55 @@ def with_loss_prediction(model: Model, *, width: int = 128, detach_features: boo
       features = jax.tree.map(jax.lax.stop_gradient, features)
     aux = dict(aux, predicted_loss=nnx.merge(graphdef, net_state)(features))
     return logits, aux
+
+  return Model(init=init, apply=apply)
+
+
+class _Critic(nnx.Module):
+  """A dense ReLU network ``[B, D] -> [B]`` (WAAL's critic on the task representation)."""
+
+  def __init__(self, sizes: tuple[int, ...], *, rngs: nnx.Rngs):
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+
+  def __call__(self, h):
+    for layer in list(self.layers)[:-1]:
+      h = nnx.relu(layer(h))
+    return self.layers[-1](h)[:, 0]
+
+
+def with_critic(model: Model, *, hidden: tuple[int, ...] = (128,)) -> Model:
+  """Adds WAAL's critic on ``pre_logits`` to a model, for adversarial training (Shui et al.
+  2020, "Deep Active Learning: Unified and Principled Method for Query and Training").
+
+  Variables become ``{"params": {"task": ..., "critic": ...}, ...}``; ``apply`` adds
+  ``aux["critic_fn"]`` (``critic_fn(critic_params, h [B, D]) -> [B]`` in (0, 1)) and
+  ``aux["critic_params"]``, which the train step uses (``TrainConfig.waal_alpha``) to train the
+  critic to tell unlabeled from labeled representations while the task network learns to make
+  them indistinguishable.
+  """
+
+  def critic_sizes(x):
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    pre = jax.eval_shape(lambda v: model.apply(v, x, train=False)[1]["pre_logits"], variables)
+    return (int(pre.shape[-1]), *hidden, 1)
+
+  def init(key, x):
+    task_key, critic_key = jax.random.split(key)
+    variables = model.init(task_key, x)
+    critic = _Critic(critic_sizes(x[:1]), rngs=nnx.Rngs(params=critic_key))
+    return {**variables, "params": {"task": variables["params"], "critic": nnx.state(critic)}}
+
+  def apply(variables, x, *, train, mc=False, key=None):
+    task_vars = {**variables, "params": variables["params"]["task"]}
+    logits, aux = model.apply(task_vars, x, train=train, mc=mc, key=key)
+    critic_state = variables["params"]["critic"]
+    sizes = tuple(int(layer["kernel"].value.shape[0]) for layer in critic_state["layers"].values())
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: _Critic((*sizes, 1), rngs=nnx.Rngs(0))))
+
+    def critic_fn(params, h):
+      return jax.nn.sigmoid(nnx.merge(graphdef, params)(h))
+
+    return logits, dict(aux, critic_fn=critic_fn, critic_params=critic_state)
 
   return Model(init=init, apply=apply)
 

@@ -40,6 +40,9 @@ class TrainConfig(NamedTuple):
     unlabeled_ratio: μ, unlabeled examples per labeled example in a step.
     confidence_threshold: τ, pseudo-labels count only where the weak view's max probability
       reaches it.
+    waal_alpha: weight of WAAL's adversarial alignment (model built with
+      ``models.with_critic``; 0 = off).
+    waal_gradient_penalty: weight of the critic's one-sided gradient penalty.
   """
 
   batch_size: int = 64
@@ -54,10 +57,13 @@ class TrainConfig(NamedTuple):
   unlabeled_weight: float = 0.0
   unlabeled_ratio: int = 1
   confidence_threshold: float = 0.95
+  waal_alpha: float = 0.0
+  waal_gradient_penalty: float = 10.0
 
   @property
   def semi_supervised(self) -> bool:
-    return self.unlabeled_weight > 0
+    """Whether steps also draw unlabeled pool inputs (FixMatch or WAAL training)."""
+    return self.unlabeled_weight > 0 or self.waal_alpha > 0
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -142,7 +148,8 @@ def strong_augment(key: jax.Array, x: jax.Array) -> jax.Array:
 @functools.lru_cache(maxsize=64)
 def make_train_step(model: Model, tx: optax.GradientTransformation, mixup_alpha: float = 0.0, *,
                     loss_prediction_weight: float = 1.0, ranking_margin: float = 1.0,
-                    unlabeled_weight: float = 0.0, confidence_threshold: float = 0.95):
+                    unlabeled_weight: float = 0.0, confidence_threshold: float = 0.95,
+                    waal_alpha: float = 0.0, waal_gradient_penalty: float = 10.0):
   """Returns ``train_step(state, batch, key) -> (state, metrics)``; ``batch = (x, y)``, or
   ``(x, y, x_unlabeled)`` for semi-supervised training.
 
@@ -155,6 +162,11 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, mixup_alpha:
     view of each unlabeled input; where its confidence reaches ``confidence_threshold`` the strong
     view is trained towards that label, weighted by ``unlabeled_weight``. Labeled and strong
     unlabeled inputs share one forward pass (one batch-norm update).
+  * With unlabeled inputs and ``waal_alpha > 0`` (model from ``models.with_critic``; WAAL, Shui
+    et al. 2020): with ``W(φ, h) = E_U[c_φ(h)] - E_L[c_φ(h)]`` the loss adds
+    ``waal_alpha · W(sg φ, h) - (W(φ, sg h) - λ_gp · GP)``, so one descent step trains the
+    representation to shrink the labeled/unlabeled Wasserstein estimate and the critic to
+    maximise it (``sg`` = stop-gradient; GP is the one-sided penalty on interpolates).
   """
 
   def train_step(state: TrainState, batch, key):
@@ -171,11 +183,13 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, mixup_alpha:
     if len(batch) == 3:
       key, weak_key, strong_key = jax.random.split(key, 3)
       xu = batch[2]
-      teacher, _ = model.apply(state.variables, weak_augment(weak_key, xu), train=False)
-      probs = jax.nn.softmax(jax.lax.stop_gradient(teacher))
-      pseudo = jnp.argmax(probs, -1)
-      mask = (jnp.max(probs, -1) >= confidence_threshold).astype(jnp.float32)
-      x_in = jnp.concatenate([x, strong_augment(strong_key, xu)])
+      if unlabeled_weight > 0:
+        teacher, _ = model.apply(state.variables, weak_augment(weak_key, xu), train=False)
+        probs = jax.nn.softmax(jax.lax.stop_gradient(teacher))
+        pseudo = jnp.argmax(probs, -1)
+        mask = (jnp.max(probs, -1) >= confidence_threshold).astype(jnp.float32)
+        xu = strong_augment(strong_key, xu)
+      x_in = jnp.concatenate([x, xu])
 
     def loss_fn(params):
       logits, aux = model.apply({**state.variables, "params": params}, x_in, train=True, key=key)
@@ -191,6 +205,25 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, mixup_alpha:
         unsup = jnp.mean(mask * ce(logits[n:], pseudo))
         loss = loss + unlabeled_weight * unsup
         extra.update(unlabeled_loss=unsup, pseudo_label_rate=jnp.mean(mask))
+      if waal_alpha > 0 and x_in.shape[0] > n:
+        if "critic_fn" not in aux:
+          raise ValueError("waal_alpha > 0 needs a model with a critic (models.with_critic)")
+        critic, phi, h = aux["critic_fn"], aux["critic_params"], aux["pre_logits"]
+        sg = jax.lax.stop_gradient
+
+        def wasserstein(p, hl, hu):
+          return jnp.mean(critic(p, hu)) - jnp.mean(critic(p, hl))
+
+        w_task = wasserstein(sg(phi), h[:n], h[n:])
+        hl, hu = sg(h[:n]), sg(h[n:])
+        m = min(n, hu.shape[0])
+        t = jax.random.uniform(jax.random.fold_in(strong_key, 1), (m, 1))
+        mix = hl[:m] + t * (hu[:m] - hl[:m])
+        grads = jax.vmap(jax.grad(lambda hi: critic(phi, hi[None])[0]))(mix)
+        gp = jnp.mean(jnp.maximum(jnp.sqrt(jnp.sum(grads**2, -1) + 1e-12) - 1.0, 0.0) ** 2)
+        w_critic = wasserstein(phi, hl, hu)
+        loss = loss + waal_alpha * w_task - (w_critic - waal_gradient_penalty * gp)
+        extra.update(wasserstein=w_critic)
       return loss, (aux.get("updates", {}), logits[:n], extra)
 
     (loss, (updates_coll, logits, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -211,7 +244,9 @@ def train_step_for(model: Model, tx: optax.GradientTransformation, config: Train
                          loss_prediction_weight=config.loss_prediction_weight,
                          ranking_margin=config.ranking_margin,
                          unlabeled_weight=config.unlabeled_weight,
-                         confidence_threshold=config.confidence_threshold)
+                         confidence_threshold=config.confidence_threshold,
+                         waal_alpha=config.waal_alpha,
+                         waal_gradient_penalty=config.waal_gradient_penalty)
 
 
 def sample_batch_step(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
@@ -324,8 +359,8 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
   u_weights, u_batch = None, 0
   if config.semi_supervised:
     if unlabeled is None or not bool(jnp.any(unlabeled)):
-      raise ValueError("semi-supervised training (unlabeled_weight > 0) needs a non-empty "
-                       "`unlabeled` mask")
+      raise ValueError("training with unlabeled inputs (unlabeled_weight > 0 or waal_alpha > 0) "
+                       "needs a non-empty `unlabeled` mask")
     u_weights = jnp.asarray(unlabeled, jnp.float32)
     u_batch = config.batch_size * config.unlabeled_ratio
   best, best_acc, bad, loss = state.variables, -1.0, 0, float("nan")

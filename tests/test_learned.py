@@ -118,6 +118,27 @@ def test_semi_supervised_step_thresholds_pseudo_labels(splits):
                  config=training.TrainConfig(unlabeled_weight=1.0, max_steps=1))
 
 
+def test_waal_training_critic_learns_the_labeled_unlabeled_gap(splits):
+  base = models.get_model("mlp", splits.pool.x.shape[1:], 10, hidden=(32,))
+  model = models.with_critic(base, hidden=(16,))
+  x = jnp.asarray(splits.pool.x[:32])
+  y = jnp.asarray(splits.pool.y[:32])
+  xu = jnp.asarray(splits.pool.x[32:64]) + 3.0  # unlabeled inputs from a shifted distribution
+  tx = training.make_optimizer(training.TrainConfig(learning_rate=1e-2))
+  state = training.init_train_state(model.init(jax.random.key(0), x[:1]), tx)
+  step = jax.jit(training.make_train_step(model, tx, waal_alpha=1e-4))
+  gaps = []
+  for i in range(150):
+    state, m = step(state, (x, y, xu), jax.random.key(i))
+    gaps.append(float(m["wasserstein"]))
+  # The critic ascends E_U[c] - E_L[c] (in [-1, 1]) until it separates the two sets.
+  assert gaps[0] < 0.5 and np.mean(gaps[-10:]) > 0.9
+  with pytest.raises(ValueError, match="with_critic"):
+    bare_step = training.make_train_step(base, tx, waal_alpha=1e-4)
+    bare_state = training.init_train_state(base.init(jax.random.key(0), x[:1]), tx)
+    bare_step(bare_state, (x, y, xu), jax.random.key(0))
+
+
 # ---- DAL / VAAL / WAAL ----
 
 
@@ -239,7 +260,7 @@ def test_learned_acquisition_errors(rng):
     ("dal", {}),
     ("vaal", {}),
     ("ta_vaal", {}),
-    ("waal", {}),
+    ("waal", {"train.waal_alpha": 0.1}),
     ("entropy", {"train.unlabeled_weight": 1.0}),
     ("dfal", {"adversarial_training": True}),
 ])

@@ -84,6 +84,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.unlabeled_weight = 0.0
   c.train.unlabeled_ratio = 1  # unlabeled inputs per labeled input in a step
   c.train.confidence_threshold = 0.95
+  # WAAL's training side (Shui et al. 2020): > 0 adds a critic on pre-logits and aligns labeled
+  # and unlabeled representations adversarially with this weight (use with acquisition=waal).
+  c.train.waal_alpha = 0.0
+  c.train.waal_gradient_penalty = 10.0
 
   # Ensembles and devices.
   c.ensemble_size = 1  # > 1: a deep ensemble trained in parallel (with mc_samples > 0: DEBAL)
