@@ -277,8 +277,10 @@ def with_loss_prediction(model: Model, *, width: int = 128, detach_features: boo
   return Model(init=init, apply=apply)
 
 
-class _Critic(nnx.Module):
-  """A dense ReLU network ``[B, D] -> [B]`` (WAAL's critic on the task representation)."""
+class DenseStack(nnx.Module):
+  """Dense layers with ReLU between them (the last layer is linear): ``[B, sizes[0]] ->
+  [B, sizes[-1]]``. The small auxiliary networks (WAAL's critic, DAL's classifier, VAAL's VAE
+  and discriminator) are built from it."""
 
   def __init__(self, sizes: tuple[int, ...], *, rngs: nnx.Rngs):
     self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
@@ -286,7 +288,7 @@ class _Critic(nnx.Module):
   def __call__(self, h):
     for layer in list(self.layers)[:-1]:
       h = nnx.relu(layer(h))
-    return self.layers[-1](h)[:, 0]
+    return self.layers[-1](h)
 
 
 def with_critic(model: Model, *, hidden: tuple[int, ...] = (128,)) -> Model:
@@ -308,7 +310,7 @@ def with_critic(model: Model, *, hidden: tuple[int, ...] = (128,)) -> Model:
   def init(key, x):
     task_key, critic_key = jax.random.split(key)
     variables = model.init(task_key, x)
-    critic = _Critic(critic_sizes(x[:1]), rngs=nnx.Rngs(params=critic_key))
+    critic = DenseStack(critic_sizes(x[:1]), rngs=nnx.Rngs(params=critic_key))
     return {**variables, "params": {"task": variables["params"], "critic": nnx.state(critic)}}
 
   def apply(variables, x, *, train, mc=False, key=None):
@@ -316,10 +318,10 @@ def with_critic(model: Model, *, hidden: tuple[int, ...] = (128,)) -> Model:
     logits, aux = model.apply(task_vars, x, train=train, mc=mc, key=key)
     critic_state = variables["params"]["critic"]
     sizes = tuple(int(layer["kernel"].value.shape[0]) for layer in critic_state["layers"].values())
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: _Critic((*sizes, 1), rngs=nnx.Rngs(0))))
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: DenseStack((*sizes, 1), rngs=nnx.Rngs(0))))
 
     def critic_fn(params, h):
-      return jax.nn.sigmoid(nnx.merge(graphdef, params)(h))
+      return jax.nn.sigmoid(nnx.merge(graphdef, params)(h)[:, 0])
 
     return logits, dict(aux, critic_fn=critic_fn, critic_params=critic_state)
 

@@ -43,6 +43,7 @@ import optax
 from flax import nnx
 
 from dal_jax.acquisition import _scores
+from dal_jax.models import DenseStack
 
 
 class Spec(NamedTuple):
@@ -59,27 +60,13 @@ class Spec(NamedTuple):
   num_classes: int
 
 
-class _MLP(nnx.Module):
-  """Dense ReLU layers; the last layer is linear."""
-
-  def __init__(self, sizes: tuple[int, ...], *, rngs: nnx.Rngs):
-    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-
-  def __call__(self, x):
-    for i, layer in enumerate(self.layers):
-      x = layer(x)
-      if i + 1 < len(self.layers):
-        x = nnx.relu(x)
-    return x
-
-
 @functools.lru_cache(maxsize=None)
 def _mlp(sizes: tuple[int, ...]):
   """``(init(key) -> params, apply(params, x) -> out)`` for an MLP with these layer sizes."""
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: _MLP(sizes, rngs=nnx.Rngs(0))))
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: DenseStack(sizes, rngs=nnx.Rngs(0))))
 
   def init(key):
-    return nnx.split(_MLP(sizes, rngs=nnx.Rngs(params=key)))[1]
+    return nnx.split(DenseStack(sizes, rngs=nnx.Rngs(params=key)))[1]
 
   def apply(params, x):
     return nnx.merge(graphdef, params)(x)
