@@ -18,6 +18,7 @@ jitted code), so nothing stateful crosses a ``jit`` boundary.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -209,6 +210,13 @@ def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
   return Model(init=init, apply=apply)
 
 
+@functools.lru_cache(maxsize=None)
+def _graphdef(module_type, sizes: tuple[int, ...], **kwargs):
+  """The (cached) NNX graph definition of ``module_type(sizes, **kwargs)``: wrappers rebuild
+  their auxiliary module from its state on every ``apply`` without re-tracing its constructor."""
+  return nnx.graphdef(nnx.eval_shape(lambda: module_type(sizes, rngs=nnx.Rngs(0), **kwargs)))
+
+
 class LossPredictionModule(nnx.Module):
   """LL4AL's loss-prediction module (Yoo & Kweon 2019, Fig. 2): each intermediate feature map is
   global-average-pooled, mapped by a dense layer + ReLU to ``width`` units; the concatenation
@@ -267,7 +275,7 @@ def with_loss_prediction(model: Model, *, width: int = 128, detach_features: boo
     net_state = variables["params"]["loss_net"]
     dims = tuple(int(net_state["branches"][i]["kernel"].value.shape[0])
                  for i in range(len(aux["features"])))
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: make_net(dims, nnx.Rngs(0))))
+    graphdef = _graphdef(LossPredictionModule, dims, width=width)
     features = aux["features"]
     if detach_features:
       features = jax.tree.map(jax.lax.stop_gradient, features)
@@ -318,7 +326,7 @@ def with_critic(model: Model, *, hidden: tuple[int, ...] = (128,)) -> Model:
     logits, aux = model.apply(task_vars, x, train=train, mc=mc, key=key)
     critic_state = variables["params"]["critic"]
     sizes = tuple(int(layer["kernel"].value.shape[0]) for layer in critic_state["layers"].values())
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: DenseStack((*sizes, 1), rngs=nnx.Rngs(0))))
+    graphdef = _graphdef(DenseStack, (*sizes, 1))
 
     def critic_fn(params, h):
       return jax.nn.sigmoid(nnx.merge(graphdef, params)(h)[:, 0])
