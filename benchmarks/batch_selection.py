@@ -164,9 +164,9 @@ def run_case(case):
   else:
     key = jax.random.key(0)
     if case["method"] == "badge":
-      fn = lambda: acq.badge(key, jnp.asarray(a), jnp.asarray(b), k)  # noqa: E731
+      fn = lambda: acq.badge(jnp.asarray(a), jnp.asarray(b), k, key=key)  # noqa: E731
     elif case["method"] == "coreset":
-      fn = lambda: acq.coreset(key, jnp.asarray(a), k, where=jnp.asarray(~b))  # noqa: E731
+      fn = lambda: acq.coreset(jnp.asarray(a), k, where=jnp.asarray(~b), key=key)  # noqa: E731
     else:
       fn = lambda: acq.batchbald(jnp.asarray(a), k, key=key, num_samples=case["m"]).indices  # noqa: E731
     jax.block_until_ready(fn())  # compile

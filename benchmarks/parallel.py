@@ -3,12 +3,12 @@ r"""Parallel work: ensembles trained together, pool scoring over devices, seeds 
   python -m benchmarks.parallel --out=benchmarks/results/parallel.json
 
 1. Ensemble training: M = 1, 2, 5, 10 members of the Gal CNN trained together
-   (``ensemble.fit_stacked``) versus M trainings one after another (``training.fit``), the same
+   (``learner.Learner.fit``) versus M trainings one after another (``training.fit``), the same
    number of steps each (early stopping off), Fashion-MNIST-shaped inputs.
 2. Pool scoring (MC-dropout BALD inputs, S = 20) on 1 device versus the pool sharded over 8
    devices; on a CPU the 8 devices are simulated (``--xla_force_host_platform_device_count=8``) and
    share the same cores, so this checks overhead, not speed-up.
-3. One active learning round for 1, 4, 8 seeds: ``loop.al_round_seeds`` (one stacked program)
+3. One active learning round for 1, 4, 8 seeds: ``loop.al_round`` on a stack of all seeds
    versus ``loop.al_round`` seed after seed.
 """
 
@@ -49,7 +49,7 @@ def _timed(fn):
 
 
 def ensemble_training():
-  from dal_jax import ensemble
+  from dal_jax import learner
   from dal_jax import models
   from dal_jax import training
   model = models.get_model("gal_cnn", (28, 28, 1), 10)
@@ -59,16 +59,16 @@ def ensemble_training():
   rows = []
   for m in map(int, _MEMBERS.value):
     keys = jax.random.split(jax.random.key(m), m)
-    t_par = _timed(lambda: ensemble.fit_stacked(model, x, y, labeled, keys=keys,
-                                                config=cfg).variables)
+    lrn = learner.Learner(model, cfg)
+    t_par = _timed(lambda: lrn.fit(x, y, labeled, keys=keys).variables)
     t_one = _timed(lambda: training.fit(model, x, y, labeled, key=keys[0], config=cfg).variables)
     row = {"members": m, "parallel_seconds": t_par, "sequential_seconds": t_one * m,
            "one_member_seconds": t_one, "parallel_over_one_member": t_par / t_one,
-           "vectorized": jax.default_backend() != "cpu"}
+           "vectorized": lrn.vectorized}
     if jax.default_backend() == "cpu" and m in _VMAP_ON_CPU.value:
       # For reference: the vmap-ed program on a CPU (auto mode runs members one by one there).
-      row["vmap_on_cpu_seconds"] = _timed(lambda: ensemble.fit_stacked(
-          model, x, y, labeled, keys=keys, config=cfg, vectorize=True).variables)
+      row["vmap_on_cpu_seconds"] = _timed(lambda: learner.Learner(
+          model, cfg, vectorize=True).fit(x, y, labeled, keys=keys).variables)
     rows.append(row)
     print(f"ensemble M={m:2d}: parallel {t_par:6.1f} s, sequential {t_one * m:6.1f} s "
           f"(one member {t_one:.1f} s)"
@@ -78,17 +78,18 @@ def ensemble_training():
 
 
 def scoring():
-  from dal_jax import ensemble
+  from dal_jax import learner
   from dal_jax import models
   from dal_jax import parallel
   model = models.get_model("gal_cnn", (28, 28, 1), 10)
-  variables = ensemble.init_stacked(model, jax.random.split(jax.random.key(0), 1),
-                                    jnp.zeros((1, 28, 28, 1)))
+  variables = learner.Learner(model).init(jax.random.split(jax.random.key(0), 1),
+                                          jnp.zeros((1, 28, 28, 1)))
   x, _ = _data(_POOL.value)
   rows = []
   for mesh in (None, parallel.make_mesh()):
-    t = _timed(lambda: ensemble.predict_stacked(model, variables, x, key=jax.random.key(1),
-                                                mc_samples=20, chunk_size=1024, mesh=mesh)[0])
+    lrn = learner.Learner(model, mesh=mesh, chunk_size=1024)
+    t = _timed(lambda: lrn.predict(variables, x, keys=jax.random.key(1)[None],
+                                   mc_samples=20).log_probs)
     n_dev = 1 if mesh is None else mesh.size
     rows.append({"devices": n_dev, "seconds": t, "images_per_second": _POOL.value / t})
     print(f"scoring on {n_dev} device(s): {_POOL.value / t:8.0f} images/s", flush=True)
@@ -96,7 +97,9 @@ def scoring():
 
 
 def parallel_seeds():
+  from dal_jax import learner
   from dal_jax import loop
+  from dal_jax import methods
   from dal_jax import models
   from dal_jax import training
   model = models.get_model("gal_cnn", (28, 28, 1), 10)
@@ -104,26 +107,26 @@ def parallel_seeds():
   data = loop.LoopData(x_pool=x[:5000], x_val=x[5000:5500], y_val=y[5000:5500],
                        x_test=x[5500:], y_test=y[5500:])
   oracle = loop.simulated_oracle(np.asarray(y[:5000]), 10)
-  rc = loop.RoundConfig(acquisition="bald", query_size=20, mc_samples=20, pool_subsample=2000,
-                        budget=10_000, train=training.TrainConfig(
-                            max_steps=_STEPS.value, eval_every=_STEPS.value, batch_size=32))
+  method = methods.get_method("bald")
+  lrn = learner.Learner(model, training.TrainConfig(max_steps=_STEPS.value,
+                                                    eval_every=_STEPS.value, batch_size=32))
+  rc = loop.RoundConfig(query_size=20, mc_samples=20, pool_subsample=2000, budget=10_000)
 
   def states(n):
-    return [loop.init_loop_state(jax.random.key(s), 5000, np.arange(s * 50, s * 50 + 50), oracle)
+    return [loop.init_loop_state(jax.random.key(s), 5000, np.arange(s * 50, s * 50 + 50),
+                                 oracle.label(np.arange(s * 50, s * 50 + 50)))
             for s in range(n)]
+
+  def run(stack):
+    return loop.al_round(stack, method=method, learner=lrn, data=data, oracle=oracle,
+                         config=rc)[0][0].labeled
 
   rows = []
   for n in map(int, _SEEDS.value):
-    def par():
-      return loop.al_round_seeds(states(n), model=model, data=data, oracle=oracle,
-                                 config=rc)[0][0].labeled
-
-    def seq():
-      return [loop.al_round(s, model=model, data=data, oracle=oracle, config=rc)[0].labeled
-              for s in states(n)]
-
-    t_par, t_seq = _timed(par), _timed(seq)
-    rows.append({"seeds": n, "parallel_seconds": t_par, "sequential_seconds": t_seq})
+    t_par = _timed(lambda: run(states(n)))
+    t_seq = _timed(lambda: [run([s]) for s in states(n)][-1])
+    rows.append({"seeds": n, "parallel_seconds": t_par, "sequential_seconds": t_seq,
+                 "vectorized": lrn.vectorized})
     print(f"{n} seeds, one round: parallel {t_par:6.1f} s, sequential {t_seq:6.1f} s", flush=True)
   return rows
 

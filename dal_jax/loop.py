@@ -1,17 +1,24 @@
-"""The active learning loop: immutable state, one round as a function, oracles, stopping rules.
+"""The active learning loop: immutable state, one round as a fixed pipeline split at the oracle.
 
 One round (Ren et al. 2021, Fig. 1)::
 
-  train f on L  ->  evaluate  ->  stop?  ->  score U  ->  select k  ->  oracle labels  ->  L ∪= B
+  propose:      train f on L -> [hooks] -> evaluate (when a test set is given) -> stop?
+                -> score U -> select k                                   ... -> Query
+  (the oracle:  a simulation answering from ground truth, or a human annotator)
+  incorporate:  L ∪= B with the answers -> [hooks]
 
-All randomness of round r comes from ``fold_in(state.key, r)``, so a run resumed from the state
-saved after round r makes exactly the choices an uninterrupted run makes.
+The pipeline names no method: what a method adds runs through its loss terms (inside training)
+and its round hooks. It works on a stack of seeds (``states``, G >= 1) each trained as an
+ensemble of E >= 1 models: the learner sees M = G·E models, model ``g·E + e`` being member e of
+seed g. All randomness of round r comes from ``fold_in(state.key, r)``, so a run resumed from the
+state saved after round r makes exactly the choices an uninterrupted run makes, and seeds run in
+parallel make exactly the choices they make alone.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.struct
 import jax
@@ -19,36 +26,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from dal_jax import acquisition as acq_lib
-from dal_jax import ensemble as ensemble_lib
+from dal_jax import learner as learner_lib
 from dal_jax import metrics as metrics_lib
-from dal_jax import predict as predict_lib
-from dal_jax import semi
-from dal_jax import stopping
-from dal_jax import training
 from dal_jax.data import OOD_LABEL
-from dal_jax.models import Model
+from dal_jax.methods import Method
+from dal_jax.methods import Setup
 
 UNKNOWN = -2  # label of a pool point nobody has asked the oracle about
 
 
 class LoopState(flax.struct.PyTreeNode):
-  """Everything the loop knows, as fixed-shape arrays (N = pool size).
+  """Everything the loop knows about one run, as one pytree (N = pool size).
 
   Attributes:
     labeled: ``[N]`` bool, points the oracle has labeled (budget spent on them).
     labels: ``[N]`` int32 labels known so far; ``UNKNOWN`` (-2) where unlabeled, ``OOD_LABEL``
       (-1) for labeled out-of-distribution points (not trained on).
     acquired_round: ``[N]`` int32 round whose selection added the point (``0`` = initial set,
-      ``r + 1`` = selected in round r), ``-1`` where unlabeled. This is the selection history.
+      ``r + 1`` = selected in round r), ``-1`` where unlabeled: the selection history.
     round: ``[]`` int32, rounds completed.
     key: the run's PRNG key (round keys are ``fold_in(key, round)``).
     done: ``[]`` bool, a stopping rule fired.
-    stop_set: ``[P]`` int32 pool positions of the stabilizing-predictions stop set (P may be 0).
-    stop_predictions: ``[P]`` int32 last model's predicted labels on the stop set (-1: none yet).
-    kappa_window: ``[W]`` float32 last W Cohen's kappas between successive models (NaN: none).
-    method_state: the trainable state of an acquisition that learns to select (DAL's
-      classifier, VAAL's VAE and discriminator, WAAL's critic): a pytree carried from round to
-      round and checkpointed with the rest; ``{}`` for other acquisitions.
+    methods: the method's state: ``{"acquisition": <its network, or {}>, <hook name>: <hook
+      state>, ...}`` (DAL's classifier, DFAL's adversarial copies, the stabilizing stop set).
   """
 
   labeled: jax.Array
@@ -57,12 +57,7 @@ class LoopState(flax.struct.PyTreeNode):
   round: jax.Array
   key: jax.Array
   done: jax.Array
-  stop_set: jax.Array
-  stop_predictions: jax.Array
-  kappa_window: jax.Array
-  method_state: Any = flax.struct.field(default_factory=dict)
-  extra_x: jax.Array | None = None
-  extra_y: jax.Array | None = None
+  methods: Any = flax.struct.field(default_factory=dict)
 
   @property
   def num_labeled(self) -> int:
@@ -73,13 +68,21 @@ class LoopState(flax.struct.PyTreeNode):
     """``[N]`` bool: labeled in-distribution points."""
     return self.labeled & (self.labels >= 0)
 
-  def training_set(self, x_pool: jax.Array):
-    """``(x, labels, trainable)`` of the pool plus the extra examples (when there are any)."""
-    if self.extra_x is None:
-      return x_pool, self.labels, self.trainable
-    return (jnp.concatenate([x_pool, self.extra_x.astype(x_pool.dtype)]),
-            jnp.concatenate([self.labels, self.extra_y]),
-            jnp.concatenate([self.trainable, self.extra_y >= 0]))
+
+class Query(NamedTuple):
+  """What ``propose`` asks the oracle for.
+
+  Attributes:
+    round: the round that made it.
+    indices: ``[k]`` pool positions to label (empty when the run stops).
+    stop: the stopping reason, or None.
+    metrics: the round's record so far (training, evaluation, timings).
+  """
+
+  round: int
+  indices: np.ndarray
+  stop: str | None
+  metrics: dict[str, Any]
 
 
 class Oracle(NamedTuple):
@@ -131,64 +134,58 @@ def initial_indices(key: jax.Array, y: np.ndarray, size: int, *, balanced: bool,
   return np.sort(np.concatenate(chosen))
 
 
-def init_method_state(acquisition: str, key: jax.Array, model: Model, x_example: jax.Array,
-                      num_classes: int, options: dict[str, Any] | None = None) -> Any:
-  """The initial method state of a learned acquisition (``{}`` for the others).
-
-  Args:
-    acquisition: registry name.
-    key: PRNG key for the acquisition's own network.
-    model: the task model (its ``pre_logits`` width sizes embedding-based networks).
-    x_example: ``[1, ...]`` one pool input.
-    num_classes: C.
-    options: the acquisition's hyper-parameters (``RoundConfig.acquisition_options``).
-  """
-  acq = acq_lib.get_acquisition(acquisition)
-  if not acq.stateful:
-    return {}
-  variables = jax.eval_shape(model.init, jax.random.key(0), x_example)
-  pre = jax.eval_shape(lambda v: model.apply(v, x_example, train=False)[1]["pre_logits"],
-                       variables)
-  spec = acq_lib.Spec(input_shape=tuple(x_example.shape[1:]),
-                      pre_logits_dim=int(pre.shape[-1]), num_classes=num_classes)
-  return acq.init_state(key, spec, **(options or {}))
+def make_setup(model, x_pool, num_classes: int, budget: int) -> Setup:
+  """The :class:`dal_jax.methods.Setup` of a pool and model (shapes only; nothing is run)."""
+  x1 = x_pool[:1]
+  variables = jax.eval_shape(model.init, jax.random.key(0), x1)
+  pre = jax.eval_shape(lambda v: model.apply(v, x1, train=False)[1]["pre_logits"], variables)
+  spec = acq_lib.Spec(input_shape=tuple(x1.shape[1:]), pre_logits_dim=int(pre.shape[-1]),
+                      num_classes=num_classes)
+  return Setup(spec=spec, pool_size=int(x_pool.shape[0]), budget=budget, x_example=x1)
 
 
-def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray,
-                    oracle: Oracle, *, stop_set: np.ndarray | None = None,
-                    kappa_window: int = 0, method_state: Any = None,
-                    extra_capacity: int = 0, x_example: jax.Array | None = None) -> LoopState:
-  """A fresh state whose labeled set is ``initial`` (labels from the oracle).
+def init_method_state(method: Method, key: jax.Array, setup: Setup) -> dict[str, Any]:
+  """``{"acquisition": ..., <hook>: ...}``: the acquisition's state from ``fold_in(key, 2)``,
+  hook i's from ``fold_in(key, 3 + i)``."""
+  state = {"acquisition": method.acquisition.init(jax.random.fold_in(key, 2), setup.spec)}
+  for i, hook in enumerate(method.hooks):
+    if hook.init is not None:
+      state[hook.name] = hook.init(jax.random.fold_in(key, 3 + i), setup)
+  return state
 
-  ``stop_set`` (pool positions) and ``kappa_window`` enable the stabilizing-predictions rule;
-  ``method_state`` is a learned acquisition's initial state (:func:`init_method_state`);
-  ``extra_capacity > 0`` reserves that many slots (inputs shaped like ``x_example [1, ...]``) for
-  adversarial training examples (``RoundConfig.adversarial_training``).
-  """
+
+def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray, labels: np.ndarray,
+                    *, methods: dict[str, Any] | None = None) -> LoopState:
+  """A fresh state whose labeled set is ``initial`` with ``labels`` (from an oracle)."""
   initial = np.asarray(initial)
   if len(np.unique(initial)) != len(initial):
     raise ValueError("initial indices contain duplicates")
   labeled = np.zeros(num_points, bool)
   labeled[initial] = True
-  labels = np.full(num_points, UNKNOWN, np.int32)
-  labels[initial] = oracle.label(initial)
+  all_labels = np.full(num_points, UNKNOWN, np.int32)
+  all_labels[initial] = np.asarray(labels, np.int32)
   acquired = np.where(labeled, 0, -1).astype(np.int32)
-  stop_set = np.zeros(0, np.int32) if stop_set is None else np.asarray(stop_set, np.int32)
-  return LoopState(labeled=jnp.asarray(labeled), labels=jnp.asarray(labels),
+  return LoopState(labeled=jnp.asarray(labeled), labels=jnp.asarray(all_labels),
                    acquired_round=jnp.asarray(acquired), round=jnp.zeros((), jnp.int32),
-                   key=key, done=jnp.zeros((), bool), stop_set=jnp.asarray(stop_set),
-                   stop_predictions=jnp.full(stop_set.shape, -1, jnp.int32),
-                   kappa_window=jnp.full((kappa_window,), jnp.nan, jnp.float32),
-                   method_state={} if method_state is None else method_state,
-                   extra_x=None if not extra_capacity else
-                   jnp.zeros((extra_capacity, *x_example.shape[1:]), jnp.float32),
-                   extra_y=None if not extra_capacity else
-                   jnp.full((extra_capacity,), -1, jnp.int32))
+                   key=key, done=jnp.zeros((), bool), methods=methods or {"acquisition": {}})
 
 
-def add_labels(state: LoopState, indices: np.ndarray, labels: np.ndarray) -> LoopState:
-  """Adds oracle answers for ``indices`` (which must be unlabeled) to the state."""
+def add_labels(state: LoopState, indices, labels, *, num_classes: int | None = None
+               ) -> LoopState:
+  """Adds answers for ``indices`` (distinct, unlabeled pool positions) to the state."""
   indices = np.asarray(indices)
+  labels = np.asarray(labels)
+  n = state.labeled.shape[0]
+  if indices.ndim != 1 or labels.shape != indices.shape:
+    raise ValueError(f"indices and labels must be two 1-D arrays of one length; got shapes "
+                     f"{indices.shape} and {labels.shape}")
+  out_of_range = (indices < 0) | (indices >= n)
+  if out_of_range.any():
+    raise ValueError(f"pool indices must be in [0, {n}); got {indices[out_of_range].tolist()[:10]}")
+  bad = (labels < OOD_LABEL) | ((labels >= num_classes) if num_classes else False)
+  if np.any(bad):
+    raise ValueError(f"labels must be in [0, {num_classes}) or OOD_LABEL={OOD_LABEL}; got "
+                     f"{labels[bad].tolist()[:10]}")
   already = np.asarray(state.labeled)[indices]
   if already.any() or len(np.unique(indices)) != len(indices):
     raise ValueError(f"selection must be distinct unlabeled points; got labeled/duplicate "
@@ -200,65 +197,86 @@ def add_labels(state: LoopState, indices: np.ndarray, labels: np.ndarray) -> Loo
 
 
 class RoundConfig(NamedTuple):
-  """What a round needs besides the state.
+  """What a round needs besides the states, the method and the learner.
 
   Attributes:
-    acquisition: registry name.
     query_size: k, points labeled per round.
-    mc_samples: MC-dropout samples for scoring (0 = deterministic).
-    selector, beta: selector name and temperature (``dal_jax.acquisition.SELECTORS``).
+    mc_samples: MC-dropout samples for acquisitions that read log-probs (0 = deterministic).
     pool_subsample: score at most this many random unlabeled candidates per round (0 = all).
-    chunk_size: pool inference chunk.
     budget: stop once this many points are labeled.
     target_accuracy: stop once test accuracy reaches this (``None``: never).
     warm_start: continue from the previous round's weights instead of re-initialising.
-    train: the :class:`dal_jax.training.TrainConfig`.
-    ensemble_size: M > 1 trains a deep ensemble (members in parallel, ``vmap``); scoring sees
-      ``[M·S, N, C]`` log-probs (DEBAL when ``mc_samples > 0``), pre-logits of member 0.
-    mesh: optional device mesh; with more than one device, models and pool chunks are sharded.
-    stabilizing: optional :class:`dal_jax.stopping.StabilizingPredictions` (the state must hold
-      a stop set).
-    ceal: optional :class:`dal_jax.semi.CEAL`: after training, confident unlabeled points get
-      pseudo-labels and the model is fine-tuned on labeled + pseudo-labeled points.
-    acquisition_options: hyper-parameters of a learned acquisition as ``(name, value)`` pairs
-      (e.g. ``(("steps", 100),)`` for DAL / VAAL / WAAL).
-    adversarial_training: add a DeepFool adversarial copy ``x + r`` of every selected point,
-      with the point's label, to the training set (DFAL, Ducoffe & Precioso 2018); the state
-      needs ``extra_capacity`` slots.
+    ensemble_size: E models per seed (a deep ensemble; DEBAL with ``mc_samples > 0``).
   """
 
-  acquisition: str
   query_size: int
   mc_samples: int = 20
-  selector: str = "top_k"
-  beta: float = 1.0
   pool_subsample: int = 0
-  chunk_size: int = 1024
   budget: int = 1000
   target_accuracy: float | None = None
   warm_start: bool = False
-  train: training.TrainConfig = training.TrainConfig()
   ensemble_size: int = 1
-  mesh: Any = None
-  stabilizing: stopping.StabilizingPredictions | None = None
-  ceal: semi.CEAL | None = None
-  acquisition_options: tuple[tuple[str, Any], ...] = ()
-  adversarial_training: bool = False
-
-  @property
-  def stacked(self) -> bool:
-    """Whether models go through the stacked (ensemble / multi-device) path."""
-    return self.ensemble_size > 1 or (self.mesh is not None and self.mesh.size > 1)
 
 
 class LoopData(NamedTuple):
-  """Device arrays of the fixed splits (pool labels are only known through the oracle)."""
+  """Device arrays of the fixed splits (pool labels are only known through the oracle). The
+  validation and test sets are optional."""
 
   x_pool: jax.Array
-  x_val: jax.Array | None
-  y_val: jax.Array | None
-  x_test: jax.Array
-  y_test: jax.Array
+  x_val: jax.Array | None = None
+  y_val: jax.Array | None = None
+  x_test: jax.Array | None = None
+  y_test: jax.Array | None = None
+
+
+class RoundContext(NamedTuple):
+  """What round hooks may use: the learner, the data, the seeds' states and round keys.
+
+  Attributes:
+    learner: the :class:`dal_jax.learner.Learner`.
+    data: :class:`LoopData`.
+    config: :class:`RoundConfig`.
+    states: the seeds' states at the start of the round (G of them).
+    train_keys: ``[G]`` the seeds' training keys of this round.
+    round: the round index.
+    num_classes: C.
+  """
+
+  learner: learner_lib.Learner
+  data: LoopData
+  config: RoundConfig
+  states: tuple[LoopState, ...]
+  train_keys: tuple[jax.Array, ...]
+  round: int
+  num_classes: int
+
+  @property
+  def members(self) -> int:
+    return self.config.ensemble_size
+
+  def model_keys(self, seed_keys) -> jax.Array:
+    """``[M]`` keys of every model from one key per seed (:func:`learner.member_keys`)."""
+    return jnp.concatenate([learner_lib.member_keys(k, self.members) for k in seed_keys])
+
+  def per_model(self, per_seed) -> jax.Array:
+    """``[G, ...] -> [M, ...]``: each seed's array repeated for its members."""
+    return jnp.repeat(jnp.asarray(per_seed), self.members, axis=0)
+
+  def predict(self, variables, x, *, per_seed: bool = False) -> jax.Array:
+    """Deterministic predictions ``[G, E, N, C]`` of ``x [N, ...]`` (or ``[G, N, ...]``)."""
+    out = self.learner.predict(variables, self.per_model(x) if per_seed else x,
+                               per_model_x=per_seed)
+    lp = out.log_probs[:, 0]
+    return lp.reshape(len(self.states), self.members, *lp.shape[1:])
+
+  def fit(self, labels, trainable, *, keys, init=None):
+    """Trains every model on the pool with per-seed ``labels`` / ``trainable`` ``[G, N]``."""
+    d = self.data
+    val = None if d.x_val is None else (d.x_val, d.y_val)
+    return self.learner.fit(d.x_pool, self.per_model(labels), self.per_model(trainable),
+                            keys=keys, val=val, init=init,
+                            unlabeled=self.per_model(jnp.stack([~s.labeled for s in self.states]))
+                            if self.learner.unlabeled_ratio else None)
 
 
 def _scored_points(key: jax.Array, labeled: jax.Array, m: int, bucket: int = 256) -> jax.Array:
@@ -279,317 +297,230 @@ def _scored_points(key: jax.Array, labeled: jax.Array, m: int, bucket: int = 256
   return jnp.concatenate([sub, lab])
 
 
-def _fit(model, data: LoopData, state: LoopState, config: RoundConfig, key, variables,
-         init=None):
-  val = None if data.x_val is None else (data.x_val, data.y_val)
-  init = init if init is not None else (variables if config.warm_start else None)
-  x, labels, trainable = state.training_set(data.x_pool)
-  if not config.stacked:
-    unlabeled = None
-    if config.train.semi_supervised:
-      unlabeled = jnp.zeros(x.shape[0], bool).at[:state.labeled.shape[0]].set(~state.labeled)
-    r = training.fit(model, x, labels, trainable, key=key, config=config.train, val=val,
-                     init_variables=init, unlabeled=unlabeled)
-    return r.variables, {"train_steps": r.steps, "val_accuracy": r.best_val_accuracy,
-                         "train_loss": r.train_loss}
-  keys = jax.random.split(key, config.ensemble_size)
-  r = ensemble_lib.fit_stacked(model, x, labels, trainable, keys=keys,
-                               config=config.train, val=val, init_variables=init,
-                               mesh=config.mesh)
-  return r.variables, {"train_steps": int(r.steps.max()),
-                       "val_accuracy": float(np.mean(r.best_val_accuracy)),
-                       "train_loss": float(np.mean(r.train_loss))}
-
-
-_MODEL_OUTPUTS = ("log_probs", "pre_logits", "predicted_loss")
-
-
-def _predict(model, variables, x, config: RoundConfig, *, key=None, mc_samples=0,
-             with_pre_logits=False, aux_keys=()) -> predict_lib.PoolOutputs:
-  if not config.stacked:
-    return predict_lib.predict(model, variables, x, key=key, mc_samples=mc_samples,
-                               chunk_size=config.chunk_size, with_pre_logits=with_pre_logits,
-                               aux_keys=aux_keys)
-  if aux_keys:
-    raise ValueError(f"model outputs {list(aux_keys)} are available for single models only "
-                     "(ensemble_size=1 on one device)")
-  lp, pre = ensemble_lib.predict_stacked(model, variables, x, key=key, mc_samples=mc_samples,
-                                         chunk_size=config.chunk_size,
-                                         with_pre_logits=with_pre_logits, mesh=config.mesh)
-  return predict_lib.PoolOutputs(ensemble_lib.ensemble_log_probs(lp),
-                                 None if pre is None else pre[0])
-
-
-def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig) -> str | None:
-  if state.num_labeled >= config.budget:
-    return "budget"
-  if config.target_accuracy is not None and metrics["accuracy"] >= config.target_accuracy:
-    return "target_accuracy"
-  if config.stabilizing is not None and config.stabilizing.stop and metrics.get("stabilized"):
-    return "stabilizing_predictions"
-  if int(jnp.sum(~state.labeled)) < config.query_size:
-    return "pool_exhausted"
-  return None
-
-
-def _update_stabilizing(state: LoopState, log_probs_fn, config: RoundConfig,
-                        metrics: dict[str, Any], num_classes: int) -> LoopState:
-  """Compares this round's stop-set predictions with the last round's (Cohen's kappa)."""
-  rule = config.stabilizing
-  if rule is None:
-    return state
-  if state.stop_set.shape[0] == 0 or state.kappa_window.shape[0] != rule.window:
-    raise ValueError("stabilizing predictions needs a state made with a stop set and "
-                     f"kappa_window={rule.window} (init_loop_state(stop_set=..., kappa_window=...))")
-  preds = jnp.argmax(acq_lib.mean_log_probs(log_probs_fn(state.stop_set)), -1).astype(jnp.int32)
-  have_previous = bool(jnp.all(state.stop_predictions >= 0))
-  kappa = (stopping.cohens_kappa(state.stop_predictions, preds, num_classes) if have_previous
-           else jnp.float32(jnp.nan))
-  window = stopping.update_window(state.kappa_window, kappa)
-  full = bool(jnp.all(jnp.isfinite(window)))
-  metrics.update(kappa=float(kappa) if have_previous else None,
-                 kappa_window_mean=float(jnp.mean(window)) if full else None,
-                 stabilized=stopping.should_stop(window, rule.threshold))
-  return state.replace(stop_predictions=preds, kappa_window=window)
-
-
-def _stopped(state: LoopState, metrics: dict[str, Any], oracle: Oracle) -> LoopState:
-  metrics.update(selected=[], selected_class_histogram=[0] * oracle.num_classes,
-                 selected_ood=0, time_score=0.0, time_select=0.0)
-  return state.replace(round=state.round + 1, done=jnp.array(True))
-
-
-def _label_selection(state: LoopState, selected: np.ndarray, oracle: Oracle,
-                     metrics: dict[str, Any]) -> LoopState:
-  new_labels = oracle.label(selected)
-  state = add_labels(state, selected, new_labels)
-  hist = np.bincount(new_labels[new_labels >= 0], minlength=oracle.num_classes)
-  metrics.update(selected=selected.tolist(), selected_class_histogram=hist.tolist(),
-                 selected_ood=int(np.sum(new_labels == OOD_LABEL)))
-  return state.replace(round=state.round + 1)
-
-
 def _round_keys(state: LoopState):
   """(train, candidates, score, select) keys of the state's current round."""
   return jax.random.split(jax.random.fold_in(state.key, state.round), 4)
 
 
-def _ceal_finetune(model, data: LoopData, state: LoopState, config: RoundConfig, key, variables):
-  """CEAL: pseudo-label confident unlabeled points, fine-tune on labeled + pseudo-labeled."""
-  out = _predict(model, variables, data.x_pool, config)
-  threshold = semi.ceal_threshold(config.ceal, int(state.round))
-  mask, labels = semi.pseudo_labels(out.log_probs, threshold=threshold, where=~state.labeled)
-  n_pseudo = int(jnp.sum(mask))
-  if n_pseudo == 0:
-    return variables, 0
-  augmented = state.replace(labeled=state.labeled | mask,
-                            labels=jnp.where(mask, labels, state.labels))
-  variables, _ = _fit(model, data, augmented, config, jax.random.fold_in(key, 1), variables,
-                      init=variables)
-  return variables, n_pseudo
+def _training_set(states, method: Method, data: LoopData, members: int):
+  """``(x [N + Σ P_g], labels [M, ·], trainable [M, ·], unlabeled [M, ·])``: the pool plus each
+  seed's extra examples (hooks' ``train_extra``), every model seeing only its own seed's."""
+  n = data.x_pool.shape[0]
+  extras = [[h.train_extra(s.methods[h.name]) for h in method.hooks if h.train_extra]
+            for s in states]
+  xs, labels, trainable = [data.x_pool], [], []
+  sizes = [sum(int(y.shape[0]) for _, y in e) for e in extras]
+  total = sum(sizes)
+  offset = 0
+  for s, e, size in zip(states, extras, sizes):
+    xs += [x.astype(data.x_pool.dtype) for x, _ in e]
+    y_e = [y for _, y in e]
+    own = jnp.concatenate(y_e) if y_e else jnp.zeros((0,), jnp.int32)
+    pad = lambda a, fill: jnp.concatenate([jnp.full((offset,), fill, a.dtype), a,  # noqa: E731
+                                           jnp.full((total - offset - size,), fill, a.dtype)])
+    labels.append(jnp.concatenate([s.labels, pad(own, UNKNOWN)]))
+    trainable.append(jnp.concatenate([s.trainable, pad(own >= 0, False)]))
+    offset += size
+  x = jnp.concatenate(xs) if total else data.x_pool
+  unlabeled = [jnp.concatenate([~s.labeled, jnp.zeros((total,), bool)]) for s in states]
+  rep = lambda a: jnp.repeat(jnp.stack(a), members, axis=0)  # noqa: E731
+  return x, rep(labels), rep(trainable), rep(unlabeled), n
 
 
-def al_round(state: LoopState, *, model: Model, data: LoopData, oracle: Oracle,
-             config: RoundConfig, variables=None) -> tuple[LoopState, dict[str, Any], Any]:
-  """One active learning round.
-
-  Args:
-    state: the loop state before the round.
-    model: the model.
-    data: the fixed splits as device arrays.
-    oracle: labels selected points.
-    config: :class:`RoundConfig`.
-    variables: previous round's model variables (used only with ``config.warm_start``).
-
-  Returns:
-    ``(new_state, metrics, variables)``: metrics hold the labeled-set size the model was trained
-    on, test accuracy / NLL / ECE, the wall time of train / score / select, the selected pool
-    indices and their class histogram, and the stopping reason, if any.
-  """
-  acquisition = acq_lib.get_acquisition(config.acquisition)
-  if bool(state.done):
-    raise ValueError("the loop state is done (a stopping rule fired); nothing left to run")
-  train_key, cand_key, score_key, select_key = _round_keys(state)
-  n_labeled = state.num_labeled
-  metrics: dict[str, Any] = {"round": int(state.round), "num_labels": n_labeled,
-                             "num_trainable": int(jnp.sum(state.trainable))}
-
-  t0 = time.perf_counter()
-  variables, fit_info = _fit(model, data, state, config, train_key, variables)
-  if config.ceal is not None:
-    variables, n_pseudo = _ceal_finetune(model, data, state, config, train_key, variables)
-    fit_info["num_pseudo_labels"] = n_pseudo
-  test_out = _predict(model, variables, data.x_test, config)
-  metrics.update(metrics_lib.classification_metrics(acq_lib.mean_log_probs(test_out.log_probs),
-                                                    data.y_test))
-  metrics.update(fit_info, time_train=time.perf_counter() - t0)
-  state = _update_stabilizing(
-      state, lambda idx: _predict(model, variables, data.x_pool[idx], config).log_probs, config,
-      metrics, oracle.num_classes)
-
-  metrics["stop"] = _stop_reason(state, metrics, config)
-  if metrics["stop"] is not None:
-    return _stopped(state, metrics, oracle), metrics, variables
-  unlabeled = ~state.labeled
-  n_unlabeled = int(jnp.sum(unlabeled))
-
-  t1 = time.perf_counter()
-  n_pool = unlabeled.shape[0]
-  subsample = 0 < config.pool_subsample < n_unlabeled
-  cand = (_scored_points(cand_key, state.labeled, config.pool_subsample) if subsample
-          else jnp.arange(n_pool))
-  where = unlabeled[cand]
-  inputs: dict[str, Any] = {}
-  if set(_MODEL_OUTPUTS) & set(acquisition.requires):
-    out = _predict(model, variables, data.x_pool[cand], config, key=score_key,
-                   mc_samples=config.mc_samples if "log_probs" in acquisition.requires else 0,
-                   with_pre_logits="pre_logits" in acquisition.requires,
-                   aux_keys=tuple(r for r in acquisition.requires if r == "predicted_loss"))
-    inputs = out.as_inputs()
-    jax.block_until_ready(inputs)
-  if "model" in acquisition.requires:  # e.g. DFAL: the first model of a stack
-    inputs.update(model=model, variables=jax.tree.map(lambda v: v[0], variables)
-                  if config.stacked else variables)
-  if {"model", "x"} & set(acquisition.requires):
-    inputs["x"] = data.x_pool[cand]
-  t2 = time.perf_counter()
-  chosen, method_state = acq_lib.acquire_with_state(
-      acquisition, inputs, key=select_key, k=config.query_size, where=where,
-      selector=config.selector, beta=config.beta, method_state=state.method_state,
-      options=dict(config.acquisition_options))
-  selected = np.asarray(cand[chosen])
-  metrics.update(time_score=t2 - t1, time_select=time.perf_counter() - t2)
-  state = _label_selection(state.replace(method_state=method_state), selected, oracle, metrics)
-  if config.adversarial_training:
-    state = _add_adversarial(state, model, jax.tree.map(lambda v: v[0], variables)
-                             if config.stacked else variables, data, selected, metrics)
-  return state, metrics, variables
+def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig) -> str | None:
+  if state.num_labeled >= config.budget:
+    return "budget"
+  if (config.target_accuracy is not None and "accuracy" in metrics
+      and metrics["accuracy"] >= config.target_accuracy):
+    return "target_accuracy"
+  if metrics.get("stop"):
+    return metrics["stop"]
+  if int(jnp.sum(~state.labeled)) < config.query_size:
+    return "pool_exhausted"
+  return None
 
 
-def _add_adversarial(state: LoopState, model, variables, data: LoopData, selected: np.ndarray,
-                     metrics: dict[str, Any]) -> LoopState:
-  """Stores ``x + r_DeepFool(x)`` of the newly labeled in-distribution points, with their labels."""
-  if state.extra_y is None:
-    raise ValueError("adversarial_training needs a state with extra slots "
-                     "(init_loop_state(extra_capacity=budget, x_example=...))")
-  labels = np.asarray(state.labels)[selected]
-  keep = selected[labels >= 0]
-  free = np.nonzero(np.asarray(state.extra_y) < 0)[0]
-  if len(free) < len(keep):
-    raise ValueError(f"no room for {len(keep)} adversarial examples ({len(free)} free slots); "
-                     "raise extra_capacity")
-  x = data.x_pool[keep]
-  x_adv = x + acq_lib.deepfool_perturbation(model, variables, x)
-  slots = free[:len(keep)]
-  metrics["num_adversarial"] = int(len(keep))
-  return state.replace(extra_x=state.extra_x.at[slots].set(x_adv.astype(state.extra_x.dtype)),
-                       extra_y=state.extra_y.at[slots].set(jnp.asarray(labels[labels >= 0])))
-
-
-def al_round_seeds(states: list[LoopState], *, model: Model, data: LoopData, oracle: Oracle,
-                   config: RoundConfig, variables=None):
-  """One round for several seeds at once (the seeds' models stacked and trained by ``vmap``).
-
-  Every seed makes exactly the choices :func:`al_round` makes for it alone (its round keys are
-  ``fold_in(key_seed, round)``; stacked training equals per-seed training). Training, test
-  evaluation and pool scoring run as one program over the seed axis; selection runs seed by seed
-  (batch-aware methods are host-driven loops).
+def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib.Learner,
+            data: LoopData, config: RoundConfig, num_classes: int, variables=None
+            ) -> tuple[list[LoopState], list[Query], Any]:
+  """The first half of a round for G >= 1 seeds: train, hooks, evaluate, stop?, score, select.
 
   Args:
     states: the seeds' loop states, all at the same round and not done.
-    model, data, oracle, config: as for :func:`al_round` (``config.ensemble_size`` must be 1).
-    variables: stacked variables of the previous round (warm start).
+    method: the :class:`dal_jax.methods.Method`.
+    learner: the :class:`dal_jax.learner.Learner` (its loss terms are the method's).
+    data: the fixed splits; without a test set no test metrics are recorded.
+    config: :class:`RoundConfig`.
+    num_classes: C.
+    variables: the previous round's stacked variables (used with ``config.warm_start``).
 
   Returns:
-    ``(states, metrics_per_seed, stacked_variables)``.
+    ``(states, queries, variables)``: the states with updated method state, one
+    :class:`Query` per seed, and the trained stacked variables (M = G·E models).
   """
-  if config.ensemble_size != 1:
-    raise ValueError("parallel seeds train one model per seed; use ensemble_size=1 (or run "
-                     "ensemble seeds sequentially)")
-  if config.ceal is not None or config.train.semi_supervised or config.adversarial_training:
-    raise ValueError("CEAL, semi-supervised and adversarial training run in the sequential loop "
-                     "(al_round)")
-  if "predicted_loss" in acq_lib.get_acquisition(config.acquisition).requires:
-    raise ValueError("LL4AL runs in the sequential loop (al_round): parallel seeds do not "
-                     "return predicted losses")
-  if len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
-    raise ValueError("parallel seeds must be at the same round and not done")
-  acquisition = acq_lib.get_acquisition(config.acquisition)
   states = list(states)
+  if not states or len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
+    raise ValueError("propose needs at least one state; all at the same round and not done")
+  g_count, members = len(states), config.ensemble_size
+  rnd = int(states[0].round)
   keys = [_round_keys(s) for s in states]
+  metrics = [{"round": rnd, "num_labels": s.num_labeled,
+              "num_trainable": int(jnp.sum(s.trainable))} for s in states]
+  if g_count > 1:
+    for m in metrics:
+      m["parallel_seeds"] = g_count
+  ctx = RoundContext(learner=learner, data=data, config=config, states=tuple(states),
+                     train_keys=tuple(k[0] for k in keys), round=rnd, num_classes=num_classes)
+
   t0 = time.perf_counter()
-  val = None if data.x_val is None else (data.x_val, data.y_val)
-  fit = ensemble_lib.fit_stacked(
-      model, data.x_pool, jnp.stack([s.labels for s in states]),
-      jnp.stack([s.trainable for s in states]), keys=jnp.stack([k[0] for k in keys]),
-      config=config.train, val=val, init_variables=variables if config.warm_start else None,
-      mesh=config.mesh)
-  test_lp, _ = ensemble_lib.predict_stacked(model, fit.variables, data.x_test,
-                                            chunk_size=config.chunk_size, mesh=config.mesh)
+  x, labels, trainable, unlabeled, _ = _training_set(states, method, data, members)
+  fit = learner.fit(x, labels, trainable, keys=ctx.model_keys(ctx.train_keys),
+                    val=None if data.x_val is None else (data.x_val, data.y_val),
+                    init=variables if config.warm_start else None,
+                    unlabeled=unlabeled if learner.unlabeled_ratio else None)
+  variables = fit.variables
+  for g, m in enumerate(metrics):
+    block = slice(g * members, (g + 1) * members)
+    m.update(train_steps=int(fit.steps[block].max()),
+             val_accuracy=float(np.mean(fit.best_val_accuracy[block])),
+             train_loss=float(np.mean(fit.train_loss[block])))
+  for hook in method.hooks:
+    if hook.after_fit is not None:
+      variables, hook_states, hook_metrics = hook.after_fit(
+          [s.methods[hook.name] if hook.name in s.methods else None for s in states], ctx,
+          variables)
+      for g in range(g_count):
+        if hook.name in states[g].methods:
+          states[g] = states[g].replace(methods={**states[g].methods,
+                                                 hook.name: hook_states[g]})
+        metrics[g].update(hook_metrics[g])
+  if data.x_test is not None:
+    test_lp = learner.predict(variables, data.x_test).log_probs
+    for g, m in enumerate(metrics):
+      lp = learner_lib.ensemble_log_probs(test_lp[g * members:(g + 1) * members])
+      m.update(metrics_lib.classification_metrics(acq_lib.mean_log_probs(lp), data.y_test))
   t_train = time.perf_counter() - t0
-  metrics = []
-  for i, s in enumerate(states):
-    m = {"round": int(s.round), "num_labels": s.num_labeled,
-         "num_trainable": int(jnp.sum(s.trainable)), "train_steps": int(fit.steps[i]),
-         "val_accuracy": float(fit.best_val_accuracy[i]), "train_loss": float(fit.train_loss[i]),
-         "time_train": t_train, "parallel_seeds": len(states)}
-    m.update(metrics_lib.classification_metrics(test_lp[i, 0], data.y_test))
-    variables_i = jax.tree.map(lambda v, i=i: v[i], fit.variables)
-    states[i] = _update_stabilizing(
-        s, lambda idx, v=variables_i: predict_lib.predict(
-            model, v, data.x_pool[idx], chunk_size=config.chunk_size).log_probs,
-        config, m, oracle.num_classes)
-    m["stop"] = _stop_reason(states[i], m, config)
-    metrics.append(m)
-  active = [i for i, m in enumerate(metrics) if m["stop"] is None]
-  new_states = list(states)
-  for i, m in enumerate(metrics):
-    if m["stop"] is not None:
-      new_states[i] = _stopped(states[i], m, oracle)
+  stops = [_stop_reason(s, m, config) for s, m in zip(states, metrics)]
+  for m in metrics:
+    m["time_train"] = t_train
+  queries: list[Query | None] = [None] * g_count
+  for g, reason in enumerate(stops):
+    metrics[g].update(stop=reason)
+    if reason is not None:
+      metrics[g].update(time_score=0.0, time_select=0.0)
+      queries[g] = Query(round=rnd, indices=np.zeros(0, np.int64), stop=reason,
+                         metrics=metrics[g])
+  active = [g for g in range(g_count) if stops[g] is None]
   if not active:
-    return new_states, metrics, fit.variables
+    return states, queries, variables
 
   t1 = time.perf_counter()
+  acquisition = method.acquisition
+  needs = acquisition.needs
   n_pool = data.x_pool.shape[0]
   cands = []
-  for i in active:
-    n_unlabeled = int(jnp.sum(~states[i].labeled))
+  for g in active:
+    n_unlabeled = int(jnp.sum(~states[g].labeled))
     sub = 0 < config.pool_subsample < n_unlabeled
-    cands.append(_scored_points(keys[i][1], states[i].labeled, config.pool_subsample) if sub
+    cands.append(_scored_points(keys[g][1], states[g].labeled, config.pool_subsample) if sub
                  else jnp.arange(n_pool))
   width = max(c.shape[0] for c in cands)
-  valid = jnp.stack([jnp.arange(width) < c.shape[0] for c in cands])
-  cands = jnp.stack([jnp.pad(c, (0, width - c.shape[0]), mode="edge") for c in cands])
-  inputs_all = {}
-  needs_outputs = bool({"log_probs", "pre_logits"} & set(acquisition.requires))
-  if needs_outputs:
-    lp, pre = ensemble_lib.predict_stacked(
-        model, jax.tree.map(lambda v: v[jnp.asarray(active)], fit.variables),
-        data.x_pool[cands], per_model_x=True, key=jnp.stack([keys[i][2] for i in active]),
-        mc_samples=config.mc_samples, chunk_size=config.chunk_size, mesh=config.mesh,
-        with_pre_logits="pre_logits" in acquisition.requires)
-    inputs_all = {"log_probs": lp, "pre_logits": pre}
-    jax.block_until_ready(inputs_all)
+  valid = [jnp.arange(width) < c.shape[0] for c in cands]
+  cands = [jnp.pad(c, (0, width - c.shape[0]), mode="edge") for c in cands]
+  models = np.array([g * members + e for g in active for e in range(members)])
+  active_vars = (variables if len(active) == g_count
+                 else jax.tree.map(lambda v: v[models], variables))
+  x_cands = jnp.stack([data.x_pool[c] for c in cands])  # [G_active, W, ...]
+  preds = None
+  if needs.predictions:
+    sub_ctx = ctx._replace(states=tuple(states[g] for g in active))
+    preds = learner.predict(
+        active_vars, sub_ctx.per_model(x_cands), per_model_x=True,
+        keys=sub_ctx.per_model(jnp.stack([keys[g][2] for g in active])),
+        mc_samples=config.mc_samples if needs.log_probs else 0,
+        with_pre_logits=needs.pre_logits, outputs=needs.outputs)
+    jax.block_until_ready(preds)
   t2 = time.perf_counter()
-  for j, i in enumerate(active):
-    inputs = {}
-    if needs_outputs:
-      inputs = {"log_probs": inputs_all["log_probs"][j]}
-      if inputs_all["pre_logits"] is not None:
-        inputs["pre_logits"] = inputs_all["pre_logits"][j]
-    if "model" in acquisition.requires:
-      inputs.update(model=model, variables=jax.tree.map(lambda v, i=i: v[i], fit.variables))
-    if {"model", "x"} & set(acquisition.requires):
-      inputs["x"] = data.x_pool[cands[j]]
-    where = ~states[i].labeled[cands[j]] & valid[j]
-    chosen, method_state = acq_lib.acquire_with_state(
-        acquisition, inputs, key=keys[i][3], k=config.query_size, where=where,
-        selector=config.selector, beta=config.beta, method_state=states[i].method_state,
-        options=dict(config.acquisition_options))
-    metrics[i].update(time_score=t2 - t1, time_select=0.0)
-    new_states[i] = _label_selection(states[i].replace(method_state=method_state),
-                                     np.asarray(cands[j][chosen]), oracle, metrics[i])
+  for j, g in enumerate(active):
+    block = slice(j * members, (j + 1) * members)
+    first = learner_lib.index(active_vars, j * members)
+    outputs: dict[str, Any] = {}
+    if preds is not None:
+      outputs["log_probs"] = learner_lib.ensemble_log_probs(preds.log_probs[block])
+      if preds.pre_logits is not None:
+        outputs["pre_logits"] = preds.pre_logits[j * members]
+      outputs.update({k: v[j * members] for k, v in preds.outputs.items()})
+    if needs.inputs or needs.model:
+      outputs["x"] = x_cands[j]
+    if needs.model:
+      outputs.update(model=learner.model, variables=first["model"])
+    where = ~states[g].labeled[cands[j]] & valid[j]
+    chosen, acq_state = acq_lib.checked_select(
+        acquisition, states[g].methods["acquisition"], outputs, key=keys[g][3],
+        k=config.query_size, where=where)
+    selected = np.asarray(cands[j][chosen])
+    state = states[g].replace(methods={**states[g].methods, "acquisition": acq_state})
+    for hook in method.hooks:
+      if hook.after_select is not None:
+        state = state.replace(methods={**state.methods, hook.name: hook.after_select(
+            state.methods[hook.name], ctx, first, selected)})
+    states[g] = state
+    queries[g] = Query(round=rnd, indices=selected, stop=None, metrics=metrics[g])
   t3 = time.perf_counter()
-  for i in active:
-    metrics[i]["time_select"] = t3 - t2
-  return new_states, metrics, fit.variables
+  for g in active:
+    metrics[g].update(time_score=t2 - t1, time_select=t3 - t2, selected=queries[g].indices.tolist())
+  return states, queries, variables
+
+
+def incorporate(state: LoopState, query: Query, labels, *, method: Method,
+                num_classes: int | None = None) -> LoopState:
+  """The second half of a round: the answers to ``query`` join the labeled set.
+
+  Args:
+    state: the state ``propose`` returned for this seed.
+    query: its :class:`Query`.
+    labels: ``[k]`` the answers (``OOD_LABEL`` for out-of-distribution points); ignored when
+      the query stops the run.
+    method: the method (its hooks see the answers).
+    num_classes: C, to check the labels.
+
+  Returns:
+    The state after the round (``round + 1``; ``done`` when the query stopped the run).
+  """
+  if int(state.round) != query.round:
+    raise ValueError(f"the query belongs to round {query.round} but the state is at round "
+                     f"{int(state.round)}")
+  if query.stop is not None:
+    return state.replace(round=state.round + 1, done=jnp.array(True))
+  state = add_labels(state, query.indices, labels, num_classes=num_classes)
+  for hook in method.hooks:
+    if hook.after_answers is not None:
+      state = state.replace(methods={**state.methods, hook.name: hook.after_answers(
+          state.methods[hook.name], query.indices, np.asarray(labels))})
+  return state.replace(round=state.round + 1)
+
+
+def al_round(states: Sequence[LoopState], *, method: Method, learner: learner_lib.Learner,
+             data: LoopData, oracle: Oracle, config: RoundConfig, variables=None
+             ) -> tuple[list[LoopState], list[dict[str, Any]], Any]:
+  """One simulated round for G >= 1 seeds: :func:`propose`, the oracle, :func:`incorporate`.
+
+  Returns:
+    ``(states, metrics per seed, stacked variables)``; metrics hold the labeled-set size the
+    model was trained on, test accuracy / NLL / ECE (with a test set), train / score / select
+    wall times, the selected pool indices and their class histogram, and the stopping reason.
+  """
+  states, queries, variables = propose(states, method=method, learner=learner, data=data,
+                                       config=config, num_classes=oracle.num_classes,
+                                       variables=variables)
+  out_states, out_metrics = [], []
+  for state, query in zip(states, queries):
+    labels = (oracle.label(query.indices) if query.stop is None
+              else np.zeros(0, np.int32))
+    hist = np.bincount(labels[labels >= 0], minlength=oracle.num_classes)
+    query.metrics.update(selected=query.indices.tolist(), selected_class_histogram=hist.tolist(),
+                         selected_ood=int(np.sum(labels == OOD_LABEL)))
+    out_states.append(incorporate(state, query, labels, method=method,
+                                  num_classes=oracle.num_classes))
+    out_metrics.append(query.metrics)
+  return out_states, out_metrics, variables

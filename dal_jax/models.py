@@ -10,7 +10,8 @@ functions,
   collections (e.g. ``{"batch_stats": ...}``). With ``train=False, mc=True`` dropout is on (MC
   dropout, Gal & Ghahramani 2016) while batch-norm stays in inference mode. The built-in models
   also return ``aux["features"]``, a tuple of intermediate activations (``[B, H, W, C]`` or
-  ``[B, D]``) that LL4AL's loss-prediction module reads (:func:`with_loss_prediction`).
+  ``[B, D]``) that LL4AL's loss-prediction module reads (``dal_jax.methods.ll4al``). ``aux``
+  holds arrays only.
 
 The NNX modules are used functionally (``nnx.split`` at the boundary, ``nnx.merge`` inside the
 jitted code), so nothing stateful crosses a ``jit`` boundary.
@@ -198,88 +199,15 @@ def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
     use_dropout = train or mc
     if use_dropout and key is None:
       raise ValueError("apply(train=True or mc=True) needs a dropout `key`")
-    module = nnx.merge(graphdef, variables["params"], variables["batch_stats"], rest)
+    # copy=True: fresh Variables at this trace level, so batch-norm may update its statistics
+    # inside jax.grad (Variables arriving from an outer trace cannot be mutated there).
+    module = nnx.merge(graphdef, variables["params"], variables["batch_stats"], rest, copy=True)
     rngs = nnx.Rngs(dropout=key) if use_dropout else None
     logits, aux = module(x, train=train, mc=mc and not train, rngs=rngs)
     aux = dict(aux)
     if train:
       _, _, new_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
       aux["updates"] = {"batch_stats": new_stats}
-    return logits, aux
-
-  return Model(init=init, apply=apply)
-
-
-@functools.lru_cache(maxsize=None)
-def _graphdef(module_type, sizes: tuple[int, ...], **kwargs):
-  """The (cached) NNX graph definition of ``module_type(sizes, **kwargs)``: wrappers rebuild
-  their auxiliary module from its state on every ``apply`` without re-tracing its constructor."""
-  return nnx.graphdef(nnx.eval_shape(lambda: module_type(sizes, rngs=nnx.Rngs(0), **kwargs)))
-
-
-class LossPredictionModule(nnx.Module):
-  """LL4AL's loss-prediction module (Yoo & Kweon 2019, Fig. 2): each intermediate feature map is
-  global-average-pooled, mapped by a dense layer + ReLU to ``width`` units; the concatenation
-  goes through a dense layer to one predicted loss per example."""
-
-  def __init__(self, feature_dims: tuple[int, ...], *, width: int = 128, rngs: nnx.Rngs):
-    self.branches = nnx.List([nnx.Linear(d, width, rngs=rngs) for d in feature_dims])
-    self.out = nnx.Linear(width * len(feature_dims), 1, rngs=rngs)
-
-  def __call__(self, features):
-    pooled = [f.mean(axis=tuple(range(1, f.ndim - 1))) if f.ndim > 2 else f for f in features]
-    h = jnp.concatenate([nnx.relu(b(f)) for b, f in zip(self.branches, pooled)], axis=-1)
-    return self.out(h)[:, 0]
-
-
-def with_loss_prediction(model: Model, *, width: int = 128, detach_features: bool = False
-                         ) -> Model:
-  """Adds LL4AL's loss-prediction module to a model (Yoo & Kweon 2019, "Learning Loss for
-  Active Learning").
-
-  The returned model's variables are ``{"params": {"task": ..., "loss_net": ...},
-  "batch_stats": ...}``: the module is part of the model, trained jointly with it (the train step
-  adds the margin ranking loss when ``aux`` holds ``"predicted_loss"``) and saved with it.
-
-  Args:
-    model: a model whose ``aux["features"]`` holds intermediate activations.
-    width: units per feature branch (128 in the paper).
-    detach_features: stop the ranking loss's gradient at the features (the paper does this
-      late in training for stability); by default it also shapes the task network.
-
-  Returns:
-    A :class:`Model` whose ``apply`` adds ``aux["predicted_loss"]`` ``[B]``.
-  """
-
-  def feature_dims(x):
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    features = jax.eval_shape(lambda v: model.apply(v, x, train=False)[1].get("features"),
-                              variables)
-    if not features:
-      raise ValueError("with_loss_prediction needs a model whose aux holds 'features' (a tuple "
-                       "of intermediate activations)")
-    return tuple(int(f.shape[-1]) for f in features)
-
-  def make_net(dims, rngs):
-    return LossPredictionModule(dims, width=width, rngs=rngs)
-
-  def init(key, x):
-    task_key, net_key = jax.random.split(key)
-    variables = model.init(task_key, x)
-    net = make_net(feature_dims(x[:1]), nnx.Rngs(params=net_key))
-    return {**variables, "params": {"task": variables["params"], "loss_net": nnx.state(net)}}
-
-  def apply(variables, x, *, train, mc=False, key=None):
-    task_vars = {**variables, "params": variables["params"]["task"]}
-    logits, aux = model.apply(task_vars, x, train=train, mc=mc, key=key)
-    net_state = variables["params"]["loss_net"]
-    dims = tuple(int(net_state["branches"][i]["kernel"].value.shape[0])
-                 for i in range(len(aux["features"])))
-    graphdef = _graphdef(LossPredictionModule, dims, width=width)
-    features = aux["features"]
-    if detach_features:
-      features = jax.tree.map(jax.lax.stop_gradient, features)
-    aux = dict(aux, predicted_loss=nnx.merge(graphdef, net_state)(features))
     return logits, aux
 
   return Model(init=init, apply=apply)
@@ -297,43 +225,6 @@ class DenseStack(nnx.Module):
     for layer in list(self.layers)[:-1]:
       h = nnx.relu(layer(h))
     return self.layers[-1](h)
-
-
-def with_critic(model: Model, *, hidden: tuple[int, ...] = (128,)) -> Model:
-  """Adds WAAL's critic on ``pre_logits`` to a model, for adversarial training (Shui et al.
-  2020, "Deep Active Learning: Unified and Principled Method for Query and Training").
-
-  Variables become ``{"params": {"task": ..., "critic": ...}, ...}``; ``apply`` adds
-  ``aux["critic_fn"]`` (``critic_fn(critic_params, h [B, D]) -> [B]`` in (0, 1)) and
-  ``aux["critic_params"]``, which the train step uses (``TrainConfig.waal_alpha``) to train the
-  critic to tell unlabeled from labeled representations while the task network learns to make
-  them indistinguishable.
-  """
-
-  def critic_sizes(x):
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    pre = jax.eval_shape(lambda v: model.apply(v, x, train=False)[1]["pre_logits"], variables)
-    return (int(pre.shape[-1]), *hidden, 1)
-
-  def init(key, x):
-    task_key, critic_key = jax.random.split(key)
-    variables = model.init(task_key, x)
-    critic = DenseStack(critic_sizes(x[:1]), rngs=nnx.Rngs(params=critic_key))
-    return {**variables, "params": {"task": variables["params"], "critic": nnx.state(critic)}}
-
-  def apply(variables, x, *, train, mc=False, key=None):
-    task_vars = {**variables, "params": variables["params"]["task"]}
-    logits, aux = model.apply(task_vars, x, train=train, mc=mc, key=key)
-    critic_state = variables["params"]["critic"]
-    sizes = tuple(int(layer["kernel"].value.shape[0]) for layer in critic_state["layers"].values())
-    graphdef = _graphdef(DenseStack, (*sizes, 1))
-
-    def critic_fn(params, h):
-      return jax.nn.sigmoid(nnx.merge(graphdef, params)(h)[:, 0])
-
-    return logits, dict(aux, critic_fn=critic_fn, critic_params=critic_state)
-
-  return Model(init=init, apply=apply)
 
 
 def _input_geometry(input_shape) -> tuple[int, int, int]:
@@ -367,6 +258,20 @@ MODELS: dict[str, Callable[..., Model]] = {
 
 
 def get_model(name: str, input_shape, num_classes: int, **kwargs) -> Model:
+  """Builds a registered model by name (see :func:`_get_model`); the same arguments give the
+  same :class:`Model` object, so compiled programs are reused across runs in one process."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  try:
+    return _get_model(name, tuple(int(s) for s in input_shape), int(num_classes),
+                      tuple(sorted(kwargs.items())))
+  except TypeError as e:
+    raise ValueError(f"model {name!r}: {e}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _get_model(name: str, input_shape, num_classes: int, kwargs) -> Model:
   """Builds a registered model by name.
 
   Args:
@@ -378,6 +283,4 @@ def get_model(name: str, input_shape, num_classes: int, **kwargs) -> Model:
   Raises:
     ValueError: for an unknown name.
   """
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
-  return MODELS[name](tuple(input_shape), int(num_classes), **kwargs)
+  return MODELS[name](input_shape, num_classes, **dict(kwargs))

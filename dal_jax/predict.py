@@ -20,32 +20,36 @@ from dal_jax.models import Model
 
 class PoolOutputs(NamedTuple):
   """``log_probs``: ``[S, N, C]`` (S = 1 when deterministic); ``pre_logits``: ``[N, D]`` or None;
-  ``extras``: other per-example ``aux`` outputs asked for (e.g. ``predicted_loss`` ``[N]``)."""
+  ``extras``: named per-example outputs asked for (e.g. ``predicted_loss`` ``[N]``)."""
 
   log_probs: jax.Array
   pre_logits: jax.Array | None
   extras: dict[str, jax.Array] = {}
 
-  def as_inputs(self) -> dict[str, jax.Array]:
-    """The ``inputs`` mapping acquisitions read (see ``dal_jax.acquisition.acquire``)."""
-    out = {"log_probs": self.log_probs, **self.extras}
-    if self.pre_logits is not None:
-      out["pre_logits"] = self.pre_logits
-    return out
+
+def term_outputs(terms, term_params, aux) -> dict[str, jax.Array]:
+  """The named per-example outputs loss terms add (``dal_jax.training.LossTerm.outputs``)."""
+  out = {}
+  for t, p in zip(terms, term_params):
+    if t.outputs is not None:
+      out.update(t.outputs(p, aux))
+  return out
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "mc_samples", "with_pre_logits",
-                                             "aux_keys"))
-def _predict_chunk(variables, x, keys, *, apply, mc_samples: int, with_pre_logits: bool,
-                   aux_keys: tuple[str, ...] = ()):
+                                             "outputs", "terms"))
+def _predict_chunk(variables, term_params, x, keys, *, apply, mc_samples: int,
+                   with_pre_logits: bool, outputs: tuple[str, ...] = (), terms=()):
   pre, extras = None, {}
-  if mc_samples == 0 or with_pre_logits or aux_keys:
+  if mc_samples == 0 or with_pre_logits or outputs:
     logits, aux = apply(variables, x, train=False)
     pre = aux["pre_logits"] if with_pre_logits else None
-    missing = [k for k in aux_keys if k not in aux]
+    named = {**aux, **term_outputs(terms, term_params, aux)} if outputs else {}
+    missing = [k for k in outputs if k not in named]
     if missing:
-      raise ValueError(f"the model's aux has no {missing} (it has {sorted(aux)})")
-    extras = {k: aux[k] for k in aux_keys}
+      raise ValueError(f"neither the model's aux nor the loss terms give {missing} (the model "
+                       f"gives {sorted(aux)})")
+    extras = {k: named[k] for k in outputs}
   if mc_samples == 0:
     log_probs = jax.nn.log_softmax(logits)[None]
   else:
@@ -57,19 +61,21 @@ def _predict_chunk(variables, x, keys, *, apply, mc_samples: int, with_pre_logit
 
 def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samples: int = 0,
             chunk_size: int = 1024, with_pre_logits: bool = False,
-            aux_keys: tuple[str, ...] = ()) -> PoolOutputs:
-  """Predicts a pool in chunks.
+            outputs: tuple[str, ...] = (), terms=(), term_params=()) -> PoolOutputs:
+  """Predicts a pool in chunks with one model.
 
   Args:
     model: a :class:`dal_jax.models.Model`.
-    variables: its variables.
+    variables: its variables (``model.init``'s output).
     x: ``[N, ...]`` inputs (NumPy or device array).
     key: dropout key (required when ``mc_samples > 0``).
     mc_samples: S MC-dropout samples; 0 means one deterministic pass (S = 1 in the output).
     chunk_size: points per compiled call.
     with_pre_logits: also return the deterministic ``pre_logits`` ``[N, D]``.
-    aux_keys: other per-example ``aux`` outputs of the deterministic pass to return in
-      ``extras`` (e.g. ``("predicted_loss",)`` for LL4AL).
+    outputs: other named per-example outputs of the deterministic pass to return in
+      ``extras``: entries of the model's ``aux`` or outputs of loss ``terms`` (e.g.
+      ``("predicted_loss",)`` with LL4AL's term).
+    terms, term_params: :class:`dal_jax.training.LossTerm` s and their parameters.
 
   Returns:
     :class:`PoolOutputs` with ``log_probs`` ``[max(S, 1), N, C]``.
@@ -91,9 +97,10 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
     valid = xc.shape[0]
     if valid < chunk:  # pad the last chunk to the compiled shape
       xc = jnp.concatenate([jnp.asarray(xc), jnp.zeros((chunk - valid, *xc.shape[1:]), xc.dtype)])
-    lp, pl, ex = _predict_chunk(variables, jnp.asarray(xc), keys, apply=model.apply,
-                                mc_samples=mc_samples, with_pre_logits=with_pre_logits,
-                                aux_keys=tuple(aux_keys))
+    lp, pl, ex = _predict_chunk(variables, term_params, jnp.asarray(xc), keys,
+                                apply=model.apply, mc_samples=mc_samples,
+                                with_pre_logits=with_pre_logits, outputs=tuple(outputs),
+                                terms=tuple(terms))
     log_probs.append(lp[:, :valid])
     extras.append({k: v[:valid] for k, v in ex.items()})
     if with_pre_logits:
@@ -101,4 +108,4 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
   return PoolOutputs(
       log_probs=jnp.concatenate(log_probs, axis=1),
       pre_logits=jnp.concatenate(pre, axis=0) if with_pre_logits else None,
-      extras={k: jnp.concatenate([e[k] for e in extras]) for k in aux_keys})
+      extras={k: jnp.concatenate([e[k] for e in extras]) for k in outputs})

@@ -15,6 +15,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from dal_jax.acquisition import _scores
+from dal_jax.methods import RoundHook
+
 
 class StabilizingPredictions(NamedTuple):
   """Settings of the stabilizing-predictions rule.
@@ -58,3 +61,44 @@ def update_window(window: jax.Array, kappa: jax.Array) -> jax.Array:
 def should_stop(window: jax.Array, threshold: float) -> bool:
   """The window is full (no NaN) and its mean kappa reaches ``threshold``."""
   return bool(jnp.all(jnp.isfinite(window)) and jnp.mean(window) >= threshold)
+
+
+def stabilizing_hook(rule: StabilizingPredictions) -> RoundHook:
+  """Stabilizing predictions as a round hook: its state (``LoopState.methods["stabilizing"]``)
+  is the stop set (``[P]`` pool positions drawn at the start), the last model's predictions on
+  it (``[P]``, -1 before the first round) and the last ``window`` kappas (NaN: none yet). After
+  training it records ``kappa``, ``kappa_window_mean`` and ``stabilized`` (and, with
+  ``rule.stop``, stops the run)."""
+  if rule.stop_set_size < 1 or rule.window < 1 or not -1.0 <= rule.threshold <= 1.0:
+    raise ValueError(f"stabilizing predictions needs stop_set_size >= 1, window >= 1 and a "
+                     f"threshold in [-1, 1] (kappa's range); got {rule}")
+
+  def init(key, setup):
+    if rule.stop_set_size > setup.pool_size:
+      raise ValueError(f"stabilizing_stop_set={rule.stop_set_size} must be in [1, "
+                       f"{setup.pool_size}] (the pool size)")
+    stop_set = jnp.sort(jax.random.choice(key, setup.pool_size, (rule.stop_set_size,),
+                                          replace=False)).astype(jnp.int32)
+    return {"stop_set": stop_set, "predictions": jnp.full(stop_set.shape, -1, jnp.int32),
+            "kappas": jnp.full((rule.window,), jnp.nan, jnp.float32)}
+
+  def after_fit(states, ctx, variables):
+    x = jnp.stack([ctx.data.x_pool[s["stop_set"]] for s in states])
+    lp = ctx.predict(variables, x, per_seed=True)  # [G, E, P, C]
+    new_states, metrics = [], []
+    for s, lp_g in zip(states, lp):
+      preds = jnp.argmax(_scores.mean_log_probs(lp_g), -1).astype(jnp.int32)
+      have_previous = bool(jnp.all(s["predictions"] >= 0))
+      kappa = (cohens_kappa(s["predictions"], preds, ctx.num_classes) if have_previous
+               else jnp.float32(jnp.nan))
+      window = update_window(s["kappas"], kappa)
+      full = bool(jnp.all(jnp.isfinite(window)))
+      stabilized = should_stop(window, rule.threshold)
+      metrics.append({"kappa": float(kappa) if have_previous else None,
+                      "kappa_window_mean": float(jnp.mean(window)) if full else None,
+                      "stabilized": stabilized,
+                      **({"stop": "stabilizing_predictions"} if rule.stop and stabilized else {})})
+      new_states.append({**s, "predictions": preds, "kappas": window})
+    return variables, new_states, metrics
+
+  return RoundHook(name="stabilizing", init=init, after_fit=after_fit)

@@ -9,7 +9,7 @@ reuses one compiled program for every round.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
 import jax
@@ -23,26 +23,16 @@ from dal_jax.models import Model
 
 
 class TrainConfig(NamedTuple):
-  """Hyper-parameters of one ``fit``.
+  """Hyper-parameters of one ``fit`` (what every method shares; a method's own options live in
+  its loss terms).
 
   Attributes:
-    batch_size: examples per step (drawn with replacement from the labeled set).
+    batch_size: labeled examples per step (drawn with replacement from the labeled set).
     learning_rate: Adam(W) learning rate.
     weight_decay: decoupled weight decay (AdamW; Loshchilov & Hutter 2019).
     max_steps: upper bound on optimisation steps.
-    eval_every: steps between validation evaluations (one compiled ``scan``).
+    eval_every: steps between validation evaluations.
     patience: evaluations without validation improvement before stopping early.
-    mixup_alpha: mixup's Beta(α, α) parameter (0 = no mixup).
-    loss_prediction_weight: λ of LL4AL's ranking loss (used when the model predicts its loss).
-    ranking_margin: ξ of LL4AL's margin ranking loss.
-    unlabeled_weight: λ_u of the FixMatch-style consistency loss on unlabeled pool points
-      (0 = supervised only).
-    unlabeled_ratio: μ, unlabeled examples per labeled example in a step.
-    confidence_threshold: τ, pseudo-labels count only where the weak view's max probability
-      reaches it.
-    waal_alpha: weight of WAAL's adversarial alignment (model built with
-      ``models.with_critic``; 0 = off).
-    waal_gradient_penalty: weight of the critic's one-sided gradient penalty.
   """
 
   batch_size: int = 64
@@ -51,25 +41,98 @@ class TrainConfig(NamedTuple):
   max_steps: int = 1000
   eval_every: int = 50
   patience: int = 4
-  mixup_alpha: float = 0.0
-  loss_prediction_weight: float = 1.0
-  ranking_margin: float = 1.0
-  unlabeled_weight: float = 0.0
-  unlabeled_ratio: int = 1
-  confidence_threshold: float = 0.95
-  waal_alpha: float = 0.0
-  waal_gradient_penalty: float = 10.0
+
+
+class Batch(NamedTuple):
+  """One training batch as the loss terms see it.
+
+  Attributes:
+    x: ``[B, ...]`` labeled inputs (possibly transformed by a term's ``prepare``, e.g. mixup).
+    y: ``[B]`` their labels.
+    y_mix: ``[B]`` second labels of mixed inputs (``y`` when nothing is mixed).
+    lam: ``[]`` weight of ``y`` against ``y_mix`` in the cross-entropy (1 = unmixed).
+    xu: ``[Bu, ...]`` unlabeled pool inputs, or None when no term asks for them.
+    extras: arrays a term's ``prepare`` leaves for its ``loss`` (e.g. FixMatch's pseudo-labels).
+  """
+
+  x: jax.Array
+  y: jax.Array
+  y_mix: jax.Array
+  lam: Any
+  xu: jax.Array | None = None
+  extras: dict[str, jax.Array] = {}
+
+
+class StepOutputs(NamedTuple):
+  """What a loss term reads after the forward pass of a train step.
+
+  Attributes:
+    logits: ``[B + Bu, C]`` logits of the labeled then the unlabeled inputs.
+    aux: the model's ``aux`` for the same inputs (``pre_logits``, ``features``, ...).
+    per_example: ``[B]`` the cross-entropy of each labeled example.
+    batch: the :class:`Batch`.
+    key: the term's own PRNG key for this step.
+  """
+
+  logits: jax.Array
+  aux: dict[str, Any]
+  per_example: jax.Array
+  batch: Batch
+  key: jax.Array
 
   @property
-  def semi_supervised(self) -> bool:
-    """Whether steps also draw unlabeled pool inputs (FixMatch or WAAL training)."""
-    return self.unlabeled_weight > 0 or self.waal_alpha > 0
+  def num_labeled(self) -> int:
+    return self.batch.x.shape[0]
+
+
+class LossTerm(NamedTuple):
+  """A term added to the cross-entropy of every train step (composed like ``optax.chain``).
+
+  Attributes:
+    name: prefix of the term's metrics.
+    loss: ``loss(params, out: StepOutputs) -> (scalar, metrics dict)``; ``params`` are the term's
+      own trainable parameters (``{}`` for none), optimised together with the model's.
+    init: ``init(key, model, x_example [1, ...]) -> params`` (None: no parameters).
+    prepare: ``prepare(batch, key, *, teacher) -> batch`` runs before the forward pass (mixup
+      mixes inputs; FixMatch makes pseudo-labels with ``teacher(x) -> logits``, the model in
+      inference mode, and strong views of ``batch.xu``).
+    unlabeled_ratio: unlabeled pool inputs per labeled input the term needs in each batch.
+    outputs: ``outputs(params, aux) -> {name: [B] array}``: per-example outputs the term adds to
+      predictions (LL4AL's ``predicted_loss``), which acquisitions can ask for by name.
+  """
+
+  name: str
+  loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+  init: Callable[..., Any] | None = None
+  prepare: Callable[..., Batch] | None = None
+  unlabeled_ratio: int = 0
+  outputs: Callable[..., dict[str, jax.Array]] | None = None
+
+
+def unlabeled_ratio(terms: tuple[LossTerm, ...]) -> int:
+  """Unlabeled inputs per labeled input a step needs for these terms (0: supervised)."""
+  return max((t.unlabeled_ratio for t in terms), default=0)
+
+
+def initialize(model: Model, key: jax.Array, x_example, terms: tuple[LossTerm, ...] = ()):
+  """``{"model": model variables, "terms": (params of each term, ...)}``.
+
+  The model is initialised with ``key`` itself, term i with ``fold_in(key, i + 1)``.
+  """
+  return {"model": model.init(key, x_example),
+          "terms": tuple({} if t.init is None else t.init(jax.random.fold_in(key, i + 1), model,
+                                                          x_example)
+                         for i, t in enumerate(terms))}
 
 
 class TrainState(flax.struct.PyTreeNode):
   step: jax.Array  # [] int32
-  variables: Any  # {"params": ..., "batch_stats": ...}
+  variables: Any  # {"model": {"params": ..., "batch_stats": ...}, "terms": (...)}
   opt_state: Any
+
+
+def _trainable(variables):
+  return {"params": variables["model"]["params"], "terms": variables["terms"]}
 
 
 @functools.lru_cache(maxsize=64)
@@ -79,8 +142,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def init_train_state(variables, tx: optax.GradientTransformation) -> TrainState:
+  """The optimizer covers the model's parameters and the terms' parameters together."""
   return TrainState(step=jnp.zeros((), jnp.int32), variables=variables,
-                    opt_state=tx.init(variables["params"]))
+                    opt_state=tx.init(_trainable(variables)))
 
 
 def margin_ranking_loss(predicted: jax.Array, target: jax.Array, *, margin: float = 1.0
@@ -109,144 +173,65 @@ def margin_ranking_loss(predicted: jax.Array, target: jax.Array, *, margin: floa
   return jnp.mean(jnp.maximum(0.0, -sign * (predicted[:half] - predicted[half:]) + margin))
 
 
-def _translate(key, x, max_shift: int):
-  """Random translations of images ``[B, H, W, C]`` by up to ``max_shift`` pixels (edge padding)."""
-  b, h, w, _ = x.shape
-  padded = jnp.pad(x, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)),
-                   mode="edge")
-  shifts = jax.random.randint(key, (b, 2), 0, 2 * max_shift + 1)
-  return jax.vmap(lambda img, s: jax.lax.dynamic_slice(img, (s[0], s[1], 0),
-                                                       (h, w, x.shape[-1])))(padded, shifts)
-
-
-def weak_augment(key: jax.Array, x: jax.Array) -> jax.Array:
-  """FixMatch's weak view: a random translation of up to 1/8 of the image side (images), or
-  small Gaussian noise (other inputs)."""
-  if x.ndim == 4 and x.shape[1] >= 8:
-    return _translate(key, x, max(1, x.shape[1] // 8))
-  return x + 0.05 * jax.random.normal(key, x.shape, x.dtype)
-
-
-def strong_augment(key: jax.Array, x: jax.Array) -> jax.Array:
-  """The strong view: a larger translation (1/4 of the side), cutout of a random square of half
-  the side (DeVries & Taylor 2017, as in FixMatch) and Gaussian noise; noise only for
-  non-image inputs."""
-  k1, k2, k3 = jax.random.split(key, 3)
-  noise = 0.1 * jax.random.normal(k3, x.shape, x.dtype)
-  if x.ndim != 4 or x.shape[1] < 8:
-    return x + noise
-  x = _translate(k1, x, max(1, x.shape[1] // 4))
-  b, h, w, _ = x.shape
-  size = h // 2
-  corner = jax.random.randint(k2, (b, 2), 0, jnp.array([h - size + 1, w - size + 1]))
-  rows, cols = jnp.arange(h)[None, :], jnp.arange(w)[None, :]
-  inside = (((rows >= corner[:, :1]) & (rows < corner[:, :1] + size))[:, :, None]
-            & ((cols >= corner[:, 1:]) & (cols < corner[:, 1:] + size))[:, None, :])
-  return jnp.where(inside[..., None], 0.0, x) + noise
-
-
 @functools.lru_cache(maxsize=64)
-def make_train_step(model: Model, tx: optax.GradientTransformation, mixup_alpha: float = 0.0, *,
-                    loss_prediction_weight: float = 1.0, ranking_margin: float = 1.0,
-                    unlabeled_weight: float = 0.0, confidence_threshold: float = 0.95,
-                    waal_alpha: float = 0.0, waal_gradient_penalty: float = 10.0):
-  """Returns ``train_step(state, batch, key) -> (state, metrics)``; ``batch = (x, y)``, or
-  ``(x, y, x_unlabeled)`` for semi-supervised training.
+def make_train_step(model: Model, tx: optax.GradientTransformation,
+                    terms: tuple[LossTerm, ...] = ()):
+  """Returns ``train_step(state, batch, key) -> (state, metrics)`` for ``batch = (x, y)`` or
+  ``(x, y, x_unlabeled)``.
 
-  * With ``mixup_alpha > 0`` the batch is mixed (Zhang et al. 2018, mixup): ``λ ~ Beta(α, α)``,
-    ``x̃ = λ x + (1 - λ) x[π]`` for a random permutation π, and the loss is
-    ``λ CE(f(x̃), y) + (1 - λ) CE(f(x̃), y[π])``.
-  * If the model predicts its own loss (``aux["predicted_loss"]``, LL4AL), the loss adds
-    ``loss_prediction_weight · margin_ranking_loss(predicted, per-example CE)``.
-  * With unlabeled inputs (FixMatch, Sohn et al. 2020): the model without dropout labels a weak
-    view of each unlabeled input; where its confidence reaches ``confidence_threshold`` the strong
-    view is trained towards that label, weighted by ``unlabeled_weight``. Labeled and strong
-    unlabeled inputs share one forward pass (one batch-norm update).
-  * With unlabeled inputs and ``waal_alpha > 0`` (model from ``models.with_critic``; WAAL, Shui
-    et al. 2020): with ``W(φ, h) = E_U[c_φ(h)] - E_L[c_φ(h)]`` the loss adds
-    ``waal_alpha · W(sg φ, h) - (W(φ, sg h) - λ_gp · GP)``, so one descent step trains the
-    representation to shrink the labeled/unlabeled Wasserstein estimate and the critic to
-    maximise it (``sg`` = stop-gradient; GP is the one-sided penalty on interpolates).
+  The loss is the mean cross-entropy of the labeled examples plus the sum of the terms' losses.
+  Each term's ``prepare`` runs first (in order); the labeled and unlabeled inputs then share one
+  forward pass (one batch-norm update). Dropout uses ``key``; term i gets ``fold_in(key, i + 1)``.
   """
 
   def train_step(state: TrainState, batch, key):
+    if len(state.variables["terms"]) != len(terms):
+      raise ValueError(f"the variables hold parameters of {len(state.variables['terms'])} loss "
+                       f"terms but the step has {len(terms)}; make them with "
+                       "training.initialize(model, key, x, terms)")
+    if unlabeled_ratio(terms) and len(batch) != 3:
+      raise ValueError(f"loss terms {[t.name for t in terms if t.unlabeled_ratio]} need "
+                       "unlabeled inputs: pass batch = (x, y, x_unlabeled)")
     x, y = batch[:2]
-    lam, y_mix = 1.0, y
-    if mixup_alpha > 0:
-      key, lam_key, perm_key = jax.random.split(key, 3)
-      lam = jax.random.beta(lam_key, mixup_alpha, mixup_alpha)
-      perm = jax.random.permutation(perm_key, x.shape[0])
-      x = lam * x + (1.0 - lam) * x[perm]
-      y_mix = y[perm]
-    n = x.shape[0]
-    x_in, pseudo, mask = x, None, None
-    if len(batch) == 3:
-      key, weak_key, strong_key = jax.random.split(key, 3)
-      xu = batch[2]
-      if unlabeled_weight > 0:
-        teacher, _ = model.apply(state.variables, weak_augment(weak_key, xu), train=False)
-        probs = jax.nn.softmax(jax.lax.stop_gradient(teacher))
-        pseudo = jnp.argmax(probs, -1)
-        mask = (jnp.max(probs, -1) >= confidence_threshold).astype(jnp.float32)
-        xu = strong_augment(strong_key, xu)
-      x_in = jnp.concatenate([x, xu])
+    b = Batch(x=x, y=y, y_mix=y, lam=1.0, xu=batch[2] if len(batch) == 3 else None)
+    term_keys = [jax.random.fold_in(key, i + 1) for i in range(len(terms))]
 
-    def loss_fn(params):
-      logits, aux = model.apply({**state.variables, "params": params}, x_in, train=True, key=key)
+    def teacher(xs):
+      return jax.lax.stop_gradient(model.apply(state.variables["model"], xs, train=False)[0])
+
+    for t, k in zip(terms, term_keys):
+      if t.prepare is not None:
+        b = t.prepare(b, jax.random.fold_in(k, 0), teacher=teacher)
+    n = b.x.shape[0]
+    x_in = b.x if b.xu is None else jnp.concatenate([b.x, b.xu])
+
+    def loss_fn(trainable):
+      model_vars = {**state.variables["model"], "params": trainable["params"]}
+      logits, aux = model.apply(model_vars, x_in, train=True, key=key)
       ce = optax.softmax_cross_entropy_with_integer_labels
-      per_example = lam * ce(logits[:n], y) + (1.0 - lam) * ce(logits[:n], y_mix)
+      per_example = b.lam * ce(logits[:n], b.y) + (1.0 - b.lam) * ce(logits[:n], b.y_mix)
       loss = jnp.mean(per_example)
-      extra = {}
-      if "predicted_loss" in aux:
-        rank = margin_ranking_loss(aux["predicted_loss"][:n], per_example, margin=ranking_margin)
-        loss = loss + loss_prediction_weight * rank
-        extra["ranking_loss"] = rank
-      if pseudo is not None:
-        unsup = jnp.mean(mask * ce(logits[n:], pseudo))
-        loss = loss + unlabeled_weight * unsup
-        extra.update(unlabeled_loss=unsup, pseudo_label_rate=jnp.mean(mask))
-      if waal_alpha > 0 and x_in.shape[0] > n:
-        if "critic_fn" not in aux:
-          raise ValueError("waal_alpha > 0 needs a model with a critic (models.with_critic)")
-        critic, phi, h = aux["critic_fn"], aux["critic_params"], aux["pre_logits"]
-        sg = jax.lax.stop_gradient
+      metrics = {}
+      out = StepOutputs(logits=logits, aux=aux, per_example=per_example, batch=b, key=key)
+      for t, p, k in zip(terms, trainable["terms"], term_keys):
+        value, m = t.loss(p, out._replace(key=k))
+        loss = loss + value
+        metrics.update({f"{t.name}/{name}": v for name, v in m.items()})
+      return loss, (aux.get("updates", {}), logits[:n], metrics)
 
-        def wasserstein(p, hl, hu):
-          return jnp.mean(critic(p, hu)) - jnp.mean(critic(p, hl))
-
-        w_task = wasserstein(sg(phi), h[:n], h[n:])
-        hl, hu = sg(h[:n]), sg(h[n:])
-        m = min(n, hu.shape[0])
-        t = jax.random.uniform(jax.random.fold_in(strong_key, 1), (m, 1))
-        mix = hl[:m] + t * (hu[:m] - hl[:m])
-        grads = jax.vmap(jax.grad(lambda hi: critic(phi, hi[None])[0]))(mix)
-        gp = jnp.mean(jnp.maximum(jnp.sqrt(jnp.sum(grads**2, -1) + 1e-12) - 1.0, 0.0) ** 2)
-        w_critic = wasserstein(phi, hl, hu)
-        loss = loss + waal_alpha * w_task - (w_critic - waal_gradient_penalty * gp)
-        extra.update(wasserstein=w_critic)
-      return loss, (aux.get("updates", {}), logits[:n], extra)
-
-    (loss, (updates_coll, logits, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.variables["params"])
-    updates, opt_state = tx.update(grads, state.opt_state, state.variables["params"])
-    params = optax.apply_updates(state.variables["params"], updates)
-    variables = {**state.variables, **updates_coll, "params": params}
+    trainable = _trainable(state.variables)
+    (loss, (updates_coll, logits, metrics)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(trainable)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    variables = {"model": {**state.variables["model"], **updates_coll,
+                           "params": trainable["params"]},
+                 "terms": trainable["terms"]}
     acc = jnp.mean(jnp.argmax(logits, -1) == y)
     return state.replace(step=state.step + 1, variables=variables, opt_state=opt_state), {
-        "loss": loss, "accuracy": acc, **extra}
+        "loss": loss, "accuracy": acc, **metrics}
 
   return train_step
-
-
-def train_step_for(model: Model, tx: optax.GradientTransformation, config: TrainConfig):
-  """:func:`make_train_step` with the options of a :class:`TrainConfig`."""
-  return make_train_step(model, tx, config.mixup_alpha,
-                         loss_prediction_weight=config.loss_prediction_weight,
-                         ranking_margin=config.ranking_margin,
-                         unlabeled_weight=config.unlabeled_weight,
-                         confidence_threshold=config.confidence_threshold,
-                         waal_alpha=config.waal_alpha,
-                         waal_gradient_penalty=config.waal_gradient_penalty)
 
 
 def sample_batch_step(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
@@ -315,7 +300,7 @@ def train_steps(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
 
 
 class FitResult(NamedTuple):
-  variables: Any
+  variables: Any  # {"model": ..., "terms": (...)}
   steps: int
   best_val_accuracy: float
   train_loss: float
@@ -323,27 +308,32 @@ class FitResult(NamedTuple):
 
 def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
         val: tuple[Any, Any] | None = None, init_variables=None, tx=None,
-        unlabeled=None) -> FitResult:
-  """Trains on the labeled part of a pool, with early stopping on a validation set.
+        terms: tuple[LossTerm, ...] = (), unlabeled=None) -> FitResult:
+  """Trains one model on the labeled part of a pool, with early stopping on a validation set.
+
+  This is the single-model program; :class:`dal_jax.learner.Learner` runs it per model (or a
+  ``vmap`` of the same step) for stacks of models.
 
   Args:
     model: the model.
     x: ``[N, ...]`` pool inputs (device array preferred: it is reused every round).
-    y: ``[N]`` int labels; entries outside ``labeled`` are ignored (may be -1).
+    y: ``[N]`` int labels; entries outside ``labeled`` are ignored (may be negative).
     labeled: ``[N]`` bool mask of trainable points (labeled and in-distribution).
     key: PRNG key; split into the init key and the data-order/dropout key.
     config: :class:`TrainConfig`.
     val: optional ``(x_val, y_val)`` for early stopping; without it training runs ``max_steps``.
-    init_variables: warm start from these variables; ``None`` initialises from scratch.
+    init_variables: warm start from these ``{"model", "terms"}`` variables; ``None``
+      initialises from scratch (:func:`initialize`).
     tx: optional optax optimizer (default :func:`make_optimizer`).
-    unlabeled: ``[N]`` bool mask of unlabeled pool points, required when
-      ``config.unlabeled_weight > 0`` (semi-supervised training).
+    terms: :class:`LossTerm` s added to the cross-entropy.
+    unlabeled: ``[N]`` bool mask of unlabeled pool points, required when a term asks for
+      unlabeled inputs (``LossTerm.unlabeled_ratio > 0``).
 
   Returns:
     :class:`FitResult` holding the variables with the best validation accuracy.
 
   Raises:
-    ValueError: if nothing is labeled, or labels are out of range.
+    ValueError: if nothing is labeled, or unlabeled inputs are needed and none are given.
   """
   labeled = jnp.asarray(labeled, bool)
   y = jnp.asarray(y, jnp.int32)
@@ -351,18 +341,20 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
   if n_labeled == 0:
     raise ValueError("cannot train: no labeled in-distribution examples")
   init_key, data_key = jax.random.split(key)
-  variables = init_variables if init_variables is not None else model.init(init_key, x[:1])
+  variables = (init_variables if init_variables is not None
+               else initialize(model, init_key, x[:1], terms))
   tx = tx or make_optimizer(config)
   state = init_train_state(variables, tx)
-  step_fn = train_step_for(model, tx, config)
+  step_fn = make_train_step(model, tx, tuple(terms))
   weights = labeled.astype(jnp.float32)
   u_weights, u_batch = None, 0
-  if config.semi_supervised:
+  ratio = unlabeled_ratio(terms)
+  if ratio:
     if unlabeled is None or not bool(jnp.any(unlabeled)):
-      raise ValueError("training with unlabeled inputs (unlabeled_weight > 0 or waal_alpha > 0) "
-                       "needs a non-empty `unlabeled` mask")
+      raise ValueError(f"the loss terms {[t.name for t in terms if t.unlabeled_ratio]} train "
+                       "on unlabeled inputs and need a non-empty `unlabeled` mask")
     u_weights = jnp.asarray(unlabeled, jnp.float32)
-    u_batch = config.batch_size * config.unlabeled_ratio
+    u_batch = config.batch_size * ratio
   best, best_acc, bad, loss = state.variables, -1.0, 0, float("nan")
   chunk = max(1, min(config.eval_every, config.max_steps))
   while int(state.step) < config.max_steps:
@@ -376,7 +368,7 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
     if val is None:
       best = state.variables
       continue
-    out = predict_lib.predict(model, state.variables, val[0], chunk_size=1024)
+    out = predict_lib.predict(model, state.variables["model"], val[0], chunk_size=1024)
     acc = float(metrics_lib.accuracy(out.log_probs[0], jnp.asarray(val[1])))
     if acc > best_acc:
       best, best_acc, bad = state.variables, acc, 0
@@ -386,3 +378,4 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
         break
   return FitResult(variables=best, steps=int(state.step), best_val_accuracy=best_acc,
                    train_loss=loss)
+

@@ -12,6 +12,7 @@ comparison is written to ``workdir/comparison.png``, ``comparison.md`` and ``com
 
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -19,15 +20,17 @@ from absl import logging
 from ml_collections import config_flags
 
 from dal_jax import analysis
+from dal_jax import cli
+from dal_jax import config as config_lib
 from dal_jax import experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, cli.CONFIG_HELP, lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the strategies' workdirs")
 _ACQUISITIONS = flags.DEFINE_list(
     "acquisitions", ["random", "entropy", "bald"],
     "strategies to compare: an acquisition name, or label:acquisition:field=value:... for a "
-    "variant, e.g. ens_bald:bald:ensemble_size=5:mc_samples=0")
+    "variant, e.g. ens_bald:bald:ensemble_size=5:mc_samples=0 or "
+    "waal_train:waal:methods.waal.alpha=0.01")
 _PLOT_ONLY = flags.DEFINE_bool("plot_only", False, "only redraw the comparison")
 _STABILIZING = flags.DEFINE_list(
     "stabilizing_thresholds", [],
@@ -55,11 +58,17 @@ def parse_strategy(spec: str, config):
                        f"a config field (one of {sorted(cfg.keys())}, or section.field)")
     current = node[leaf]
     if isinstance(current, bool):
+      if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError(f"bad override {item!r} in strategy {spec!r}: {leaf} is True or False")
       node[leaf] = value.lower() in ("1", "true", "yes")
     elif current is None:
       node[leaf] = value
     else:
-      node[leaf] = type(current)(value)
+      try:
+        node[leaf] = type(current)(value)
+      except ValueError:
+        raise ValueError(f"bad override {item!r} in strategy {spec!r}: {leaf} takes a "
+                         f"{type(current).__name__}") from None
   return label, cfg
 
 
@@ -72,7 +81,8 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
     name, cfg = parse_strategy(spec, config)
     sub = os.path.join(workdir, name)
     if not plot_only:
-      experiment.check_config(cfg)
+      config_lib.check(cfg)
+      experiment.build_method(cfg)
       if splits is None:
         splits = experiment.load_splits(cfg)
       experiment.run_experiment(cfg, sub, splits=splits)
@@ -96,11 +106,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # progress is printed per round; keep orbax quiet
-  table = compare(_CONFIG.value, _WORKDIR.value, _ACQUISITIONS.value, plot_only=_PLOT_ONLY.value,
-                  stabilizing_thresholds=_STABILIZING.value)
-  print(table)
-  print(f"plot: {os.path.join(_WORKDIR.value, 'comparison.png')}")
+
+  def run():
+    table = compare(_CONFIG.value, _WORKDIR.value, _ACQUISITIONS.value,
+                    plot_only=_PLOT_ONLY.value, stabilizing_thresholds=_STABILIZING.value)
+    print(table)
+    print(f"plot: {os.path.join(_WORKDIR.value, 'comparison.png')}")
+
+  cli.guarded(run)
 
 
 if __name__ == "__main__":
+  cli.import_modules(sys.argv)
   app.run(main)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dal_jax import acquisition
-from dal_jax import ensemble
+from dal_jax import learner as learner_lib
 from dal_jax import models
 from dal_jax import parallel
 from dal_jax import training
@@ -31,10 +31,10 @@ def main():
   out = {"devices": jax.device_count()}
   for m in (8, 2):
     keys = jax.random.split(jax.random.key(m), m)
-    sharded = ensemble.fit_stacked(model, x, y, labeled, keys=keys, config=cfg,
-                                   val=(x[200:], y[200:]), mesh=mesh)
-    single = ensemble.fit_stacked(model, x, y, labeled, keys=keys, config=cfg,
-                                  val=(x[200:], y[200:]))
+    sharded = learner_lib.Learner(model, cfg, mesh=mesh).fit(x, y, labeled, keys=keys,
+                                                              val=(x[200:], y[200:]))
+    single = learner_lib.Learner(model, cfg, vectorize=True).fit(x, y, labeled, keys=keys,
+                                                                 val=(x[200:], y[200:]))
     alone = training.fit(model, x, y, labeled, key=keys[1], config=cfg, val=(x[200:], y[200:]))
     out[f"layout_{m}"] = parallel.stacked_layout(mesh, m, cfg.batch_size)
     out[f"train_diff_sharded_vs_single_{m}"] = max_diff(sharded.variables, single.variables)
@@ -44,13 +44,15 @@ def main():
     out[f"param_sharding_{m}"] = str(leaf.sharding.spec)
   variables = sharded.variables
   key = jax.random.key(3)
-  lp_s, _ = ensemble.predict_stacked(model, variables, x, key=key, mc_samples=4, chunk_size=96,
-                                     mesh=mesh)
-  lp_1, _ = ensemble.predict_stacked(model, variables, x, key=key, mc_samples=4, chunk_size=96)
+  keys = jnp.stack([key] * 2)
+  lp_s = learner_lib.Learner(model, cfg, mesh=mesh, chunk_size=96).predict(
+      variables, x, keys=keys, mc_samples=4).log_probs
+  lp_1 = learner_lib.Learner(model, cfg, chunk_size=96).predict(
+      variables, x, keys=keys, mc_samples=4).log_probs
   out["predict_diff"] = max_diff(lp_s, lp_1)
   where = jnp.asarray(~labeled)
-  idx_s = acquisition.top_k(acquisition.bald(ensemble.ensemble_log_probs(lp_s), where=where), 10)
-  idx_1 = acquisition.top_k(acquisition.bald(ensemble.ensemble_log_probs(lp_1), where=where), 10)
+  idx_s = acquisition.top_k(acquisition.bald(learner_lib.ensemble_log_probs(lp_s), where=where), 10)
+  idx_1 = acquisition.top_k(acquisition.bald(learner_lib.ensemble_log_probs(lp_1), where=where), 10)
   out["topk_sharded"] = np.asarray(idx_s).tolist()
   out["topk_single"] = np.asarray(idx_1).tolist()
   # The runner: one config field picks the device count; results do not depend on it.

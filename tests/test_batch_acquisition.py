@@ -144,7 +144,7 @@ def test_badge_matches_full_matrix_reference(rng):
   h = np.abs(rng.normal(size=(80, 6)))
   where = rng.random(80) < 0.7
   key = jax.random.key(5)
-  got = np.asarray(acq.badge(key, f32(lp), f32(h), 10, where=jnp.asarray(where)))
+  got = np.asarray(acq.badge(f32(lp), f32(h), 10, where=jnp.asarray(where), key=key))
   ref = ref_kmeanspp(key, explicit_gradient_embedding(lp, h), 10, where, "max_norm")
   np.testing.assert_array_equal(got, ref)
   # The same algorithm on explicit embeddings picks the same points.
@@ -190,13 +190,13 @@ def test_degenerate_inputs_give_distinct_indices_without_nan(name):
 def test_embedding_errors(rng):
   lp = f32(random_log_probs(rng, 1, 10, 3))
   with pytest.raises(ValueError, match=r"\[N, D\]"):
-    acq.badge(jax.random.key(0), lp, jnp.zeros(10), 2)
+    acq.badge(lp, jnp.zeros(10), 2, key=jax.random.key(0))
   with pytest.raises(ValueError, match="NaN or inf"):
-    acq.coreset(jax.random.key(0), jnp.full((10, 2), jnp.nan), 2)
+    acq.coreset(jnp.full((10, 2), jnp.nan), 2, key=jax.random.key(0))
   with pytest.raises(ValueError, match="only 3 unlabeled"):
-    acq.coreset(jax.random.key(0), jnp.ones((10, 2)), 4, where=jnp.arange(10) < 3)
+    acq.coreset(jnp.ones((10, 2)), 4, where=jnp.arange(10) < 3, key=jax.random.key(0))
   with pytest.raises(ValueError, match="expected N=10"):
-    acq.badge(jax.random.key(0), lp, jnp.zeros((9, 2)), 2)
+    acq.badge(lp, jnp.zeros((9, 2)), 2, key=jax.random.key(0))
 
 
 # ------------------------------------------------------------------ core-set
@@ -221,23 +221,23 @@ def ref_kcenter(x, k, labeled, outliers=0):
 def test_coreset_matches_full_matrix_reference(rng, outliers):
   x = rng.normal(size=(120, 5))
   labeled = rng.random(120) < 0.2
-  got = acq.coreset(jax.random.key(0), f32(x), 15, where=jnp.asarray(~labeled),
-                    outliers=outliers, chunk_size=8)
+  got = acq.coreset(f32(x), 15, where=jnp.asarray(~labeled),
+                    outliers=outliers, chunk_size=8, key=jax.random.key(0))
   np.testing.assert_array_equal(got, ref_kcenter(x, 15, labeled, outliers))
 
 
 def test_coreset_with_nothing_labeled_and_permutation(rng):
   x = rng.normal(size=(40, 3))
-  a = np.asarray(acq.coreset(jax.random.key(1), f32(x), 6))
-  b = np.asarray(acq.coreset(jax.random.key(1), f32(x), 6))
+  a = np.asarray(acq.coreset(f32(x), 6, key=jax.random.key(1)))
+  b = np.asarray(acq.coreset(f32(x), 6, key=jax.random.key(1)))
   np.testing.assert_array_equal(a, b)
   assert len(set(a.tolist())) == 6
   labeled = np.zeros(40, bool)
   labeled[:4] = True
   perm = rng.permutation(40)
-  base = np.asarray(acq.coreset(jax.random.key(0), f32(x), 6, where=jnp.asarray(~labeled)))
-  permuted = np.asarray(acq.coreset(jax.random.key(0), f32(x[perm]), 6,
-                                    where=jnp.asarray(~labeled[perm])))
+  base = np.asarray(acq.coreset(f32(x), 6, where=jnp.asarray(~labeled), key=jax.random.key(0)))
+  permuted = np.asarray(acq.coreset(f32(x[perm]), 6,
+                                    where=jnp.asarray(~labeled[perm]), key=jax.random.key(0)))
   np.testing.assert_array_equal(perm[permuted], base)
 
 
@@ -269,7 +269,7 @@ def test_dmbal_and_kmeans_select_properties(rng):
   lp = f32(random_log_probs(rng, 1, 200, 4))
   emb = f32(rng.normal(size=(200, 6)))
   where = jnp.asarray(rng.random(200) < 0.8)
-  idx = np.asarray(acq.dmbal(jax.random.key(0), lp, emb, 8, where=where, beta=5))
+  idx = np.asarray(acq.dmbal(lp, emb, 8, where=where, beta=5, key=jax.random.key(0)))
   info = np.asarray(1.0 + acq.margin(lp))
   prefilter = np.argsort(-np.where(np.asarray(where), info, -np.inf), kind="stable")[:40]
   assert set(idx.tolist()) <= set(prefilter.tolist())
@@ -280,8 +280,8 @@ def test_cluster_margin_round_robin(rng):
   centers = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
   x = np.concatenate([rng.normal(size=(25, 2)) * 0.1 + c for c in centers])
   lp = f32(random_log_probs(rng, 1, 100, 3))
-  idx = np.asarray(acq.cluster_margin(jax.random.key(0), lp, f32(x), 4, num_clusters=4,
-                                      margin_multiple=25))
+  idx = np.asarray(acq.cluster_margin(lp, f32(x), 4, num_clusters=4,
+                                      margin_multiple=25, key=jax.random.key(0)))
   # All 100 points are in the low-margin set: one pick per cluster before any repeats.
   assert sorted((idx // 25).tolist()) == [0, 1, 2, 3]
 
@@ -312,8 +312,8 @@ def test_kdpp_sampling_frequencies_match_determinants():
   lp = jnp.log(jnp.full((1, 4, 2), 0.5))
   counts = {}
   for s in range(600):
-    pick = tuple(sorted(np.asarray(acq.kdpp(jax.random.key(s), lp, f32(x), 2,
-                                            quality="none")).tolist()))
+    pick = tuple(sorted(np.asarray(acq.kdpp(lp, f32(x), 2,
+                                            quality="none", key=jax.random.key(s))).tolist()))
     counts[pick] = counts.get(pick, 0) + 1
   xn = x / np.linalg.norm(x, axis=1, keepdims=True)
   l_mat = xn @ xn.T

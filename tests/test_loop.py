@@ -42,7 +42,8 @@ def tiny_config(**overrides):
 def test_oracle_and_state_invariants():
   y = np.array([0, 1, 2, 1, data.OOD_LABEL, 0])
   oracle = loop.simulated_oracle(y, 3)
-  state = loop.init_loop_state(jax.random.key(0), 6, np.array([0, 4]), oracle)
+  state = loop.init_loop_state(jax.random.key(0), 6, np.array([0, 4]),
+                               oracle.label(np.array([0, 4])))
   np.testing.assert_array_equal(state.labels, [0, -2, -2, -2, -1, -2])
   np.testing.assert_array_equal(state.trainable, [1, 0, 0, 0, 0, 0])
   state = state.replace(round=jnp.int32(3))
@@ -50,6 +51,12 @@ def test_oracle_and_state_invariants():
   np.testing.assert_array_equal(state.acquired_round, [0, -1, 4, -1, 0, 4])
   with pytest.raises(ValueError, match="distinct unlabeled"):
     loop.add_labels(state, np.array([2]), np.array([2]))
+  with pytest.raises(ValueError, match=r"pool indices must be in \[0, 6\); got \[-1\]"):
+    loop.add_labels(state, np.array([-1]), np.array([0]))
+  with pytest.raises(ValueError, match=r"labels must be in \[0, 3\).*\[99\]"):
+    loop.add_labels(state, np.array([1]), np.array([99]), num_classes=3)
+  with pytest.raises(ValueError, match="one length"):
+    loop.add_labels(state, np.array([1, 3]), np.array([0]))
   with pytest.raises(ValueError, match="out of range"):
     loop.simulated_oracle(np.array([0, 3]), 3)
   with pytest.raises(ValueError, match="invalid pool indices"):
@@ -80,7 +87,7 @@ def test_end_to_end_tiny_run(tmp_path, splits, acquisition, subsample):
   cfg = tiny_config(acquisition=acquisition, pool_subsample=subsample)
   if acquisition == "dfal":
     cfg.model = "gal_cnn"  # DeepFool through convolutions
-    cfg.model_kwargs = {"filters": 4, "hidden": 8}
+    cfg.models.gal_cnn.filters, cfg.models.gal_cnn.hidden = 4, 8
   results = experiment.run_experiment(cfg, str(tmp_path), splits=splits)
   records = results[cfg.seed]
   assert [r["num_labels"] for r in records] == [10, 15, 20, 25]
@@ -187,7 +194,7 @@ def test_target_accuracy_stops(tmp_path, splits):
 
 
 def test_config_errors(tmp_path, splits):
-  with pytest.raises(ValueError, match="unknown acquisition 'bladd'"):
+  with pytest.raises(ValueError, match="unknown method 'bladd'"):
     experiment.run_experiment(tiny_config(acquisition="bladd"), str(tmp_path / "x"))
   with pytest.raises(ValueError, match="unknown model 'vgg'"):
     experiment.run_experiment(tiny_config(model="vgg"), str(tmp_path / "y"))

@@ -67,3 +67,30 @@ def test_folded_mc_dropout_equals_masking_the_activations():
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   # Deterministic inference: no dropout at all.
   np.testing.assert_allclose(drop.linear(x, layer, train=False, mc=False), layer(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,shape,kw", CASES)
+def test_every_model_trains_alone_in_an_ensemble_and_as_parallel_seeds(name, shape, kw):
+  """A few steps on each learner path: one model, an ensemble of 3, 2 seeds with their own
+  labeled sets; ResNet-18's batch statistics change in training."""
+  from dal_jax import learner as learner_lib
+  from dal_jax import training
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((40, *shape)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 3, 40), jnp.int32)
+  model = models.get_model(name, shape, 3, **kw)
+  cfg = training.TrainConfig(batch_size=8, max_steps=2, eval_every=2)
+  lrn = learner_lib.Learner(model, cfg)
+  for m, labeled in [(1, np.arange(40) < 20), (3, np.arange(40) < 20),
+                     (2, np.stack([np.arange(40) < 10, np.arange(40) >= 30]))]:
+    keys = jax.random.split(jax.random.key(m), m)
+    fit = lrn.fit(x, y, labeled, keys=keys)
+    assert list(fit.steps) == [2] * m and np.isfinite(fit.train_loss).all()
+    init = lrn.init(jax.random.split(jax.random.key(0), m), x)
+    assert jax.tree.leaves(fit.variables)[0].shape[0] == m
+    if name == "resnet18":
+      before = jax.tree.leaves(init["model"]["batch_stats"])
+      after = jax.tree.leaves(fit.variables["model"]["batch_stats"])
+      assert any(not np.allclose(a, b) for a, b in zip(before, after))
+    out = lrn.predict(fit.variables, x[:5], keys=keys, mc_samples=2, with_pre_logits=True)
+    assert out.log_probs.shape == (m, 2, 5, 3) and out.pre_logits.shape[:2] == (m, 5)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from dal_jax import ensemble
+from dal_jax import learner as learner_lib
 from tests.conftest import random_log_probs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,16 +40,18 @@ def test_eight_simulated_devices_match_one():
 def test_ensemble_log_probs_average_in_probability_space(rng):
   lp = random_log_probs(rng, 12, 30, 5)  # e.g. 3 members x 4 MC samples
   stacked = jnp.asarray(lp.reshape(3, 4, 30, 5), jnp.float32)
-  flat = ensemble.ensemble_log_probs(stacked)
+  flat = learner_lib.ensemble_log_probs(stacked)
   np.testing.assert_allclose(flat, lp, rtol=1e-6, atol=1e-6)
   expected = logsumexp(lp, axis=0) - np.log(12)
-  np.testing.assert_allclose(ensemble.mean_prediction(flat), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(learner_lib.mean_prediction(flat), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_stacked_training_equals_members_trained_alone(vectorize):
   from dal_jax import models
+  from dal_jax import predict
   from dal_jax import training
+  from dal_jax.methods import fixmatch
   rng = np.random.default_rng(1)
   y = rng.integers(0, 3, 200)
   x = jnp.asarray((rng.normal(size=(3, 16))[y] * 2 + rng.normal(size=(200, 16))).reshape(
@@ -58,24 +60,24 @@ def test_stacked_training_equals_members_trained_alone(vectorize):
   model = models.get_model("mlp", (4, 4, 1), 3, hidden=(16,))
   cfg = training.TrainConfig(max_steps=60, eval_every=10, patience=1, batch_size=8)
   keys = jax.random.split(jax.random.key(0), 3)
-  # Parallel seeds: each model has its own labeled set.
+  # Parallel seeds: each model has its own labeled set; a loss term on unlabeled inputs too.
   labeled = np.zeros((3, 200), bool)
   for i in range(3):
     labeled[i, rng.choice(150, 20 + 10 * i, replace=False)] = True
-  stacked = ensemble.fit_stacked(model, x, y, labeled, keys=keys, config=cfg,
-                                 val=(x[150:], y[150:]), vectorize=vectorize)
+  terms = (fixmatch.loss_term(1.0, 1, 0.5),)
+  lrn = learner_lib.Learner(model, cfg, terms=terms, chunk_size=64, vectorize=vectorize)
+  stacked = lrn.fit(x, y, labeled, keys=keys, val=(x[150:], y[150:]), unlabeled=~labeled)
   for i in range(3):
-    alone = training.fit(model, x, y, labeled[i], key=keys[i], config=cfg, val=(x[150:], y[150:]))
+    alone = training.fit(model, x, y, labeled[i], key=keys[i], config=cfg, val=(x[150:], y[150:]),
+                         terms=terms, unlabeled=~labeled[i])
     assert stacked.steps[i] == alone.steps
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6),
                  stacked.variables, alone.variables)
   # Stacked prediction (vectorized or not) equals predicting with each model alone.
-  from dal_jax import predict
   keys_s = jax.random.split(jax.random.key(7), 3)
-  lp, pre = ensemble.predict_stacked(model, stacked.variables, x, key=keys_s, mc_samples=3,
-                                     with_pre_logits=True, chunk_size=64, vectorize=vectorize)
+  out = lrn.predict(stacked.variables, x, keys=keys_s, mc_samples=3, with_pre_logits=True)
   for i in range(3):
-    one = predict.predict(model, jax.tree.map(lambda v: v[i], stacked.variables), x,
+    one = predict.predict(model, jax.tree.map(lambda v: v[i], stacked.variables["model"]), x,
                           key=keys_s[i], mc_samples=3, chunk_size=64, with_pre_logits=True)
-    np.testing.assert_allclose(lp[i], one.log_probs, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(pre[i], one.pre_logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.log_probs[i], one.log_probs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.pre_logits[i], one.pre_logits, rtol=1e-5, atol=1e-5)

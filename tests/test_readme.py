@@ -51,9 +51,29 @@ def test_ci_runs_readme_install_and_test_commands():
 
 
 def test_learned_acquisition_example_runs():
-  blocks = [b for b in _code_blocks(_readme()) if "acquire_with_state(dal" in b]
+  blocks = [b for b in _code_blocks(_readme()) if "dal.select(" in b]
   scope = {}
   exec(compile(blocks[0], "README learned-acquisition example", "exec"), scope)  # noqa: S102
   indices = np.asarray(scope["indices"])
   assert len(set(indices.tolist())) == 20 and (indices >= 100).all()
   assert "classifier" in scope["state"]
+
+
+def test_new_acquisition_command_works_as_written(tmp_path):
+  """README: save the example as bald_ratio.py, then its command runs it with --import."""
+  import subprocess
+  import sys
+  text = _readme()
+  block = re.search(r"<!-- example: new-acquisition -->\n```python\n(.*?)```", text, re.S).group(1)
+  (tmp_path / "bald_ratio.py").write_text(block)
+  command = next(line for b in _code_blocks(text) for line in b.splitlines()
+                 if "--import=bald_ratio" in line)
+  assert command.startswith("PYTHONPATH=. python -m experiments.run")
+  args = command.split()[4:]  # after "PYTHONPATH=. python -m experiments.run"
+  args = [a if not a.startswith("--workdir=") else f"--workdir={tmp_path / 'run'}" for a in args]
+  env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}", "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-m", "experiments.run", *args,
+                         "--config.budget=30", "--config.train.max_steps=20"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "[bald_ratio seed 0] round   1" in proc.stdout

@@ -9,6 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from dal_jax import acquisition as acq
+from dal_jax import methods
 from tests.conftest import random_log_probs
 
 N = 64  # fixed pool size keeps the property tests on one compiled shape
@@ -110,30 +111,53 @@ def test_registry_unknown_name_lists_valid():
     acq.get_acquisition("baldd")
 
 
-@pytest.mark.parametrize("name", sorted(acq.ACQUISITIONS))
+_SELECTING = [n for n in methods.names() if n not in ("mixup", "fixmatch", "ceal")]
+
+
+@pytest.mark.parametrize("name", _SELECTING)
 def test_every_registered_acquisition_selects_k_distinct_unlabeled(name, rng):
   lp = jnp.asarray(random_log_probs(rng, 5, N, 4), jnp.float32)
   labeled = rng.random(N) < 0.5
-  inputs = {"log_probs": lp, "pre_logits": jnp.asarray(rng.normal(size=(N, 8)), jnp.float32)}
-  inputs["predicted_loss"] = jnp.asarray(rng.normal(size=N), jnp.float32)
-  inputs["x"] = jnp.asarray(rng.normal(size=(N, 2, 2, 1)), jnp.float32)
-  a_ = acq.get_acquisition(name)
-  if "model" in a_.requires:
+  outputs = {"log_probs": lp, "pre_logits": jnp.asarray(rng.normal(size=(N, 8)), jnp.float32)}
+  outputs["predicted_loss"] = jnp.asarray(rng.normal(size=N), jnp.float32)
+  outputs["x"] = jnp.asarray(rng.normal(size=(N, 2, 2, 1)), jnp.float32)
+  options = {"steps": 10} if "steps" in methods.method_options(name) else {}
+  a_ = methods.get_method(name, **options).acquisition
+  if a_.needs.model:
     from dal_jax import models
     model = models.get_model("mlp", (2, 2, 1), 4, hidden=(8,))
-    inputs.update(model=model, variables=model.init(jax.random.key(0), None))
-  state = (a_.init_state(jax.random.key(0), acq.Spec((2, 2, 1), 8, 4), steps=10)
-           if a_.stateful else None)
-  opts = {"steps": 10} if a_.stateful else None
+    outputs.update(model=model, variables=model.init(jax.random.key(0), None))
 
   def run():
-    return np.asarray(acq.acquire_with_state(name, inputs, key=jax.random.key(0), k=7,
-                                             where=jnp.asarray(~labeled), method_state=state,
-                                             options=opts)[0])
+    state = a_.init(jax.random.key(0), acq.Spec((2, 2, 1), 8, 4))
+    return np.asarray(acq.checked_select(a_, state, outputs, key=jax.random.key(0), k=7,
+                                         where=jnp.asarray(~labeled))[0])
 
   a, b = run(), run()
   assert len(np.unique(a)) == 7 and not labeled[a].any()
   np.testing.assert_array_equal(a, b)
+
+
+def test_broken_contract_is_caught_naming_the_acquisition():
+  bad = acq.Acquisition(name="always_zero", init=lambda key, spec: {},
+                        select=lambda state, outputs, *, key, k, where: (jnp.zeros(k, int), state),
+                        needs=acq.Needs())
+  with pytest.raises(ValueError, match="'always_zero' broke its contract"):
+    acq.checked_select(bad, {}, {}, key=jax.random.key(0), k=3, where=jnp.ones(5, bool))
+
+
+def test_options_are_bound_when_built_and_unknown_ones_refused():
+  power = acq.get_acquisition("bald", selector="power", beta=2.0)
+  lp = jnp.log(jax.nn.softmax(jax.random.normal(jax.random.key(0), (4, 50, 3))))
+  picks = {tuple(np.asarray(power.select({}, {"log_probs": lp}, key=jax.random.key(i), k=5)[0]))
+           for i in range(5)}
+  assert len(picks) > 1  # stochastic selector bound at build time
+  with pytest.raises(ValueError, match=r"bald has no options \['steps'\]"):
+    acq.get_acquisition("bald", steps=3)
+  with pytest.raises(ValueError, match="coreset chooses its batch itself"):
+    acq.get_acquisition("coreset", selector="power")
+  with pytest.raises(ValueError, match=r"dal has no options \['alpha'\].*'steps'"):
+    methods.get_method("dal", alpha=1.0)
 
 
 def test_top_k_of_a_score_picks_the_reference_argmax(rng):
@@ -157,7 +181,7 @@ def test_register_a_custom_score():
     assert int(idx[0]) == 1
     with pytest.raises(ValueError, match="already registered"):
       acq.register_score("test_neg_first_class", neg_first_class)
-    with pytest.raises(ValueError, match="requires model outputs"):
+    with pytest.raises(ValueError, match="needs \\['log_probs'\\]"):
       acq.acquire("test_neg_first_class", {}, key=jax.random.key(0), k=1)
   finally:
     del acq.ACQUISITIONS["test_neg_first_class"]

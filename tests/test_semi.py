@@ -33,13 +33,29 @@ def test_threshold_decays_to_zero():
 
 
 def test_loop_with_ceal(tmp_path, splits):
-  cfg = tiny_config(acquisition="entropy", ceal_delta0=3.0, ceal_decay=0.0)  # > log 10: all
+  cfg = tiny_config(acquisition="entropy", add_methods="ceal")
+  cfg.methods.ceal.delta0, cfg.methods.ceal.decay = 3.0, 0.0  # > log 10: every point
   records = experiment.run_experiment(cfg, str(tmp_path), splits=splits)[cfg.seed]
   unlabeled = [300 - r["num_labels"] for r in records]
   assert [r["num_pseudo_labels"] for r in records] == unlabeled
   cfg_off = tiny_config(acquisition="entropy")
   off = experiment.run_experiment(cfg_off, str(tmp_path / "off"), splits=splits)[cfg.seed]
   assert "num_pseudo_labels" not in off[0]
-  with pytest.raises(ValueError, match="CEAL"):
-    experiment.run_experiment(tiny_config(ceal_delta0=0.1, parallel_seeds=True, num_seeds=2),
-                              str(tmp_path / "x"), splits=splits)
+  with pytest.raises(ValueError, match="ceal needs delta0 > 0"):
+    bad = tiny_config(add_methods="ceal")
+    bad.methods.ceal.delta0 = 0.0
+    experiment.run_experiment(bad, str(tmp_path / "x"), splits=splits)
+  with pytest.raises(ValueError, match="'ceal' only changes training"):
+    experiment.run_experiment(tiny_config(acquisition="ceal"), str(tmp_path / "y"), splits=splits)
+
+
+def test_ceal_with_parallel_seeds_equals_sequential_seeds(tmp_path, splits):
+  cfg = tiny_config(acquisition="margin", add_methods="ceal", num_seeds=2, budget=20)
+  cfg.methods.ceal.delta0 = 0.5
+  seq = experiment.run_experiment(cfg, str(tmp_path / "seq"), splits=splits)
+  cfg.parallel_seeds = True
+  par = experiment.run_experiment(cfg, str(tmp_path / "par"), splits=splits)
+  for seed in seq:
+    assert [r["selected"] for r in par[seed]] == [r["selected"] for r in seq[seed]]
+    assert [r["num_pseudo_labels"] for r in par[seed]] == [
+        r["num_pseudo_labels"] for r in seq[seed]]

@@ -29,7 +29,8 @@ def test_fit_learns_and_uses_only_labeled_points():
   cfg = training.TrainConfig(max_steps=200, eval_every=50, patience=10)
   r = training.fit(m, x, jnp.asarray(y_noisy), labeled, key=jax.random.key(0), config=cfg,
                    val=(x[200:], y[200:]))
-  acc = metrics.accuracy(predict.predict(m, r.variables, x[200:]).log_probs[0], y[200:])
+  acc = metrics.accuracy(predict.predict(m, r.variables["model"], x[200:]).log_probs[0],
+                         y[200:])
   assert float(acc) > 0.9 and r.best_val_accuracy > 0.9
 
 
@@ -104,19 +105,40 @@ def test_metrics_against_numpy(rng):
 
 def test_mixup_step_loss_matches_manual_mixing():
   import optax
+  from dal_jax.methods import mixup
   x, y = blobs(n=16)
   m = models.get_model("mlp", (4, 4, 1), 3, hidden=(8,))
-  cfg = training.TrainConfig(mixup_alpha=0.4)
-  tx = training.make_optimizer(cfg)
-  state = training.init_train_state(m.init(jax.random.key(0), None), tx)
+  tx = training.make_optimizer(training.TrainConfig())
+  term = mixup.loss_term(0.4)
+  state = training.init_train_state(training.initialize(m, jax.random.key(0), x[:1], (term,)),
+                                    tx)
   key = jax.random.key(3)
-  _, metrics_out = training.make_train_step(m, tx, 0.4)(state, (x, y), key)
-  dropout_key, lam_key, perm_key = jax.random.split(key, 3)
+  _, metrics_out = training.make_train_step(m, tx, (term,))(state, (x, y), key)
+  lam_key, perm_key = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, 1), 0))
   lam = jax.random.beta(lam_key, 0.4, 0.4)
   perm = jax.random.permutation(perm_key, 16)
-  logits = m.apply(state.variables, lam * x + (1 - lam) * x[perm], train=True,
-                   key=dropout_key)[0]
+  logits = m.apply(state.variables["model"], lam * x + (1 - lam) * x[perm], train=True,
+                   key=key)[0]
   ce = optax.softmax_cross_entropy_with_integer_labels
   expected = jnp.mean(lam * ce(logits, y) + (1 - lam) * ce(logits, y[perm]))
   np.testing.assert_allclose(metrics_out["loss"], expected, rtol=1e-5)
   assert 0 < float(lam) < 1
+  with pytest.raises(ValueError, match="mixup alpha must be > 0"):
+    mixup.loss_term(0.0)
+
+
+def test_loss_terms_add_to_the_cross_entropy():
+  """The step loss is CE + Σ terms: a constant term shifts the loss, not the gradient."""
+  x, y = blobs(n=16)
+  m = models.get_model("mlp", (4, 4, 1), 3, hidden=(8,))
+  tx = training.make_optimizer(training.TrainConfig())
+  const = training.LossTerm(name="const", loss=lambda p, out: (jnp.float32(2.5), {"c": 1.0}))
+  plain = training.init_train_state(training.initialize(m, jax.random.key(0), x[:1]), tx)
+  with_term = training.init_train_state(
+      training.initialize(m, jax.random.key(0), x[:1], (const,)), tx)
+  a, ma = training.make_train_step(m, tx)(plain, (x, y), jax.random.key(1))
+  b, mb = training.make_train_step(m, tx, (const,))(with_term, (x, y), jax.random.key(1))
+  np.testing.assert_allclose(mb["loss"], ma["loss"] + 2.5, rtol=1e-6)
+  assert float(mb["const/c"]) == 1.0
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7),
+               a.variables["model"], b.variables["model"])

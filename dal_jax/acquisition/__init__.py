@@ -20,7 +20,15 @@ from dal_jax.acquisition._diversity import kmeans_pp
 from dal_jax.acquisition._diversity import kmeans_select
 from dal_jax.acquisition._diversity import uncertainty_minus_redundancy
 from dal_jax.acquisition._registry import ACQUISITIONS
+from dal_jax.acquisition._registry import SELECTION_OPTIONS
 from dal_jax.acquisition._registry import Acquisition
+from dal_jax.acquisition._registry import Needs
+from dal_jax.acquisition._registry import arguments
+from dal_jax.acquisition._registry import batch_only
+from dal_jax.acquisition._registry import check_options
+from dal_jax.acquisition._registry import checked_select
+from dal_jax.acquisition._registry import register_batch
+from dal_jax.acquisition._registry import score_acquisition
 from dal_jax.acquisition._learned import Spec
 from dal_jax.acquisition._learned import dal
 from dal_jax.acquisition._learned import ta_vaal
@@ -29,7 +37,6 @@ from dal_jax.acquisition._learned import vaal_scores
 from dal_jax.acquisition._learned import waal
 from dal_jax.acquisition._learned import waal_uncertainty
 from dal_jax.acquisition._registry import acquire
-from dal_jax.acquisition._registry import acquire_with_state
 from dal_jax.acquisition._registry import get_acquisition
 from dal_jax.acquisition._registry import register
 from dal_jax.acquisition._registry import register_score
@@ -51,3 +58,6 @@ from dal_jax.acquisition._selectors import softrank_sample
 from dal_jax.acquisition._selectors import top_k
 
 entropy = predictive_entropy
+
+# The methods register the acquisitions that train networks of their own (DAL, VAAL, ...).
+from dal_jax import methods as _methods  # noqa: E402,F401  pylint: disable=g-import-not-at-top

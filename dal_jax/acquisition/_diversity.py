@@ -111,7 +111,7 @@ def _kmeanspp_seeding(key, factors, self_sq, candidates, *, k: int, dist_fn: Cal
   return chosen
 
 
-def badge(key: jax.Array, log_probs: ArrayLike, pre_logits: ArrayLike, k: int, *,
+def badge(log_probs: ArrayLike, pre_logits: ArrayLike, k: int, *, key: jax.Array,
           where: ArrayLike | None = None) -> jax.Array:
   """BADGE: k-means++ seeding on gradient embeddings, distances factorised (O(N(C+D)) memory).
 
@@ -232,7 +232,7 @@ def _kcenter_loop(x, min_d2, available, *, k: int):
   return chosen
 
 
-def coreset(key: jax.Array, embeddings: ArrayLike, k: int, *, where: ArrayLike | None = None,
+def coreset(embeddings: ArrayLike, k: int, *, key: jax.Array, where: ArrayLike | None = None,
             outliers: int = 0, chunk_size: int = 256) -> jax.Array:
   """Core-set selection by k-center greedy (Sener & Savarese 2018).
 
@@ -341,7 +341,7 @@ def _nearest_distinct(x, centers, candidates) -> jax.Array:
   return chosen
 
 
-def kmeans_select(key: jax.Array, embeddings: ArrayLike, k: int, *,
+def kmeans_select(embeddings: ArrayLike, k: int, *, key: jax.Array,
                   where: ArrayLike | None = None, weights: ArrayLike | None = None,
                   iters: int = 20) -> jax.Array:
   """k-means with k clusters on the candidates; returns the candidate nearest each centre."""
@@ -357,7 +357,7 @@ def margin_informativeness(log_probs) -> jax.Array:
   return 1.0 + _scores.margin(log_probs)
 
 
-def dmbal(key: jax.Array, log_probs: ArrayLike, embeddings: ArrayLike, k: int, *,
+def dmbal(log_probs: ArrayLike, embeddings: ArrayLike, k: int, *, key: jax.Array,
           where: ArrayLike | None = None, beta: int = 10, iters: int = 20) -> jax.Array:
   """DMBAL, Diverse Mini-Batch Active Learning (Zhdanov 2019).
 
@@ -373,10 +373,10 @@ def dmbal(key: jax.Array, log_probs: ArrayLike, embeddings: ArrayLike, k: int, *
   m = min(int(beta) * k, int(jnp.sum(candidates)))
   top = jax.lax.top_k(jnp.where(candidates, info, -jnp.inf), m)[1]
   filtered = jnp.zeros_like(candidates).at[top].set(True)
-  return kmeans_select(key, x, k, where=filtered, weights=info + 1e-6, iters=iters)
+  return kmeans_select(x, k, where=filtered, weights=info + 1e-6, iters=iters, key=key)
 
 
-def cluster_margin(key: jax.Array, log_probs: ArrayLike, embeddings: ArrayLike, k: int, *,
+def cluster_margin(log_probs: ArrayLike, embeddings: ArrayLike, k: int, *, key: jax.Array,
                    where: ArrayLike | None = None, num_clusters: int = 50,
                    margin_multiple: float = 10.0, iters: int = 20) -> jax.Array:
   """Cluster-Margin (Citovsky et al. 2021).
@@ -423,6 +423,7 @@ def _umr_loop(u, xn, max_sim, available, alpha, *, k: int):
 
 
 def uncertainty_minus_redundancy(log_probs: ArrayLike, embeddings: ArrayLike, k: int, *,
+                                 key: jax.Array | None = None,
                                  where: ArrayLike | None = None, alpha: float = 1.0,
                                  chunk_size: int = 256) -> jax.Array:
   """Greedy ``H(x) - α · max_{s ∈ L ∪ B} cos(x, s)`` (Exploration-P style uncertainty minus
@@ -438,6 +439,7 @@ def uncertainty_minus_redundancy(log_probs: ArrayLike, embeddings: ArrayLike, k:
     c = xn[labeled_idx[start:start + chunk_size]]
     max_sim = jnp.maximum(max_sim, jnp.max(xn @ c.T, axis=1))
   u = _scores.predictive_entropy(log_probs)
+  del key  # deterministic; accepted so every batch method has one signature
   return _umr_loop(u, xn, max_sim, candidates, jnp.float32(alpha), k=k)
 
 
@@ -454,7 +456,7 @@ def _elementary_symmetric(lam: np.ndarray, k: int) -> np.ndarray:
   return e
 
 
-def kdpp(key: jax.Array, log_probs: ArrayLike, embeddings: ArrayLike, k: int, *,
+def kdpp(log_probs: ArrayLike, embeddings: ArrayLike, k: int, *, key: jax.Array,
          where: ArrayLike | None = None, quality: str = "entropy") -> jax.Array:
   """Samples a k-DPP over the candidates with the low-rank kernel ``L = B Bᵀ``,
   ``B_i = q_i · x_i / ‖x_i‖`` (quality q = predictive entropy, or 1 with ``quality="none"``).

@@ -218,7 +218,7 @@ class VAALConfig(NamedTuple):
   hidden: tuple[int, ...] = (512, 256)
   latent_dim: int = 32
   disc_hidden: tuple[int, ...] = (512, 512)
-  beta: float = 1.0
+  kl_weight: float = 1.0  # β of the β-VAE
   adversary_weight: float = 1.0
   steps: int = 300
   batch_size: int = 64
@@ -268,7 +268,7 @@ def _vaal_losses(config: VAALConfig, applies, vae_params, disc_params, x, is_lab
   kl = jnp.mean(-0.5 * jnp.sum(1.0 + logvar - mu**2 - jnp.exp(logvar), -1))
   bce = optax.sigmoid_binary_cross_entropy
   fool = jnp.mean(bce(disc(disc_params, _with(mu, cond))[:, 0], jnp.ones(x.shape[0])))
-  vae_loss = recon + config.beta * kl + config.adversary_weight * fool
+  vae_loss = recon + config.kl_weight * kl + config.adversary_weight * fool
   d_loss = jnp.mean(bce(disc(disc_params, _with(jax.lax.stop_gradient(mu), cond))[:, 0],
                         is_labeled.astype(jnp.float32)))
   return vae_loss, d_loss

@@ -1,72 +1,163 @@
-"""The acquisition registry: one name -> one uniform callable plus what it needs from the model.
+"""The acquisition registry: one name -> a factory of uniform :class:`Acquisition` s.
 
-The loop never dispatches on type: it asks the registry for an :class:`Acquisition`, computes the
-model outputs it ``requires`` (``"log_probs"`` ``[S, N, C]``, ``"pre_logits"`` ``[N, D]``), and
-calls :func:`acquire`.
+An acquisition is a pair of pure functions plus what it needs from the model, in the optax style::
+
+  acq = get_acquisition("bald", selector="power", beta=2.0)   # options bound here
+  state = acq.init(key, spec)                                 # {} unless it learns to select
+  indices, state = acq.select(state, outputs, key=key, k=10, where=~labeled)
+
+``outputs`` maps ``"log_probs"`` ``[S, N, C]``, ``"pre_logits"`` ``[N, D]``, named outputs
+(``"predicted_loss"`` ``[N]``), ``"x"`` (the candidates' inputs) and, for methods that need the
+model itself, ``"model"`` and ``"variables"``; :class:`Needs` says which of them an acquisition
+reads, so the loop computes only those. Three kinds register in one line each:
+
+* a pure score ``fn(*arrays, where=None) -> [N]`` (:func:`register_score`), combined with a
+  selector (``top_k`` or the stochastic ``power`` / ``softmax`` / ``softrank``);
+* a batch method ``fn(*arrays, k, *, key, where, **options) -> [k]`` (:func:`register_batch`),
+  every batch method taking its arrays in the order of :class:`Needs` then ``k``;
+* anything else through :func:`register` with a factory ``make(**options) -> Acquisition``
+  (acquisitions that train a network of their own; see ``dal_jax.methods``).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+import numpy as np
 
 from dal_jax.acquisition import _adversarial
 from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _diversity
-from dal_jax.acquisition import _learned
 from dal_jax.acquisition import _scores
 from dal_jax.acquisition import _selectors
 
 
+class Needs(NamedTuple):
+  """What an acquisition reads from the model and the pool.
+
+  Attributes:
+    log_probs: ``[S, N, C]`` log-probabilities (MC-dropout samples and ensemble members).
+    pre_logits: ``[N, D]`` penultimate representations.
+    outputs: names of other per-example outputs (``"predicted_loss"``).
+    inputs: the candidates' inputs ``x``.
+    model: the model and one model's variables (``"model"``, ``"variables"``, and ``"x"``).
+  """
+
+  log_probs: bool = False
+  pre_logits: bool = False
+  outputs: tuple[str, ...] = ()
+  inputs: bool = False
+  model: bool = False
+
+  @property
+  def predictions(self) -> bool:
+    """Whether the model must predict the candidates at all."""
+    return self.log_probs or self.pre_logits or bool(self.outputs)
+
+  def keys(self) -> tuple[str, ...]:
+    """The ``outputs`` entries read, in the order they are passed to registered functions."""
+    return ((("model", "variables") if self.model else ())
+            + (("log_probs",) if self.log_probs else ())
+            + (("pre_logits",) if self.pre_logits else ()) + tuple(self.outputs)
+            + (("x",) if self.inputs or self.model else ()))
+
+
 class Acquisition(NamedTuple):
-  """A registered acquisition.
+  """A configured acquisition (options bound).
 
   Attributes:
     name: registry name.
-    fn: for ``returns == "scores"``: ``fn(inputs, *, key, where) -> [N]`` (higher = acquire);
-      for ``returns == "indices"``: ``fn(inputs, *, key, where, k) -> [k]`` distinct indices.
-    requires: what the function reads from ``inputs``: model outputs (``"log_probs"``,
-      ``"pre_logits"``, ``"predicted_loss"``), the candidates' inputs ``"x"``, or ``"model"``
-      (then ``inputs`` holds ``model``, ``variables`` and ``x``).
-    returns: ``"scores"`` (combined with a selector) or ``"indices"`` (batch-aware methods).
-    init_state: for acquisitions that train a network of their own (DAL, VAAL, WAAL):
-      ``init_state(key, spec: Spec) -> method_state``. Their ``fn`` takes a keyword
-      ``method_state`` and returns ``(scores or indices, new_method_state)``; the loop keeps the
-      state in ``LoopState.method_state`` and checkpoints it.
+    init: ``init(key, spec: Spec) -> state``; ``{}`` for acquisitions without a network.
+    select: ``select(state, outputs, *, key, k, where) -> (indices [k], state)``.
+    needs: :class:`Needs`.
   """
 
   name: str
-  fn: Callable[..., Any]
-  requires: tuple[str, ...]
-  returns: str = "scores"
-  init_state: Callable[..., Any] | None = None
-
-  @property
-  def stateful(self) -> bool:
-    return self.init_state is not None
+  init: Callable[..., Any]
+  select: Callable[..., tuple[jax.Array, Any]]
+  needs: Needs
 
 
-ACQUISITIONS: dict[str, Acquisition] = {}
+class Registered(NamedTuple):
+  """A registry entry: ``make(**options) -> Acquisition``; ``options``: name -> default."""
+
+  make: Callable[..., Acquisition]
+  options: dict[str, Any]
+  needs: Needs
+  doc: str = ""
 
 
-def register(name: str, fn: Callable[..., Any], *, requires=("log_probs",),
-             returns: str = "scores", init_state: Callable[..., Any] | None = None,
-             overwrite: bool = False) -> Acquisition:
-  """Adds an acquisition to the registry (see :class:`Acquisition` for ``fn``'s signature)."""
-  if returns not in ("scores", "indices"):
-    raise ValueError(f"returns must be 'scores' or 'indices', got {returns!r}")
+ACQUISITIONS: dict[str, Registered] = {}
+
+SELECTION_OPTIONS = {"selector": "top_k", "beta": 1.0}
+
+
+def _no_state(key, spec):
+  del key, spec
+  return {}
+
+
+def _first_line(fn) -> str:
+  return (inspect.getdoc(fn) or "").strip().split("\n")[0]
+
+
+def check_options(name: str, given: Mapping[str, Any], valid: Mapping[str, Any]) -> dict:
+  """``given`` over the defaults ``valid``; unknown names raise naming the valid ones."""
+  bad = sorted(set(given) - set(valid))
+  if bad:
+    raise ValueError(f"{name} has no options {bad}; valid options: {sorted(valid) or 'none'}")
+  return {**valid, **given}
+
+
+def register(name: str, make: Callable[..., Acquisition], *, needs: Needs,
+             options: Mapping[str, Any] | None = None, doc: str = "",
+             overwrite: bool = False) -> Registered:
+  """Adds an acquisition factory to the registry.
+
+  Args:
+    name: registry name.
+    make: ``make(**options) -> Acquisition``.
+    needs: what it reads.
+    options: its options with their defaults (listed by ``--help`` and checked by
+      :func:`get_acquisition`).
+    doc: one line for listings.
+    overwrite: replace an existing entry.
+  """
   if name in ACQUISITIONS and not overwrite:
     raise ValueError(f"acquisition {name!r} is already registered (pass overwrite=True)")
-  acq = Acquisition(name=name, fn=fn, requires=tuple(requires), returns=returns,
-                    init_state=init_state)
-  ACQUISITIONS[name] = acq
-  return acq
+  entry = Registered(make=make, options=dict(options or {}), needs=needs, doc=doc)
+  ACQUISITIONS[name] = entry
+  return entry
 
 
-def register_score(name: str, score_fn: Callable[..., jax.Array], *, requires=("log_probs",),
-                   overwrite: bool = False) -> Acquisition:
-  """Registers a plain score function ``score_fn(<required arrays...>, *, where=None) -> [N]``.
+def score_acquisition(name: str, score: Callable[..., jax.Array], needs: Needs, *,
+                      selector: str = "top_k", beta: float = 1.0,
+                      init: Callable[..., Any] = _no_state) -> Acquisition:
+  """An :class:`Acquisition` from ``score(state, outputs, *, key, where) -> (scores [N], state)``
+  and a selector. The key is split: the first half scores, the second selects."""
+  select_fn = _selectors.get_selector(selector)
+
+  def select(state, outputs, *, key, k, where=None):
+    score_key, select_key = jax.random.split(key)
+    scores, state = score(state, outputs, key=score_key, where=where)
+    return select_fn(select_key, scores, k, beta=beta), state
+
+  return Acquisition(name=name, init=init, select=select, needs=needs)
+
+
+def arguments(outputs: Mapping[str, Any], needs: Needs, name: str) -> list[Any]:
+  missing = [r for r in needs.keys() if r not in outputs]
+  if missing:
+    raise ValueError(f"acquisition {name!r} needs {missing}; got {sorted(outputs)}")
+  return [outputs[r] for r in needs.keys()]
+
+
+def register_score(name: str, score_fn: Callable[..., jax.Array], *,
+                   needs: Needs = Needs(log_probs=True), overwrite: bool = False) -> Registered:
+  """Registers a pure score ``score_fn(*arrays, where=None) -> [N]`` (higher = acquire), its
+  arrays being those of ``needs`` in the order of :meth:`Needs.keys`.
 
   Example::
 
@@ -74,81 +165,102 @@ def register_score(name: str, score_fn: Callable[..., jax.Array], *, requires=("
     register_score("max_prob_gap", max_prob_gap)
   """
 
-  def fn(inputs, *, key, where):
+  def score(state, outputs, *, key, where):
     del key
-    return score_fn(*(inputs[r] for r in requires), where=where)
+    return score_fn(*arguments(outputs, needs, name), where=where), state
 
-  return register(name, fn, requires=requires, overwrite=overwrite)
+  def make(*, selector="top_k", beta=1.0):
+    return score_acquisition(name, score, needs, selector=selector, beta=beta)
+
+  return register(name, make, needs=needs, options=SELECTION_OPTIONS,
+                  doc=_first_line(score_fn), overwrite=overwrite)
 
 
-def get_acquisition(name: str) -> Acquisition:
-  """Looks up an acquisition; unknown names raise ``ValueError`` listing the valid ones."""
+def _keyword_defaults(fn) -> dict[str, Any]:
+  return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+          if p.kind == p.KEYWORD_ONLY and p.name not in ("key", "where")
+          and p.default is not p.empty}
+
+
+def batch_only(name: str, selector: str) -> None:
+  """Batch methods choose their batch themselves: any selector but ``top_k`` is refused."""
+  if selector != "top_k":
+    raise ValueError(f"{name} chooses its batch itself; selector={selector!r} does not apply "
+                     "(leave selector=top_k)")
+
+
+def register_batch(name: str, fn: Callable[..., jax.Array], *, needs: Needs,
+                   overwrite: bool = False) -> Registered:
+  """Registers a batch method ``fn(*arrays, k, *, key, where, **options) -> [k]`` (arrays in
+  the order of :meth:`Needs.keys`; a result record with an ``indices`` field, like
+  BatchBALD's, is fine); its keyword options with defaults become its options."""
+  defaults = _keyword_defaults(fn)
+
+  def make(*, selector="top_k", beta=1.0, **options):
+    del beta
+    batch_only(name, selector)
+    opts = check_options(name, options, defaults)
+
+    def select(state, outputs, *, key, k, where=None):
+      out = fn(*arguments(outputs, needs, name), k, key=key, where=where, **opts)
+      return getattr(out, "indices", out), state
+
+    return Acquisition(name=name, init=_no_state, select=select, needs=needs)
+
+  return register(name, make, needs=needs, options={**SELECTION_OPTIONS, **defaults},
+                  doc=_first_line(fn), overwrite=overwrite)
+
+
+def get_acquisition(name: str, **options) -> Acquisition:
+  """A registered acquisition with its options bound; unknown names or options raise
+  ``ValueError`` listing the valid ones."""
   if name not in ACQUISITIONS:
     raise ValueError(f"unknown acquisition {name!r}; valid acquisitions: {sorted(ACQUISITIONS)}")
-  return ACQUISITIONS[name]
+  entry = ACQUISITIONS[name]
+  check_options(name, options, entry.options)
+  return entry.make(**options)
 
 
-def acquire(acquisition: Acquisition | str, inputs: Mapping[str, jax.Array], *, key: jax.Array,
-            k: int, where: jax.Array | None = None, selector: str = "top_k",
-            beta: float = 1.0) -> jax.Array:
-  """Selects ``k`` distinct candidate indices with a (stateless) acquisition.
+def acquire(acquisition: Acquisition | str, outputs: Mapping[str, Any], *, key: jax.Array,
+            k: int, where: jax.Array | None = None, state: Any = None,
+            **options) -> jax.Array:
+  """Quick use: selects ``k`` distinct candidate indices.
 
   Args:
-    acquisition: an :class:`Acquisition` or its registered name.
-    inputs: model outputs, at least those in ``acquisition.requires``.
-    key: PRNG key (split between scoring and selection).
-    k: batch size (static).
+    acquisition: an :class:`Acquisition` or a registered name (then ``options`` are bound).
+    outputs: what the acquisition needs (``log_probs``, ``pre_logits``, ...).
+    key: PRNG key.
+    k: batch size.
     where: ``[N]`` candidate mask (``~labeled``).
-    selector: ``top_k`` / ``power`` / ``softmax`` / ``softrank`` for score acquisitions.
-    beta: temperature of the stochastic selectors.
+    state: the state of an acquisition that learns to select (``acq.init(key, spec)``).
 
   Returns:
-    ``[k]`` int32 pool indices.
+    ``[k]`` int32 indices into the candidates.
   """
-  acq = get_acquisition(acquisition) if isinstance(acquisition, str) else acquisition
-  if acq.stateful:
-    raise ValueError(f"acquisition {acq.name!r} trains a network of its own; call "
-                     "acquire_with_state(..., method_state=...)")
-  return acquire_with_state(acq, inputs, key=key, k=k, where=where, selector=selector,
-                            beta=beta, method_state=None)[0]
+  acq = get_acquisition(acquisition, **options) if isinstance(acquisition, str) else acquisition
+  if state is None:
+    state = acq.init(key, None)
+  indices, _ = checked_select(acq, state, outputs, key=key, k=k, where=where)
+  return indices
 
 
-def acquire_with_state(acquisition: Acquisition | str, inputs: Mapping[str, jax.Array], *,
-                       key: jax.Array, k: int, where: jax.Array | None = None,
-                       selector: str = "top_k", beta: float = 1.0,
-                       method_state: Any = None,
-                       options: Mapping[str, Any] | None = None) -> tuple[jax.Array, Any]:
-  """:func:`acquire` for any acquisition, stateful ones included.
+def checked_select(acq: Acquisition, state, outputs, *, key, k: int, where=None):
+  """``acq.select`` followed by a check of its contract: exactly ``k`` distinct indices in
+  range, none outside ``where``. A broken contract raises naming the acquisition."""
+  if isinstance(k, (np.integer,)):
+    k = int(k)
+  indices, state = acq.select(state, outputs, key=key, k=k, where=where)
+  idx = np.asarray(indices)
+  n = None if where is None else int(np.shape(where)[0])
+  bad = (idx.shape != (k,) or len(set(idx.tolist())) != k or (idx < 0).any()
+         or (n is not None and ((idx >= n).any() or not np.asarray(where)[idx].all())))
+  if bad:
+    raise ValueError(f"acquisition {acq.name!r} broke its contract: it must return {k} distinct "
+                     f"candidate indices outside the labeled set, got {idx.tolist()[:20]}")
+  return indices, state
 
-  ``options`` are hyper-parameters of a learned acquisition (fields of ``DALConfig``,
-  ``VAALConfig``, ``WAALConfig``), e.g. ``{"steps": 100, "beta": 2.0}``.
 
-  Returns:
-    ``([k] int32 indices, method_state)``: the acquisition's updated state (``method_state``
-    unchanged for stateless acquisitions).
-  """
-  acq = get_acquisition(acquisition) if isinstance(acquisition, str) else acquisition
-  needed = [r for r in acq.requires if r != "model"] + (
-      ["model", "variables", "x"] if "model" in acq.requires else [])
-  missing = [r for r in needed if r not in inputs]
-  if missing:
-    raise ValueError(f"acquisition {acq.name!r} requires model outputs {missing}; got "
-                     f"{sorted(inputs)}")
-  if acq.stateful and method_state is None:
-    raise ValueError(f"acquisition {acq.name!r} needs its method_state "
-                     f"(Acquisition.init_state(key, spec))")
-  score_key, select_key = jax.random.split(key)
-  if options and not acq.stateful:
-    raise ValueError(f"acquisition {acq.name!r} takes no options; got {dict(options)}")
-  extra = {"method_state": method_state, **(options or {})} if acq.stateful else {}
-  if acq.returns == "indices":
-    out = acq.fn(inputs, key=key, where=where, k=k, **extra)
-  else:
-    out = acq.fn(inputs, key=score_key, where=where, **extra)
-  out, method_state = out if acq.stateful else (out, method_state)
-  if acq.returns == "indices":
-    return out, method_state
-  return _selectors.get_selector(selector)(select_key, out, k, beta=beta), method_state
+# ---- scores ----
 
 for _name, _fn in [
     ("entropy", _scores.predictive_entropy),
@@ -163,126 +275,28 @@ for _name, _fn in [
   register_score(_name, _fn)
 
 
-def _random_fn(inputs, *, key, where):
-  if where is not None:
-    n = where.shape[0]
-  elif "log_probs" in inputs:
-    n = inputs["log_probs"].shape[1]
-  else:
-    raise ValueError("random acquisition needs `where` (the candidate mask) or log_probs to know "
-                     "the pool size")
-  return _scores.random_scores(key, n, where=where)
+def _random(state, outputs, *, key, where):
+  del outputs
+  if where is None:
+    raise ValueError("random acquisition needs `where` (the candidate mask) to know the pool size")
+  return _scores.random_scores(key, where.shape[0], where=where), state
 
 
 # Random sampling needs no model output: the loop skips pool inference for it.
-register("random", _random_fn, requires=())
-
+register("random", lambda *, selector="top_k", beta=1.0: score_acquisition(
+    "random", _random, Needs(), selector=selector, beta=beta), needs=Needs(),
+         options=SELECTION_OPTIONS, doc="uniform random baseline")
 
 # ---- batch-aware acquisitions (return indices) and gradient-length scores ----
 
-def _batchbald_fn(inputs, *, key, where, k):
-  return _batchbald.batchbald(inputs["log_probs"], k, key=key, where=where).indices
-
-
-def _badge_fn(inputs, *, key, where, k):
-  return _diversity.badge(key, inputs["log_probs"], inputs["pre_logits"], k, where=where)
-
-
-def _coreset_fn(inputs, *, key, where, k):
-  return _diversity.coreset(key, inputs["pre_logits"], k, where=where)
-
-
-def _kmeans_fn(inputs, *, key, where, k):
-  return _diversity.kmeans_select(key, inputs["pre_logits"], k, where=where)
-
-
-def _dmbal_fn(inputs, *, key, where, k):
-  return _diversity.dmbal(key, inputs["log_probs"], inputs["pre_logits"], k, where=where)
-
-
-def _cluster_margin_fn(inputs, *, key, where, k):
-  return _diversity.cluster_margin(key, inputs["log_probs"], inputs["pre_logits"], k, where=where)
-
-
-def _umr_fn(inputs, *, key, where, k):
-  del key
-  return _diversity.uncertainty_minus_redundancy(inputs["log_probs"], inputs["pre_logits"], k,
-                                                 where=where)
-
-
-def _kdpp_fn(inputs, *, key, where, k):
-  return _diversity.kdpp(key, inputs["log_probs"], inputs["pre_logits"], k, where=where)
-
-
-_EMB = ("log_probs", "pre_logits")
-register("batchbald", _batchbald_fn, requires=("log_probs",), returns="indices")
-register("badge", _badge_fn, requires=_EMB, returns="indices")
-register("coreset", _coreset_fn, requires=("pre_logits",), returns="indices")
-register("kmeans", _kmeans_fn, requires=("pre_logits",), returns="indices")
-register("dmbal", _dmbal_fn, requires=_EMB, returns="indices")
-register("cluster_margin", _cluster_margin_fn, requires=_EMB, returns="indices")
-register("umr", _umr_fn, requires=_EMB, returns="indices")
-register("kdpp", _kdpp_fn, requires=_EMB, returns="indices")
-register_score("egl", _diversity.expected_gradient_length, requires=_EMB)
-register_score("entropy_gradnorm", _diversity.entropy_gradnorm, requires=_EMB)
-
-
-def _dfal_fn(inputs, *, key, where):
-  del key
-  return _adversarial.dfal_scores(inputs["model"], inputs["variables"], inputs["x"], where=where)
-
-
-register("dfal", _dfal_fn, requires=("model",))
-
-
-# ---- acquisitions that train a network of their own (method state in the loop state) ----
-
-def _options(config_type, options) -> Any:
-  """A learned acquisition's config NamedTuple from user options (lists become tuples)."""
-  bad = sorted(set(options) - set(config_type._fields))
-  if bad:
-    raise ValueError(f"unknown {config_type.__name__} options {bad}; valid options: "
-                     f"{list(config_type._fields)}")
-  return config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
-
-
-# LL4AL: the loss-prediction module is part of the model (models.with_loss_prediction), trained
-# with it; the loop asks the model for aux["predicted_loss"].
-register_score("ll4al", _learned.predicted_loss, requires=("predicted_loss",))
-
-
-def _dal_fn(inputs, *, key, where, k, method_state, **options):
-  return _learned.dal(key, inputs["pre_logits"], k, where=where, method_state=method_state,
-                      config=_options(_learned.DALConfig, options))
-
-
-def _vaal_fn(inputs, *, key, where, method_state, **options):
-  return _learned.vaal(key, inputs["x"], where=where, method_state=method_state,
-                       config=_options(_learned.VAALConfig, options))
-
-
-def _ta_vaal_fn(inputs, *, key, where, method_state, **options):
-  return _learned.ta_vaal(key, inputs["x"], inputs["predicted_loss"], where=where,
-                          method_state=method_state,
-                          config=_options(_learned.VAALConfig, options))
-
-
-def _waal_fn(inputs, *, key, where, method_state, **options):
-  return _learned.waal(key, inputs["log_probs"], inputs["pre_logits"], where=where,
-                       method_state=method_state, config=_options(_learned.WAALConfig, options))
-
-
-def _init_with_options(init, config_type):
-  def init_state(key, spec, **options):
-    return init(key, spec, _options(config_type, options))
-  return init_state
-
-
-register("dal", _dal_fn, requires=("pre_logits",), returns="indices",
-         init_state=_init_with_options(_learned.dal_init, _learned.DALConfig))
-register("vaal", _vaal_fn, requires=("x",),
-         init_state=_init_with_options(_learned.vaal_init, _learned.VAALConfig))
-register("ta_vaal", _ta_vaal_fn, requires=("x", "predicted_loss"),
-         init_state=_init_with_options(_learned.ta_vaal_init, _learned.VAALConfig))
-register("waal", _waal_fn, requires=_EMB,
-         init_state=_init_with_options(_learned.waal_init, _learned.WAALConfig))
+_EMB = Needs(log_probs=True, pre_logits=True)
+register_batch("batchbald", _batchbald.batchbald, needs=Needs(log_probs=True))
+register_batch("badge", _diversity.badge, needs=_EMB)
+register_batch("coreset", _diversity.coreset, needs=Needs(pre_logits=True))
+register_batch("kmeans", _diversity.kmeans_select, needs=Needs(pre_logits=True))
+register_batch("dmbal", _diversity.dmbal, needs=_EMB)
+register_batch("cluster_margin", _diversity.cluster_margin, needs=_EMB)
+register_batch("umr", _diversity.uncertainty_minus_redundancy, needs=_EMB)
+register_batch("kdpp", _diversity.kdpp, needs=_EMB)
+register_score("egl", _diversity.expected_gradient_length, needs=_EMB)
+register_score("entropy_gradnorm", _diversity.entropy_gradnorm, needs=_EMB)

@@ -11,7 +11,7 @@ def get_config():
   c.dataset = "digits"
   c.val_size = 200
   c.model = "mlp"
-  c.model_kwargs.hidden = (64,)
+  c.models.mlp.hidden = (64,)
   c.mc_samples = 8
   c.pool_subsample = 0
   c.chunk_size = 512

@@ -1,5 +1,5 @@
 """Methods that learn to select or train with the pool: LL4AL, DAL, VAAL, WAAL, FixMatch-style
-semi-supervised training, DFAL adversarial training."""
+semi-supervised training, DFAL adversarial training, SRAAL; every method on every stack shape."""
 
 import jax
 import jax.numpy as jnp
@@ -8,10 +8,15 @@ import pytest
 
 from dal_jax import acquisition as acq
 from dal_jax import experiment
-from dal_jax import loop
+from dal_jax import methods
+from dal_jax import predict
 from dal_jax import models
 from dal_jax import training
 from dal_jax.acquisition import _learned
+from dal_jax.methods import fixmatch
+from dal_jax.methods import ll4al
+from dal_jax.methods import sraal
+from dal_jax.methods import waal
 from tests.test_loop import tiny_config
 
 
@@ -48,7 +53,7 @@ def test_loss_prediction_module_pools_features_as_in_the_paper(rng):
   feats = (jnp.asarray(rng.normal(size=(4, 5, 5, 3)), jnp.float32),
            jnp.asarray(rng.normal(size=(4, 6)), jnp.float32))
   from flax import nnx
-  net = models.LossPredictionModule((3, 6), width=7, rngs=nnx.Rngs(0))
+  net = ll4al.LossPredictionModule((3, 6), width=7, rngs=nnx.Rngs(0))
   got = net(feats)
   w = [(np.asarray(b.kernel.value, np.float64), np.asarray(b.bias.value, np.float64))
        for b in net.branches]
@@ -58,29 +63,33 @@ def test_loss_prediction_module_pools_features_as_in_the_paper(rng):
   np.testing.assert_allclose(got, ref[:, 0], rtol=1e-4, atol=1e-5)
 
 
-def test_ll4al_model_trains_the_module_with_the_ranking_loss(splits):
-  base = models.get_model("mlp", splits.pool.x.shape[1:], 10, hidden=(32, 16))
-  model = models.with_loss_prediction(base, width=8)
+def test_ll4al_term_trains_the_module_with_the_ranking_loss(splits):
+  model = models.get_model("mlp", splits.pool.x.shape[1:], 10, hidden=(32, 16))
+  term = ll4al.loss_prediction_term(width=8)
   x = jnp.asarray(splits.pool.x[:64])
   y = jnp.asarray(splits.pool.y[:64])
-  variables = model.init(jax.random.key(0), x[:1])
-  assert set(variables["params"]) == {"task", "loss_net"}
+  variables = training.initialize(model, jax.random.key(0), x[:1], (term,))
   tx = training.make_optimizer(training.TrainConfig())
-  step = training.make_train_step(model, tx, loss_prediction_weight=1.0)
+  step = training.make_train_step(model, tx, (term,))
   state = training.init_train_state(variables, tx)
   new, m = jax.jit(step)(state, (x, y), jax.random.key(1))
-  assert "ranking_loss" in m and np.isfinite(float(m["ranking_loss"]))
+  assert "ll4al/ranking_loss" in m and np.isfinite(float(m["ll4al/ranking_loss"]))
   moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
-                       state.variables["params"]["loss_net"], new.variables["params"]["loss_net"])
+                       state.variables["terms"], new.variables["terms"])
   assert max(jax.tree.leaves(moved)) > 0  # the module is trained jointly
-  out = jax.jit(lambda v: model.apply(v, x, train=False))(new.variables)[1]["predicted_loss"]
+  out = predict.predict(model, new.variables["model"], x, outputs=("predicted_loss",),
+                        terms=(term,), term_params=new.variables["terms"]).extras
   where = jnp.arange(64) % 2 == 0
-  scores = acq.get_acquisition("ll4al").fn({"predicted_loss": out}, key=None, where=where)
-  np.testing.assert_array_equal(np.isneginf(scores), ~np.asarray(where))
-  np.testing.assert_allclose(scores[where], out[where])
+  acquisition = methods.get_method("ll4al").acquisition
+  scores, _ = acquisition.select({}, {"predicted_loss": out["predicted_loss"]},
+                                 key=jax.random.key(0), k=3, where=where)
+  assert np.asarray(where)[np.asarray(scores)].all()
+  best = np.argsort(-np.where(np.asarray(where), np.asarray(out["predicted_loss"]), -np.inf))[:3]
+  np.testing.assert_array_equal(np.sort(np.asarray(scores)), np.sort(best))
   with pytest.raises(ValueError, match="aux holds 'features'"):
-    bare = models.Model(init=base.init, apply=lambda v, x, **kw: (base.apply(v, x, **kw)[0], {}))
-    models.with_loss_prediction(bare).init(jax.random.key(0), x[:1])
+    bare = models.Model(init=model.init,
+                        apply=lambda v, x, **kw: (model.apply(v, x, **kw)[0], {}))
+    training.initialize(bare, jax.random.key(0), x[:1], (term,))
 
 
 # ---- FixMatch-style semi-supervised training ----
@@ -89,12 +98,12 @@ def test_ll4al_model_trains_the_module_with_the_ranking_loss(splits):
 def test_translation_is_a_crop_of_the_edge_padded_image(rng):
   x = jnp.asarray(rng.normal(size=(5, 8, 8, 2)), jnp.float32)
   key = jax.random.key(3)
-  got = training._translate(key, x, 2)
+  got = fixmatch._translate(key, x, 2)
   shifts = np.asarray(jax.random.randint(key, (5, 2), 0, 5))
   padded = np.pad(np.asarray(x), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
   ref = np.stack([padded[i, s[0]:s[0] + 8, s[1]:s[1] + 8] for i, s in enumerate(shifts)])
   np.testing.assert_array_equal(got, ref)
-  strong = training.strong_augment(key, jnp.full((3, 16, 16, 1), 5.0))
+  strong = fixmatch.strong_augment(key, jnp.full((3, 16, 16, 1), 5.0))
   # Cutout blanks an 8x8 square (noise is small), the rest stays near the input.
   np.testing.assert_array_equal(np.sum(np.asarray(strong) < 2.5, axis=(1, 2, 3)), [64] * 3)
 
@@ -105,38 +114,55 @@ def test_semi_supervised_step_thresholds_pseudo_labels(splits):
   y = jnp.asarray(splits.pool.y[:32])
   xu = jnp.asarray(splits.pool.x[32:96])
   tx = training.make_optimizer(training.TrainConfig())
-  state = training.init_train_state(model.init(jax.random.key(0), x[:1]), tx)
   rates = {}
-  for tau in (0.0, 1.01):
-    step = training.make_train_step(model, tx, unlabeled_weight=1.0, confidence_threshold=tau)
-    _, m = jax.jit(step)(state, (x, y, xu), jax.random.key(1))
-    rates[tau] = (float(m["pseudo_label_rate"]), float(m["unlabeled_loss"]))
+  for tau in (0.0, 1.0):
+    term = fixmatch.loss_term(1.0, 2, tau)
+    state = training.init_train_state(
+        training.initialize(model, jax.random.key(0), x[:1], (term,)), tx)
+    _, m = jax.jit(training.make_train_step(model, tx, (term,)))(state, (x, y, xu),
+                                                                 jax.random.key(1))
+    rates[tau] = (float(m["fixmatch/pseudo_label_rate"]), float(m["fixmatch/unlabeled_loss"]))
   assert rates[0.0][0] == 1.0 and rates[0.0][1] > 0
-  assert rates[1.01] == (0.0, 0.0)
+  assert rates[1.0][0] < 1.0
   with pytest.raises(ValueError, match="non-empty `unlabeled` mask"):
     training.fit(model, x, y, jnp.ones(32, bool), key=jax.random.key(0),
-                 config=training.TrainConfig(unlabeled_weight=1.0, max_steps=1))
+                 config=training.TrainConfig(max_steps=1), terms=(term,))
+  with pytest.raises(ValueError, match="threshold in \\[0, 1\\]"):
+    fixmatch.loss_term(1.0, 1, 1.5)
+  with pytest.raises(ValueError, match="parameters of 0 loss terms but the step has 1"):
+    bare = training.init_train_state(training.initialize(model, jax.random.key(0), x[:1]), tx)
+    training.make_train_step(model, tx, (term,))(bare, (x, y, xu), jax.random.key(1))
 
 
 def test_waal_training_critic_learns_the_labeled_unlabeled_gap(splits):
-  base = models.get_model("mlp", splits.pool.x.shape[1:], 10, hidden=(32,))
-  model = models.with_critic(base, hidden=(16,))
+  model = models.get_model("mlp", splits.pool.x.shape[1:], 10, hidden=(32,))
+  term = waal.alignment_term(alpha=1e-4, hidden=(16,))
   x = jnp.asarray(splits.pool.x[:32])
   y = jnp.asarray(splits.pool.y[:32])
   xu = jnp.asarray(splits.pool.x[32:64]) + 3.0  # unlabeled inputs from a shifted distribution
   tx = training.make_optimizer(training.TrainConfig(learning_rate=1e-2))
-  state = training.init_train_state(model.init(jax.random.key(0), x[:1]), tx)
-  step = jax.jit(training.make_train_step(model, tx, waal_alpha=1e-4))
+  state = training.init_train_state(training.initialize(model, jax.random.key(0), x[:1],
+                                                        (term,)), tx)
+  step = jax.jit(training.make_train_step(model, tx, (term,)))
   gaps = []
   for i in range(150):
     state, m = step(state, (x, y, xu), jax.random.key(i))
-    gaps.append(float(m["wasserstein"]))
+    gaps.append(float(m["waal/wasserstein"]))
   # The critic ascends E_U[c] - E_L[c] (in [-1, 1]) until it separates the two sets.
   assert gaps[0] < 0.5 and np.mean(gaps[-10:]) > 0.9
-  with pytest.raises(ValueError, match="with_critic"):
-    bare_step = training.make_train_step(base, tx, waal_alpha=1e-4)
-    bare_state = training.init_train_state(base.init(jax.random.key(0), x[:1]), tx)
-    bare_step(bare_state, (x, y, xu), jax.random.key(0))
+  with pytest.raises(ValueError, match="alpha > 0"):
+    waal.alignment_term(alpha=0.0)
+
+
+def test_sraal_indicator_matches_numpy(rng):
+  from tests.conftest import random_log_probs
+  lp = random_log_probs(rng, 3, 40, 5)
+  p = np.exp(lp).mean(0)
+  ref = 0.7 * np.mean((p - 0.2) ** 2, -1) / (4 / 25)
+  np.testing.assert_allclose(sraal.uncertainty_indicator(jnp.asarray(lp), scale=0.7), ref,
+                             rtol=1e-4, atol=1e-7)
+  one_hot = jnp.log(jnp.array([[[1.0, 0, 0, 0, 0], [0.2, 0.2, 0.2, 0.2, 0.2]]]))
+  np.testing.assert_allclose(sraal.uncertainty_indicator(one_hot), [1.0, 0.0], atol=1e-6)
 
 
 # ---- DAL / VAAL / WAAL ----
@@ -156,24 +182,21 @@ def _spec(d, shape=(8,)):
   return acq.Spec(input_shape=shape, pre_logits_dim=d, num_classes=10)
 
 
-@pytest.mark.parametrize("name", ["dal", "waal", "vaal", "ta_vaal"])
+@pytest.mark.parametrize("name", ["dal", "waal", "vaal", "ta_vaal", "sraal"])
 def test_learned_acquisitions_pick_what_does_not_look_labeled(rng, name):
   h, where, far = _two_clusters(rng)
-  a = acq.get_acquisition(name)
   # DAL with one sub-batch: one classifier ranks the whole batch (sub-batches are tested below).
   options = {"steps": 150, **({"sub_batches": 1} if name == "dal" else {})}
-  state = a.init_state(jax.random.key(0), _spec(8), **options)
-  lp = jnp.log(jnp.full((2, h.shape[0], 10), 0.1))  # equal uncertainty everywhere (WAAL)
-  inputs = {"pre_logits": h, "log_probs": lp, "x": h,
-            "predicted_loss": jnp.asarray(rng.normal(size=h.shape[0]), jnp.float32)}
+  a = methods.get_method(name, **options).acquisition
+  state = a.init(jax.random.key(0), _spec(8))
+  lp = jnp.log(jnp.full((2, h.shape[0], 10), 0.1))  # equal uncertainty everywhere (WAAL, SRAAL)
+  outputs = {"pre_logits": h, "log_probs": lp, "x": h,
+             "predicted_loss": jnp.asarray(rng.normal(size=h.shape[0]), jnp.float32)}
   k = 20
-  idx, new_state = acq.acquire_with_state(a, inputs, key=jax.random.key(1), k=k, where=where,
-                                          method_state=state, options=options)
+  idx, new_state = acq.checked_select(a, state, outputs, key=jax.random.key(1), k=k, where=where)
   idx = np.asarray(idx)
-  assert idx.shape == (k,) and len(set(idx.tolist())) == k and np.asarray(where)[idx].all()
   assert len(far & set(idx.tolist())) >= 0.9 * k  # the unlabeled-only cluster is chosen first
-  again, _ = acq.acquire_with_state(a, inputs, key=jax.random.key(1), k=k, where=where,
-                                    method_state=state, options=options)
+  again, _ = a.select(state, outputs, key=jax.random.key(1), k=k, where=where)
   np.testing.assert_array_equal(idx, again)  # same key, same selection
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert any(bool(jnp.any(u != v)) for u, v in zip(jax.tree.leaves(state),
@@ -231,79 +254,76 @@ def test_vaal_losses_match_numpy(rng):
 
 def test_learned_acquisition_errors(rng):
   h, where, _ = _two_clusters(rng)
-  state = acq.get_acquisition("dal").init_state(jax.random.key(0), _spec(8))
-  with pytest.raises(ValueError, match="acquire_with_state"):
-    acq.acquire("dal", {"pre_logits": h}, key=jax.random.key(0), k=3, where=where)
-  with pytest.raises(ValueError, match="needs its method_state"):
-    acq.acquire_with_state("dal", {"pre_logits": h}, key=jax.random.key(0), k=3, where=where)
-  with pytest.raises(ValueError, match=r"unknown DALConfig options \['beta'\]"):
-    acq.acquire_with_state("dal", {"pre_logits": h}, key=jax.random.key(0), k=3, where=where,
-                           method_state=state, options={"beta": 1.0})
-  with pytest.raises(ValueError, match="takes no options"):
-    acq.acquire_with_state("bald", {"log_probs": jnp.zeros((1, 4, 2))}, key=jax.random.key(0),
-                           k=1, options={"steps": 1})
+  dal = methods.get_method("dal").acquisition
+  state = dal.init(jax.random.key(0), _spec(8))
+  with pytest.raises(ValueError, match=r"dal has no options \['beta_vae'\]"):
+    methods.get_method("dal", beta_vae=1.0)
   with pytest.raises(ValueError, match="needs both"):
-    acq.acquire_with_state("waal", {"pre_logits": h, "log_probs": jnp.zeros((1, 400, 3))},
-                           key=jax.random.key(0), k=3, where=jnp.ones(400, bool),
-                           method_state=acq.get_acquisition("waal").init_state(
-                               jax.random.key(0), _spec(8)))
+    w = methods.get_method("waal").acquisition
+    w.select(w.init(jax.random.key(0), _spec(8)),
+             {"pre_logits": h, "log_probs": jnp.zeros((1, 400, 3))}, key=jax.random.key(0), k=3,
+             where=jnp.ones(400, bool))
   with pytest.raises(ValueError, match="contain NaN"):
-    acq.acquire_with_state("dal", {"pre_logits": h.at[0, 0].set(jnp.nan)},
-                           key=jax.random.key(0), k=3, where=where, method_state=state)
+    dal.select(state, {"pre_logits": h.at[0, 0].set(jnp.nan)}, key=jax.random.key(0), k=3,
+               where=where)
+  with pytest.raises(ValueError, match="needs \\['pre_logits'\\]"):
+    dal.select(state, {}, key=jax.random.key(0), k=3, where=where)
 
 
-# ---- tiny end-to-end runs; resume restores the method's own state ----
+# ---- every method on every stack shape: a tiny end-to-end run, and resume gives the same ----
+
+METHOD_CASES = {
+    "ll4al": {"warm_start": True},
+    "dal": {"methods.dal.steps": 10},
+    "vaal": {"methods.vaal.steps": 10},
+    "ta_vaal": {"methods.ta_vaal.steps": 10},
+    "sraal": {"methods.sraal.steps": 10},
+    "waal": {"methods.waal.steps": 10, "methods.waal.alpha": 0.1},
+    "dfal": {"methods.dfal.adversarial_training": True, "methods.dfal.max_iter": 3},
+    "fixmatch": {"acquisition": "entropy", "add_methods": "fixmatch"},
+    "mixup": {"acquisition": "margin", "add_methods": "mixup"},
+    "ceal": {"acquisition": "entropy", "add_methods": "ceal", "methods.ceal.delta0": 0.5},
+    "stabilizing": {"acquisition": "bald", "stabilizing_stop_set": 30},
+    "badge": {}, "batchbald": {}, "random": {},
+}
+SHAPES = {"single": {}, "ensemble3": {"ensemble_size": 3},
+          "seeds2": {"num_seeds": 2, "parallel_seeds": True}}
 
 
-@pytest.mark.parametrize("acquisition,overrides", [
-    ("ll4al", {"warm_start": True}),
-    ("dal", {}),
-    ("vaal", {}),
-    ("ta_vaal", {}),
-    ("waal", {"train.waal_alpha": 0.1}),
-    ("entropy", {"train.unlabeled_weight": 1.0}),
-    ("dfal", {"adversarial_training": True}),
-])
-def test_end_to_end_and_resume(tmp_path, splits, acquisition, overrides):
-  cfg = tiny_config(acquisition=acquisition, pool_subsample=100)
-  for field, value in overrides.items():
-    if field.startswith("train."):
-      cfg.train[field[6:]] = value
+def method_config(case, shape):
+  cfg = tiny_config(acquisition=case, pool_subsample=60, budget=15, mc_samples=2)
+  cfg.train.max_steps = 10
+  for field, value in {**METHOD_CASES[case], **SHAPES[shape]}.items():
+    node, *path = field.split(".")
+    if path:
+      target = cfg[node]
+      for p in path[:-1]:
+        target = target[p]
+      target[path[-1]] = value
     else:
       cfg[field] = value
-  if acquisition in ("dal", "vaal", "ta_vaal", "waal"):
-    cfg.acquisition_options.steps = 30
-  full = experiment.run_experiment(cfg, str(tmp_path / "a"), splits=splits)[cfg.seed]
-  assert [r["num_labels"] for r in full] == [10, 15, 20, 25]
-  selected = [i for r in full for i in r["selected"]]
-  assert len(set(selected)) == 15
-  experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits, max_rounds=2)
-  # The checkpoint holds the method's trained state, not the initial one.
-  ctx = experiment._context(cfg, splits)
-  run = experiment._SeedRun(cfg, splits, cfg.seed, str(tmp_path / "b" / f"seed_{cfg.seed}"), ctx)
-  run.ckpt.close()
-  fresh = loop.init_method_state(acquisition, jax.random.key(9), ctx.model, ctx.data.x_pool[:1],
-                                 10, dict(ctx.rc.acquisition_options))
-  if jax.tree.leaves(fresh):
-    assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(run.state.method_state),
-                                                     jax.tree.leaves(fresh)))
-  if cfg.get("adversarial_training"):
-    n_adv = int(jnp.sum(run.state.extra_y >= 0))
-    assert n_adv == 10 and full[0]["num_adversarial"] == 5
+  return cfg
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("case", sorted(METHOD_CASES))
+def test_every_method_on_every_stack_runs_and_resumes(tmp_path, splits, case, shape):
+  cfg = method_config(case, shape)
+  full = experiment.run_experiment(cfg, str(tmp_path / "a"), splits=splits)
+  part = experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits, max_rounds=1)
+  assert all(len(r) == 1 for r in part.values())
+  resumed = experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits)
+  for seed, records in full.items():
+    assert [r["num_labels"] for r in records] == [10, 15]
+    assert len(set(records[0]["selected"])) == 5
+    assert [r["selected"] for r in resumed[seed]] == [r["selected"] for r in records]
+    assert [r["accuracy"] for r in resumed[seed]] == pytest.approx(
+        [r["accuracy"] for r in records], abs=1e-6)
+  if case == "dfal":  # the adversarial copies carry the labels of the selected points
+    run = experiment.build(cfg, splits)
+    seed_run = experiment.SeedRun(run, cfg.seed, str(tmp_path / "b" / f"seed_{cfg.seed}"))
+    seed_run.ckpt.close()
+    copies = seed_run.state.methods["dfal_copies"]
+    labeled = np.asarray(copies["y"])[np.asarray(copies["source"]) >= 0]
     np.testing.assert_array_equal(
-        np.sort(np.asarray(run.state.extra_y)[np.asarray(run.state.extra_y) >= 0]),
-        np.sort(splits.pool.y[np.asarray(full[0]["selected"] + full[1]["selected"])]))
-  resumed = experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits)[cfg.seed]
-  assert [r["selected"] for r in resumed] == [r["selected"] for r in full]
-  assert [r["accuracy"] for r in resumed] == pytest.approx([r["accuracy"] for r in full])
-
-
-def test_sequential_only_options_are_rejected_with_parallel_seeds(tmp_path):
-  for overrides in ({"acquisition": "ll4al"}, {"adversarial_training": True}):
-    cfg = tiny_config(parallel_seeds=True, num_seeds=2, **overrides)
-    with pytest.raises(ValueError, match="sequential loop"):
-      experiment.check_config(cfg)
-  cfg = tiny_config(acquisition="bald")
-  cfg.acquisition_options.steps = 3
-  with pytest.raises(ValueError, match="takes none"):
-    experiment.check_config(cfg)
+        np.sort(labeled), np.sort(splits.pool.y[np.asarray(full[cfg.seed][0]["selected"])]))

@@ -1,0 +1,266 @@
+"""Experiment configuration: every field with its default, meaning and allowed range, in one place.
+
+``default_config()`` is the ml_collections ConfigDict every experiment config starts from
+(``experiments/configs/*.py`` override a few fields); ``--config.<field>=<value>`` overrides any
+field from the command line; :func:`check` validates every field before any work starts, with
+one line naming the field and what is allowed; :func:`describe` is the ``--help`` text.
+
+Options of methods and models are nested under their names and only the chosen one's are read:
+``--config.methods.dal.steps=100``, ``--config.models.gal_cnn.filters=16``. Their defaults come
+from the methods and models themselves (``dal_jax.methods``, ``dal_jax.models``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any, Callable, NamedTuple
+
+import ml_collections
+
+from dal_jax import acquisition as acq_lib
+from dal_jax import methods as methods_lib
+from dal_jax import models as models_lib
+
+# Bumped whenever stored runs of an older layout cannot be resumed as they are.
+SCHEMA_VERSION = 2
+
+
+class Field(NamedTuple):
+  default: Any
+  doc: str
+  check: Callable[[Any], bool] | None = None
+  allowed: str = ""
+
+
+def _int_at_least(lo):
+  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo), f"an integer >= {lo}"
+
+
+def _float_in(lo, hi, *, lo_open=False):
+  def ok(v):
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+            and (v > lo if lo_open else v >= lo) and v <= hi)
+  return ok, f"a number in {'(' if lo_open else '['}{lo}, {hi}]"
+
+
+def _optional(check_allowed):
+  check, allowed = check_allowed
+  return (lambda v: v is None or check(v)), f"None or {allowed}"
+
+
+_BOOL = ((lambda v: isinstance(v, bool)), "True or False")
+_STR = ((lambda v: isinstance(v, str) and v != ""), "a non-empty string")
+
+
+def _f(default, doc, check_allowed=None):
+  check, allowed = check_allowed if check_allowed else (None, "")
+  return Field(default, doc, check, allowed)
+
+
+INF = float("inf")
+
+FIELDS: dict[str, Field] = {
+    # Data.
+    "dataset": _f("fashion_mnist", "fashion_mnist, digits (scikit-learn's 8x8 digits), "
+                  "idx:<dir> (MNIST-format IDX files), or a tfds dataset prepared in data_dir",
+                  _STR),
+    "data_dir": _f(None, "tfds data directory (None: ~/tensorflow_datasets)"),
+    "split_seed": _f(0, "seed of the pool / validation / test split", _int_at_least(0)),
+    "val_size": _f(1000, "labeled validation points for early stopping (0: none)",
+                   _int_at_least(0)),
+    "pool_size": _f(None, "pool points (None: all remaining)", _optional(_int_at_least(1))),
+    "test_size": _f(None, "test points (None: the whole test split; 0: no test set)",
+                    _optional(_int_at_least(0))),
+    "imbalance_ratio": _f(1.0, "long-tailed pool: most/least frequent class ratio (1: as is)",
+                          _float_in(1.0, INF)),
+    "ood_fraction": _f(0.0, "out-of-distribution samples appended to the pool (labels -1)",
+                       _float_in(0.0, 0.9)),
+    # Model.
+    "model": _f("gal_cnn", "mlp, gal_cnn or resnet18", _STR),
+    # Acquisition / method.
+    "acquisition": _f("bald", "the method: any acquisition or method name", _STR),
+    "selector": _f("top_k", "top_k, or stochastic batch acquisition power / softmax / softrank "
+                   "(Kirsch et al. 2023), for score acquisitions", _STR),
+    "beta": _f(1.0, "temperature of the stochastic selectors", _float_in(0.0, INF)),
+    "add_methods": _f("", "comma-separated training-only methods added to the acquisition: "
+                      "mixup, fixmatch, ceal"),
+    "mc_samples": _f(20, "MC-dropout samples for acquisitions that read log-probs (0: "
+                     "deterministic)", _int_at_least(0)),
+    "pool_subsample": _f(5000, "score this many random unlabeled candidates per round (0: all)",
+                         _int_at_least(0)),
+    "chunk_size": _f(1024, "pool points per compiled prediction call", _int_at_least(1)),
+    # Protocol and stopping.
+    "initial_size": _f(20, "initial labeled points", _int_at_least(1)),
+    "initial_balanced": _f(True, "class-balanced initial set (Gal et al. 2017; simulation only)",
+                           _BOOL),
+    "query_size": _f(20, "k, points labeled per round", _int_at_least(1)),
+    "budget": _f(220, "stop once this many points are labeled", _int_at_least(1)),
+    "target_accuracy": _f(None, "stop once test accuracy reaches this (None: never)",
+                          _optional(_float_in(0.0, 1.0))),
+    "warm_start": _f(False, "continue from last round's weights instead of re-initialising",
+                     _BOOL),
+    "stabilizing_stop_set": _f(0, "stabilizing predictions (Bloodgood & Vijay-Shanker 2009): "
+                               "stop-set size (0: off)", _int_at_least(0)),
+    "stabilizing_window": _f(3, "kappas averaged by the stabilizing rule", _int_at_least(1)),
+    "stabilizing_threshold": _f(0.99, "mean kappa at which predictions count as stable",
+                                _float_in(-1.0, 1.0)),
+    "stop_on_stabilizing": _f(False, "stop the run when predictions stabilize (else record "
+                              "only)", _BOOL),
+    # Stacks and devices.
+    "ensemble_size": _f(1, "E models per seed: a deep ensemble (DEBAL with mc_samples > 0)",
+                        _int_at_least(1)),
+    "num_devices": _f(0, "devices to shard over (0: all visible)", _int_at_least(0)),
+    "distributed": _f(False, "jax.distributed.initialize() first (multi-host)", _BOOL),
+    "parallel_seeds": _f(False, "run the seeds as one stacked program per round (same "
+                         "results)", _BOOL),
+    # Run.
+    "seed": _f(0, "first seed", _int_at_least(0)),
+    "num_seeds": _f(3, "seeds seed, seed+1, ...", _int_at_least(1)),
+    "checkpoints_to_keep": _f(2, "orbax checkpoints kept per seed", _int_at_least(1)),
+    "progress": _f(True, "print one line per round and seed", _BOOL),
+    "report_accuracy": _f(0.70, "accuracy whose label cost comparisons report",
+                          _float_in(0.0, 1.0)),
+}
+
+TRAIN_FIELDS: dict[str, Field] = {
+    "batch_size": _f(32, "labeled examples per step", _int_at_least(1)),
+    "learning_rate": _f(1e-3, "AdamW learning rate", _float_in(0.0, 10.0, lo_open=True)),
+    "weight_decay": _f(1e-4, "decoupled weight decay", _float_in(0.0, 1.0)),
+    "max_steps": _f(300, "upper bound on steps per round", _int_at_least(1)),
+    "eval_every": _f(25, "steps between validation evaluations", _int_at_least(1)),
+    "patience": _f(3, "evaluations without improvement before stopping", _int_at_least(1)),
+}
+
+# Fields that may change between a run and its resumption without changing its results.
+RESUMABLE_FIELDS = ("progress", "num_devices", "distributed", "checkpoints_to_keep",
+                    "report_accuracy")
+
+
+def model_options(name: str) -> dict[str, Any]:
+  """A built-in model's keyword options with their defaults."""
+  cls = {"mlp": models_lib.MLP, "gal_cnn": models_lib.GalCNN,
+         "resnet18": models_lib.ResNet18}[name]
+  return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+          if p.kind == p.KEYWORD_ONLY and p.name != "rngs" and p.default is not p.empty}
+
+
+def _own_options(name: str) -> dict[str, Any]:
+  """A method's options other than the selection ones (those are top-level fields)."""
+  return {k: v for k, v in methods_lib.method_options(name).items()
+          if k not in acq_lib.SELECTION_OPTIONS}
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field at its default (the registered methods' and models' options included)."""
+  c = ml_collections.ConfigDict({k: f.default for k, f in FIELDS.items()})
+  c.data_dir = ml_collections.config_dict.placeholder(str)
+  c.pool_size = ml_collections.config_dict.placeholder(int)
+  c.test_size = ml_collections.config_dict.placeholder(int)
+  c.target_accuracy = ml_collections.config_dict.placeholder(float)
+  c.train = ml_collections.ConfigDict({k: f.default for k, f in TRAIN_FIELDS.items()})
+  c.models = ml_collections.ConfigDict({name: model_options(name) for name in models_lib.MODELS})
+  c.methods = ml_collections.ConfigDict(
+      {name: _own_options(name) for name in methods_lib.names() if _own_options(name)})
+  return c
+
+
+def _plain(value):
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_plain(v) for v in value)
+  return value
+
+
+def add_method_names(config) -> list[str]:
+  return [m.strip() for m in (config.add_methods or "").split(",") if m.strip()]
+
+
+def method_kwargs(config, name: str) -> dict[str, Any]:
+  """The options a run passes to ``get_method(name, ...)``."""
+  section = config.methods.get(name) if "methods" in config else None
+  opts = _plain(section) if section is not None else {}
+  if name == config.acquisition and "selector" in methods_lib.method_options(name):
+    opts = {**opts, "selector": config.selector, "beta": config.beta}
+  return opts
+
+
+def _check_field(path: str, field: Field, value) -> None:
+  if field.check is not None and not field.check(value):
+    raise ValueError(f"config.{path}={value!r} is not allowed: expected {field.allowed}")
+
+
+def check(config) -> None:
+  """Validates every field; raises ``ValueError`` naming the first bad one."""
+  known = set(FIELDS) | {"train", "models", "methods"}
+  unknown = sorted(set(config.keys()) - known)
+  if unknown:
+    raise ValueError(f"unknown config fields {unknown}; see --help for the valid ones")
+  for name, field in FIELDS.items():
+    if name not in config:
+      raise ValueError(f"config.{name} is missing (start configs from "
+                       "dal_jax.config.default_config())")
+    _check_field(name, field, config[name])
+  unknown = sorted(set(config.train.keys()) - set(TRAIN_FIELDS))
+  if unknown:
+    raise ValueError(f"unknown config.train fields {unknown}; valid: {sorted(TRAIN_FIELDS)}")
+  for name, field in TRAIN_FIELDS.items():
+    _check_field(f"train.{name}", field, config.train[name])
+  if config.model not in models_lib.MODELS:
+    raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
+  acq_lib.get_selector(config.selector)
+  if config.budget < config.initial_size:
+    raise ValueError(f"config.budget={config.budget} is smaller than config.initial_size="
+                     f"{config.initial_size}")
+  for name in [config.acquisition, *add_method_names(config)]:
+    if name not in methods_lib.names():
+      raise ValueError(f"unknown method {name!r} in config."
+                       f"{'acquisition' if name == config.acquisition else 'add_methods'}; "
+                       f"valid: {methods_lib.names()}")
+
+
+def resolved(config) -> dict[str, Any]:
+  """The config as stored with a run's checkpoints: plain JSON, with only the chosen model's
+  and methods' option sections (changing another method's options does not change the run)."""
+  d = json.loads(config.to_json_best_effort(sort_keys=True))
+  d["models"] = {config.model: d.get("models", {}).get(config.model, {})}
+  used = [config.acquisition, *add_method_names(config)]
+  d["methods"] = {k: v for k, v in d.get("methods", {}).items() if k in used}
+  return d
+
+
+def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  """``"field: old -> new"`` for the fields that differ (resumable fields ignored)."""
+  out = []
+  for k in sorted(set(stored) | set(current)):
+    if k in RESUMABLE_FIELDS or stored.get(k) == current.get(k):
+      continue
+    a, b = stored.get(k), current.get(k)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += [f"{k}.{d}" for d in differences(a, b)]
+    else:
+      out.append(f"{k}: {a!r} -> {b!r}")
+  return out
+
+
+def describe() -> str:
+  """Every field with its default and meaning (the ``--help`` text of ``--config``)."""
+  lines = ["Config fields (override with --config.<field>=<value>):"]
+  for name, f in FIELDS.items():
+    lines.append(f"  {name} = {f.default!r}: {f.doc}")
+  for name, f in TRAIN_FIELDS.items():
+    lines.append(f"  train.{name} = {f.default!r}: {f.doc}")
+  for name in models_lib.MODELS:
+    opts = ", ".join(f"{k}={v!r}" for k, v in model_options(name).items())
+    lines.append(f"  models.{name}.<option>: {opts}")
+  lines.append("  methods.<name>.<option>: options of the acquisition / methods in use:")
+  for name in methods_lib.names():
+    opts = methods_lib.method_options(name)
+    doc = (methods_lib.METHODS[name].doc if name in methods_lib.METHODS
+           else acq_lib.ACQUISITIONS[name].doc)
+    shown = ", ".join(f"{k}={v!r}" for k, v in opts.items() if k not in ("selector", "beta"))
+    lines.append(f"    {name}: {doc}" + (f" [{shown}]" if shown else ""))
+  return "\n".join(lines)
