@@ -1,0 +1,145 @@
+"""Workdir integrity as a user meets it: a lock, checkpoints that carry their config, metrics
+that survive kills and torn lines, failed starts, Ctrl-C, one-line errors, --help."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dal_jax import experiment
+from dal_jax import workdir as workdir_lib
+from tests.test_loop import REPO
+from tests.test_loop import tiny_config
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+TINY = ["--config.pool_size=300", "--config.test_size=200", "--config.val_size=100",
+        "--config.initial_size=10", "--config.query_size=5", "--config.mc_samples=4",
+        "--config.train.max_steps=20", "--config.train.eval_every=10"]
+
+
+def _run(workdir, *extra, budget=40):
+  return [sys.executable, "-m", "experiments.run", "--config=experiments/configs/digits.py",
+          f"--workdir={workdir}", *TINY, f"--config.budget={budget}", *extra]
+
+
+def _rounds(path):
+  return [json.loads(line)["round"] for line in open(path).read().splitlines()]
+
+
+def test_a_second_process_on_the_workdir_is_refused_naming_the_holder(tmp_path, splits):
+  lock = workdir_lib.WorkdirLock(str(tmp_path))
+  try:
+    with pytest.raises(ValueError, match=rf"in use by another dal_jax process \(pid {os.getpid()}"):
+      experiment.run_experiment(tiny_config(), str(tmp_path), splits=splits)
+    proc = subprocess.run(_run(tmp_path), cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        l for l in proc.stderr.strip().splitlines() if l.startswith("error: workdir")]
+  finally:
+    lock.release()
+  experiment.run_experiment(tiny_config(), str(tmp_path), splits=splits, max_rounds=1)
+
+
+@pytest.mark.parametrize("edit", ["delete", "rewrite"])
+def test_config_json_cannot_let_another_config_continue(tmp_path, splits, edit):
+  experiment.run_experiment(tiny_config(), str(tmp_path), splits=splits, max_rounds=1)
+  path = tmp_path / "config.json"
+  if edit == "delete":
+    path.unlink()
+  else:
+    stored = json.loads(path.read_text())
+    stored["query_size"] = 6
+    path.write_text(json.dumps(stored))
+  with pytest.raises(ValueError, match=r"another config \(query_size: 5 -> 6\)"):
+    experiment.run_experiment(tiny_config(query_size=6), str(tmp_path), splits=splits)
+  # The run's own config still resumes, whatever config.json says.
+  records = experiment.run_experiment(tiny_config(), str(tmp_path), splits=splits)[0]
+  assert [r["round"] for r in records] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "torn", "delete", "stale_line"])
+def test_metrics_are_rebuilt_from_the_checkpoints(tmp_path, splits, damage):
+  cfg = tiny_config()
+  full = experiment.run_experiment(cfg, str(tmp_path / "full"), splits=splits)[0]
+  experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits, max_rounds=2)
+  path = tmp_path / "b" / "seed_0" / "metrics.jsonl"
+  lines = path.read_text().splitlines()
+  if damage == "truncate":
+    path.write_text(lines[0] + "\n")
+  elif damage == "torn":
+    path.write_text("\n".join(lines) + "\n" + lines[0][:40])
+  elif damage == "delete":
+    path.unlink()
+  else:  # a record of a round the checkpoint does not hold (killed before its checkpoint)
+    stale = json.loads(lines[-1])
+    stale["round"] = 2
+    path.write_text("\n".join(lines) + "\n" + json.dumps(stale) + "\n")
+  resumed = experiment.run_experiment(cfg, str(tmp_path / "b"), splits=splits)[0]
+  assert _rounds(path) == [0, 1, 2, 3]
+  assert [r["selected"] for r in resumed] == [r["selected"] for r in full]
+  on_disk = [json.loads(line) for line in path.read_text().splitlines()]
+  assert [r["selected"] for r in on_disk] == [r["selected"] for r in full]
+
+
+def test_a_failed_first_start_does_not_block_the_corrected_command(tmp_path, splits):
+  with pytest.raises(ValueError, match="unknown dataset"):
+    experiment.run_experiment(tiny_config(dataset="no_such_dataset_xyz"), str(tmp_path))
+  records = experiment.run_experiment(tiny_config(query_size=6, budget=22), str(tmp_path),
+                                      splits=splits)[0]
+  assert [r["num_labels"] for r in records] == [10, 16, 22]
+
+
+def test_out_of_range_fields_are_refused(tmp_path, splits):
+  with pytest.raises(ValueError, match=r"config.checkpoints_to_keep=0 is not allowed: expected "
+                                       r"an integer >= 1"):
+    experiment.run_experiment(tiny_config(checkpoints_to_keep=0), str(tmp_path), splits=splits)
+  with pytest.raises(ValueError, match=r"config.train.learning_rate=nan is not allowed"):
+    cfg = tiny_config()
+    cfg.train.learning_rate = float("nan")
+    experiment.run_experiment(cfg, str(tmp_path), splits=splits)
+  with pytest.raises(ValueError, match=r"model 'mlp' has no options \['hiddn'\]"):
+    cfg = tiny_config()
+    cfg.models.mlp = {"hiddn": (3,)}
+    experiment.run_experiment(cfg, str(tmp_path), splits=splits)
+  with pytest.raises(ValueError, match=r"dal has no options \['alpha'\]"):
+    cfg = tiny_config(acquisition="dal")
+    cfg.methods.dal = {"alpha": 1.0}
+    experiment.run_experiment(cfg, str(tmp_path), splits=splits)
+  assert not (tmp_path / "seed_0").exists()
+
+
+def test_command_line_errors_help_resume_message_and_ctrl_c(tmp_path):
+  bad = subprocess.run(_run(tmp_path / "x", "--config.query_size=0"), cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2
+  assert bad.stderr.strip() == ("error: config.query_size=0 is not allowed: expected an integer "
+                                ">= 1")
+  helped = subprocess.run([sys.executable, "-m", "experiments.run", "--help"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+  for text in ("query_size = 20", "train.max_steps = 300", "models.gal_cnn.<option>",
+               "sraal:", "--import"):
+    assert text in helped.stdout
+  # Ctrl-C: a one-line message, no traceback; the same command resumes and says from where.
+  metrics = tmp_path / "run" / "seed_0" / "metrics.jsonl"
+  proc = subprocess.Popen(_run(tmp_path / "run", budget=60), cwd=REPO, env=ENV,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130 and "Traceback" not in err
+  assert err.strip().endswith("interrupted — run the same command to resume")
+  again = subprocess.run(_run(tmp_path / "run", budget=60), cwd=REPO, env=ENV,
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "[random seed 0] resuming after round" in again.stdout or \
+      "[bald seed 0] resuming after round" in again.stdout
+  assert _rounds(metrics) == list(range(len(_rounds(metrics))))
