@@ -165,13 +165,13 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _plain(value):
+def plain(value):
   if hasattr(value, "to_dict"):
     value = value.to_dict()
   if isinstance(value, dict):
-    return {k: _plain(v) for k, v in value.items()}
+    return {k: plain(v) for k, v in value.items()}
   if isinstance(value, list):
-    return tuple(_plain(v) for v in value)
+    return tuple(plain(v) for v in value)
   return value
 
 
@@ -182,7 +182,7 @@ def add_method_names(config) -> list[str]:
 def method_kwargs(config, name: str) -> dict[str, Any]:
   """The options a run passes to ``get_method(name, ...)``."""
   section = config.methods.get(name) if "methods" in config else None
-  opts = _plain(section) if section is not None else {}
+  opts = plain(section) if section is not None else {}
   if name == config.acquisition and "selector" in methods_lib.method_options(name):
     opts = {**opts, "selector": config.selector, "beta": config.beta}
   return opts

@@ -43,8 +43,7 @@ def load_splits(config) -> data_lib.Splits:
 
 def build_model(config, splits: data_lib.Splits) -> models_lib.Model:
   """The config's model with its options (``config.models.<model>``)."""
-  options = config_lib._plain(config.models[config.model]) if config.model in config.models \
-      else {}
+  options = config_lib.plain(config.models.get(config.model, {}))
   valid = config_lib.model_options(config.model)
   unknown = sorted(set(options) - set(valid))
   if unknown:

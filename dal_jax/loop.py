@@ -305,7 +305,6 @@ def _round_keys(state: LoopState):
 def _training_set(states, method: Method, data: LoopData, members: int):
   """``(x [N + Σ P_g], labels [M, ·], trainable [M, ·], unlabeled [M, ·])``: the pool plus each
   seed's extra examples (hooks' ``train_extra``), every model seeing only its own seed's."""
-  n = data.x_pool.shape[0]
   extras = [[h.train_extra(s.methods[h.name]) for h in method.hooks if h.train_extra]
             for s in states]
   xs, labels, trainable = [data.x_pool], [], []
@@ -324,7 +323,7 @@ def _training_set(states, method: Method, data: LoopData, members: int):
   x = jnp.concatenate(xs) if total else data.x_pool
   unlabeled = [jnp.concatenate([~s.labeled, jnp.zeros((total,), bool)]) for s in states]
   rep = lambda a: jnp.repeat(jnp.stack(a), members, axis=0)  # noqa: E731
-  return x, rep(labels), rep(trainable), rep(unlabeled), n
+  return x, rep(labels), rep(trainable), rep(unlabeled)
 
 
 def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig) -> str | None:
@@ -373,7 +372,7 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
                      train_keys=tuple(k[0] for k in keys), round=rnd, num_classes=num_classes)
 
   t0 = time.perf_counter()
-  x, labels, trainable, unlabeled, _ = _training_set(states, method, data, members)
+  x, labels, trainable, unlabeled = _training_set(states, method, data, members)
   fit = learner.fit(x, labels, trainable, keys=ctx.model_keys(ctx.train_keys),
                     val=None if data.x_val is None else (data.x_val, data.y_val),
                     init=variables if config.warm_start else None,

@@ -47,7 +47,7 @@ def parse_strategy(spec: str, config):
   cfg.acquisition = parts[1] if len(parts) > 1 else label
   for item in parts[2:]:
     field, sep, value = item.partition("=")
-    *parents, leaf = field.split(".")  # nested fields: train.unlabeled_weight=1.0
+    *parents, leaf = field.split(".")  # nested fields: methods.waal.alpha=0.01
     node = cfg
     for p in parents:
       node = node[p] if p in node and hasattr(node[p], "keys") else None

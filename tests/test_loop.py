@@ -234,3 +234,36 @@ def test_compare_writes_plot_and_table(tmp_path, splits):
   np.testing.assert_allclose(analysis.area_under_curve(labels, acc), [0.4, 0.425])
   assert analysis.labels_to_reach(labels, acc, 0.45) == [30.0, 20.0]
   assert analysis.labels_to_reach(labels, acc, 0.9) == [None, None]
+
+
+def test_no_test_or_validation_set_is_fine(tmp_path, splits):
+  """The round needs neither: no test metrics are recorded, training runs max_steps."""
+  cfg = tiny_config(test_size=0, val_size=0, acquisition="entropy", progress=True)
+  records = experiment.run_experiment(cfg, str(tmp_path))[cfg.seed]
+  assert [r["num_labels"] for r in records] == [10, 15, 20, 25]
+  assert all("accuracy" not in r and r["train_steps"] == 20 for r in records)
+
+
+def test_propose_and_incorporate_split_the_round_at_the_oracle(tmp_path, splits):
+  """A human in the middle: propose gives the query, answers come later; the result equals the
+  simulated round."""
+  cfg = tiny_config(acquisition="margin")
+  run = experiment.build(cfg, splits)
+  seed_run = experiment.SeedRun(run, 0, str(tmp_path))
+  seed_run.ckpt.close()
+  seed_state = seed_run.state
+  states, queries, _ = loop.propose([seed_state], method=run.method, learner=run.learner,
+                                    data=run.data, config=run.round_config, num_classes=10)
+  query = queries[0]
+  assert query.stop is None and len(set(query.indices.tolist())) == 5
+  assert not np.asarray(seed_state.labeled)[query.indices].any()
+  with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+    loop.incorporate(states[0], query, np.full(5, 12), method=run.method, num_classes=10)
+  answered = loop.incorporate(states[0], query, splits.pool.y[query.indices], method=run.method,
+                              num_classes=10)
+  simulated, _, _ = loop.al_round([seed_state], method=run.method, learner=run.learner,
+                                  data=run.data, oracle=run.oracle, config=run.round_config)
+  np.testing.assert_array_equal(answered.labeled, simulated[0].labeled)
+  assert int(answered.round) == 1
+  with pytest.raises(ValueError, match="belongs to round 0 but the state is at round 1"):
+    loop.incorporate(answered, query, splits.pool.y[query.indices], method=run.method)

@@ -2,7 +2,7 @@
 
 Each trains a small network of its own (a labeled-vs-unlabeled classifier, a β-VAE with an
 adversarial discriminator, a Wasserstein critic). That network is the acquisition's *method
-state*: a pytree created by ``init_state(key, spec)``, passed in with the round's inputs, trained
+state*: a pytree created by ``init(key, spec)``, passed in with the round's inputs, trained
 a few hundred steps (warm-started from last round's parameters), and handed back so the loop keeps
 it in ``LoopState.method_state`` and checkpoints it with the rest of the state.
 
@@ -28,8 +28,8 @@ not apply).
   2018; the two-sided penalty of Gulrajani et al. 2017 forces unit slopes where labeled and
   unlabeled points mix, which made the critic's ranking noise there); the score combines the
   paper's uncertainty upper bounds ``0.5 (‖log p‖₂ + Σ_c -log p_c)`` (smaller = more uncertain)
-  with the critic: ``score = selection · c(h) - 0.5 (‖log p‖₂ + ‖log p‖₁)``. Only the query
-  side of WAAL is here; its joint adversarial training of the feature extractor is not.
+  with the critic: ``score = selection · c(h) - 0.5 (‖log p‖₂ + ‖log p‖₁)``. WAAL's joint
+  adversarial training of the feature extractor is a loss term in ``dal_jax.methods.waal``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _check_inputs(x: jax.Array, name: str, what: str) -> jax.Array:
 def predicted_loss(predicted_loss: jax.Array, *, where=None) -> jax.Array:
   """LL4AL's acquisition (Yoo & Kweon 2019): the loss-prediction module's output ``[N]``
   (higher predicted loss = acquire). The module trains with the task model; see
-  ``dal_jax.models.with_loss_prediction``."""
+  ``dal_jax.methods.ll4al``."""
   p = _check_inputs(predicted_loss, "ll4al", "predicted losses")
   if p.ndim != 1:
     raise ValueError(f"ll4al needs predicted losses shaped [N], got {p.shape}")
@@ -352,7 +352,7 @@ def ta_vaal(key: jax.Array, x: jax.Array, predicted_loss: jax.Array, *, where: j
   Args:
     key: PRNG key.
     x: ``[N, ...]`` candidate inputs, labeled ones included.
-    predicted_loss: ``[N]`` the task model's predicted losses (``models.with_loss_prediction``).
+    predicted_loss: ``[N]`` the task model's predicted losses (LL4AL's loss term, ``dal_jax.methods.ll4al``).
     where: ``[N]`` bool, True for unlabeled candidates.
     method_state: from ``ta_vaal_init`` or the last round.
     config: :class:`VAALConfig`.
