@@ -429,7 +429,9 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   models = np.array([g * members + e for g in active for e in range(members)])
   active_vars = (variables if len(active) == g_count
                  else jax.tree.map(lambda v: v[models], variables))
-  x_cands = jnp.stack([data.x_pool[c] for c in cands])  # [G_active, W, ...]
+  x_cands = None  # [G_active, W, ...], gathered only for acquisitions that read it
+  if needs.predictions or needs.inputs or needs.model:
+    x_cands = jnp.stack([data.x_pool[c] for c in cands])
   preds = None
   if needs.predictions:
     sub_ctx = ctx._replace(states=tuple(states[g] for g in active))

@@ -75,14 +75,16 @@ def parse_strategy(spec: str, config):
 def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
             stabilizing_thresholds=()) -> str:
   """Runs (unless ``plot_only``) and compares; returns the Markdown table."""
-  splits = None
-  results = {}
-  for spec in acquisitions:
-    name, cfg = parse_strategy(spec, config)
-    sub = os.path.join(workdir, name)
-    if not plot_only:
+  strategies = [parse_strategy(spec, config) for spec in acquisitions]
+  if not plot_only:  # every strategy's errors before any of them runs
+    for _, cfg in strategies:
       config_lib.check(cfg)
       experiment.build_method(cfg)
+  splits = None
+  results = {}
+  for name, cfg in strategies:
+    sub = os.path.join(workdir, name)
+    if not plot_only:
       if splits is None:
         splits = experiment.load_splits(cfg)
       experiment.run_experiment(cfg, sub, splits=splits)

@@ -224,6 +224,11 @@ def test_compare_writes_plot_and_table(tmp_path, splits):
   assert json.loads((tmp_path / "ens" / "config.json").read_text())["ensemble_size"] == 2
   with pytest.raises(ValueError, match="bad override"):
     compare.parse_strategy("x:bald:no_such_field=1", cfg)
+  with pytest.raises(ValueError, match=r"dal has no options \['nope'\]"):  # before any run
+    bad = cfg.copy_and_resolve_references()
+    bad.methods.dal.nope = 1
+    compare.compare(bad, str(tmp_path / "bad"), ["entropy", "dal"])
+  assert not (tmp_path / "bad" / "entropy").exists()
   assert (tmp_path / "comparison.png").stat().st_size > 1000
   rows = json.loads((tmp_path / "comparison.json").read_text())
   assert {r["strategy"] for r in rows} == {"random", "margin", "ens"}
