@@ -143,3 +143,16 @@ def test_command_line_errors_help_resume_message_and_ctrl_c(tmp_path):
   assert "[random seed 0] resuming after round" in again.stdout or \
       "[bald seed 0] resuming after round" in again.stdout
   assert _rounds(metrics) == list(range(len(_rounds(metrics))))
+
+
+def test_a_workdir_of_the_old_layout_is_refused_not_overwritten(tmp_path, splits):
+  import numpy as np
+  import orbax.checkpoint as ocp
+  manager = ocp.CheckpointManager(str(tmp_path / "seed_0" / "checkpoints"),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(3, args=ocp.args.StandardSave({"labeled": np.ones(4, bool)}))
+  manager.wait_until_finished()
+  manager.close()
+  with pytest.raises(ValueError, match=r"written by an older dal_jax \(before schema 2\)"):
+    experiment.run_experiment(tiny_config(), str(tmp_path), splits=splits)
+  assert os.listdir(tmp_path / "seed_0" / "checkpoints") == ["3"]
