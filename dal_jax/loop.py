@@ -240,6 +240,8 @@ class RoundContext(NamedTuple):
     train_keys: ``[G]`` the seeds' training keys of this round.
     round: the round index.
     num_classes: C.
+    train_set: ``(x, labels [M, ·], trainable [M, ·], unlabeled [M, ·])`` the round's training
+      set: the pool followed by the hooks' extra examples.
   """
 
   learner: learner_lib.Learner
@@ -249,6 +251,7 @@ class RoundContext(NamedTuple):
   train_keys: tuple[jax.Array, ...]
   round: int
   num_classes: int
+  train_set: tuple[Any, ...] = ()
 
   @property
   def members(self) -> int:
@@ -270,13 +273,16 @@ class RoundContext(NamedTuple):
     return lp.reshape(len(self.states), self.members, *lp.shape[1:])
 
   def fit(self, labels, trainable, *, keys, init=None):
-    """Trains every model on the pool with per-seed ``labels`` / ``trainable`` ``[G, N]``."""
+    """Trains every model on the round's training set with the pool part's labels / trainable
+    mask replaced by the per-seed ``labels`` / ``trainable`` ``[G, N]`` (extra examples kept)."""
     d = self.data
+    x, all_labels, all_trainable, unlabeled = self.train_set
+    n = d.x_pool.shape[0]
+    all_labels = all_labels.at[:, :n].set(self.per_model(labels))
+    all_trainable = all_trainable.at[:, :n].set(self.per_model(trainable))
     val = None if d.x_val is None else (d.x_val, d.y_val)
-    return self.learner.fit(d.x_pool, self.per_model(labels), self.per_model(trainable),
-                            keys=keys, val=val, init=init,
-                            unlabeled=self.per_model(jnp.stack([~s.labeled for s in self.states]))
-                            if self.learner.unlabeled_ratio else None)
+    return self.learner.fit(x, all_labels, all_trainable, keys=keys, val=val, init=init,
+                            unlabeled=unlabeled if self.learner.unlabeled_ratio else None)
 
 
 def _scored_points(key: jax.Array, labeled: jax.Array, m: int, bucket: int = 256) -> jax.Array:
@@ -368,11 +374,11 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   if g_count > 1:
     for m in metrics:
       m["parallel_seeds"] = g_count
-  ctx = RoundContext(learner=learner, data=data, config=config, states=tuple(states),
-                     train_keys=tuple(k[0] for k in keys), round=rnd, num_classes=num_classes)
-
   t0 = time.perf_counter()
   x, labels, trainable, unlabeled = _training_set(states, method, data, members)
+  ctx = RoundContext(learner=learner, data=data, config=config, states=tuple(states),
+                     train_keys=tuple(k[0] for k in keys), round=rnd, num_classes=num_classes,
+                     train_set=(x, labels, trainable, unlabeled))
   fit = learner.fit(x, labels, trainable, keys=ctx.model_keys(ctx.train_keys),
                     val=None if data.x_val is None else (data.x_val, data.y_val),
                     init=variables if config.warm_start else None,

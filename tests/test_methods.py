@@ -280,12 +280,13 @@ METHOD_CASES = {
     "sraal": {"methods.sraal.steps": 10},
     "waal": {"methods.waal.steps": 10, "methods.waal.alpha": 0.1},
     "dfal": {"methods.dfal.adversarial_training": True, "methods.dfal.max_iter": 3},
+    "dfal_ceal": {"acquisition": "dfal", "methods.dfal.adversarial_training": True,
+                  "methods.dfal.max_iter": 3, "add_methods": "ceal", "methods.ceal.delta0": 0.5},
     "fixmatch": {"acquisition": "entropy", "add_methods": "fixmatch"},
     "mixup": {"acquisition": "margin", "add_methods": "mixup"},
     "ceal": {"acquisition": "entropy", "add_methods": "ceal", "methods.ceal.delta0": 0.5},
     "stabilizing": {"acquisition": "bald", "stabilizing_stop_set": 30},
-    "badge": {}, "batchbald": {}, "random": {},
-}
+}  # plain acquisitions on every stack shape: tests/test_loop.py (bald, coreset, random, ...)
 SHAPES = {"single": {}, "ensemble3": {"ensemble_size": 3},
           "seeds2": {"num_seeds": 2, "parallel_seeds": True}}
 
