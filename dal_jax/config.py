@@ -34,7 +34,9 @@ class Field(NamedTuple):
 
 
 def _int_at_least(lo):
-  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo), f"an integer >= {lo}"
+  def ok(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+  return ok, f"an integer >= {lo}"
 
 
 def _float_in(lo, hi, *, lo_open=False):

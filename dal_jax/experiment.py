@@ -121,9 +121,10 @@ def _fmt(m: dict[str, Any], key: str, spec: str) -> str:
 
 
 def _log_round(tag: str, m: dict[str, Any]) -> None:
-  msg = (f"[{tag}] round {m['round']:3d}  labels {m['num_labels']:5d}  acc {_fmt(m, 'accuracy', '.4f')}"
-         f"  nll {_fmt(m, 'nll', '.3f')}  ece {_fmt(m, 'ece', '.3f')}  | train "
-         f"{m['time_train']:.1f}s ({m['train_steps']} steps)  score {m['time_score']:.1f}s  "
+  msg = (f"[{tag}] round {m['round']:3d}  labels {m['num_labels']:5d}  "
+         f"acc {_fmt(m, 'accuracy', '.4f')}  nll {_fmt(m, 'nll', '.3f')}  "
+         f"ece {_fmt(m, 'ece', '.3f')}  | train {m['time_train']:.1f}s "
+         f"({m['train_steps']} steps)  score {m['time_score']:.1f}s  "
          f"select {m['time_select']:.2f}s"
          + (f"  kappa {m['kappa']:.3f}" if m.get("kappa") is not None else "")
          + (f"  -> stop: {m['stop']}" if m["stop"] else ""))

@@ -352,7 +352,8 @@ def ta_vaal(key: jax.Array, x: jax.Array, predicted_loss: jax.Array, *, where: j
   Args:
     key: PRNG key.
     x: ``[N, ...]`` candidate inputs, labeled ones included.
-    predicted_loss: ``[N]`` the task model's predicted losses (LL4AL's loss term, ``dal_jax.methods.ll4al``).
+    predicted_loss: ``[N]`` the task model's predicted losses (LL4AL's loss term,
+      ``dal_jax.methods.ll4al``).
     where: ``[N]`` bool, True for unlabeled candidates.
     method_state: from ``ta_vaal_init`` or the last round.
     config: :class:`VAALConfig`.

@@ -27,7 +27,6 @@ from typing import Any, Callable, Mapping, NamedTuple
 import jax
 import numpy as np
 
-from dal_jax.acquisition import _adversarial
 from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _diversity
 from dal_jax.acquisition import _scores
