@@ -12,8 +12,10 @@ The IDX format (LeCun et al., http://yann.lecun.com/exdb/mnist/): big-endian hea
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import re
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -62,14 +64,45 @@ def read_idx(path: str) -> np.ndarray:
 def read_idx_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Returns ``(images [N, H, W, 1] uint8, labels [N] uint8)`` for ``train`` or ``test``."""
   image_stem, label_stem = SPLIT_FILES[split]
-  images = read_idx(_find(directory, image_stem))
-  labels = read_idx(_find(directory, label_stem))
+  image_path, label_path = _find(directory, image_stem), _find(directory, label_stem)
+  images, labels = read_idx(image_path), read_idx(label_path)
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
     raise ValueError(f"IDX files in {directory!r} ({split}) disagree: images {images.shape}, "
                      f"labels {labels.shape}")
+  if images.shape[0] == 0:
+    raise ValueError(f"IDX file {image_path!r} holds 0 images")
   return images, labels
+
+
+def source_files(directory: str) -> list[str]:
+  """The four IDX files of a directory (train/test images and labels)."""
+  return [_find(directory, stem) for stems in SPLIT_FILES.values() for stem in stems]
+
+
+def check_idx_dir(directory: str) -> int:
+  """Reads both splits and checks they make a classification dataset; returns C.
+
+  Raises:
+    ValueError: naming the file: no images, a single class, test labels outside the train
+      labels' range, or image shapes that differ between the splits.
+  """
+  train_x, train_y = read_idx_split(directory, "train")
+  test_x, test_y = read_idx_split(directory, "test")
+  num_classes = int(train_y.max()) + 1
+  if len(np.unique(train_y)) < 2:
+    raise ValueError(f"IDX file {_find(directory, SPLIT_FILES['train'][1])!r}: every training "
+                     f"label is {int(train_y[0])}; a classification pool needs >= 2 classes")
+  if int(test_y.max()) >= num_classes:
+    bad = int(np.argmax(test_y >= num_classes))
+    raise ValueError(f"IDX file {_find(directory, SPLIT_FILES['test'][1])!r}: test label "
+                     f"{int(test_y[bad])} (row {bad}) is outside the training labels' range "
+                     f"[0, {num_classes})")
+  if train_x.shape[1:] != test_x.shape[1:]:
+    raise ValueError(f"IDX files in {directory!r}: train images are {train_x.shape[1:]}, test "
+                     f"images {test_x.shape[1:]}")
+  return num_classes
 
 
 def config_name(name: str) -> str:
@@ -118,11 +151,31 @@ class DalIdxImages(tfds.core.GeneratorBasedBuilder):
       yield i, {"image": images[i], "label": int(labels[i])}
 
 
+def content_key(paths: list[str], root: str | None = None) -> str:
+  """12 hex digits of SHA-256 over each file's (relative) name, size and bytes: the key of a
+  prepared copy, so a changed file is prepared anew and two directories of the same name are
+  never confused."""
+  h = hashlib.sha256()
+  for path in paths:
+    name = os.path.relpath(path, root) if root else os.path.basename(path)
+    h.update(f"{name}\0{os.path.getsize(path)}\0".encode())
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+  return h.hexdigest()[:12]
+
+
 def idx_builder(name: str, source_dir: str, data_dir: str | None) -> DalIdxImages:
-  """Returns the (prepared, if needed) tfds builder for IDX files in ``source_dir``."""
-  config = IdxConfig(name=config_name(name), source_dir=source_dir,
+  """Returns the (prepared, if needed) tfds builder for IDX files in ``source_dir``, keyed by
+  the files' content (``<name>_<content key>``)."""
+  key = content_key(source_files(source_dir))
+  config = IdxConfig(name=f"{config_name(name)}_{key}", source_dir=source_dir,
                      description=f"IDX files from {source_dir}")
   builder = DalIdxImages(config=config, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  if not builder.is_prepared():
+    check_idx_dir(source_dir)
+    print(f"dal_jax: preparing {source_dir} (content key {key}) into {builder.data_dir}",
+          file=sys.stderr, flush=True)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder

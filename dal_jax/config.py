@@ -213,7 +213,10 @@ def check(config) -> None:
     _check_field(f"train.{name}", field, config.train[name])
   if config.model not in models_lib.MODELS:
     raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
-  acq_lib.get_selector(config.selector)
+  acq_lib.get_selector(config.selector, config.beta)
+  if 0 < config.pool_subsample < config.query_size:
+    raise ValueError(f"config.pool_subsample={config.pool_subsample} must be 0 (score the whole "
+                     f"pool) or at least config.query_size={config.query_size}")
   if config.budget < config.initial_size:
     raise ValueError(f"config.budget={config.budget} is smaller than config.initial_size="
                      f"{config.initial_size}")

@@ -41,15 +41,20 @@ def load_splits(config) -> data_lib.Splits:
                               ood_fraction=config.ood_fraction)
 
 
-def build_model(config, splits: data_lib.Splits) -> models_lib.Model:
-  """The config's model with its options (``config.models.<model>``)."""
+def model_for(config, input_shape, num_classes: int) -> models_lib.Model:
+  """The config's model with its options (``config.models.<model>``) for inputs of
+  ``input_shape`` and ``num_classes`` classes."""
   options = config_lib.plain(config.models.get(config.model, {}))
   valid = config_lib.model_options(config.model)
   unknown = sorted(set(options) - set(valid))
   if unknown:
     raise ValueError(f"model {config.model!r} has no options {unknown}; valid: {sorted(valid)}")
-  return models_lib.get_model(config.model, splits.pool.x.shape[1:], splits.pool.num_classes,
-                              **options)
+  return models_lib.get_model(config.model, tuple(input_shape), num_classes, **options)
+
+
+def build_model(config, splits: data_lib.Splits) -> models_lib.Model:
+  """The config's model for the splits' inputs and classes."""
+  return model_for(config, splits.pool.x.shape[1:], splits.pool.num_classes)
 
 
 def build_method(config) -> methods_lib.Method:

@@ -184,6 +184,7 @@ class Learner(NamedTuple):
     Returns:
       :class:`StackedFit` with each model's best-validation variables.
     """
+    training.check_train_config(self.config)
     m, n = keys.shape[0], x.shape[0]
     labeled = jnp.broadcast_to(jnp.asarray(labeled, bool), (m, n))
     y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), (m, n))

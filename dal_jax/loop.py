@@ -218,6 +218,28 @@ class RoundConfig(NamedTuple):
   ensemble_size: int = 1
 
 
+def check_round_config(config: RoundConfig) -> RoundConfig:
+  """Every field in its allowed range (one line naming the field), else ``ValueError``."""
+  for field, lo in (("query_size", 1), ("mc_samples", 0), ("pool_subsample", 0), ("budget", 1),
+                    ("ensemble_size", 1)):
+    v = getattr(config, field)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+      raise ValueError(f"RoundConfig.{field} must be an integer >= {lo}, got {v!r}")
+  if 0 < config.pool_subsample < config.query_size:
+    raise ValueError(f"RoundConfig.pool_subsample={config.pool_subsample} must be 0 (the whole "
+                     f"pool) or at least query_size={config.query_size}")
+  t = config.target_accuracy
+  if t is not None and not (isinstance(t, (int, float, np.number)) and 0 <= t <= 1):
+    raise ValueError(f"RoundConfig.target_accuracy must be None or a number in [0, 1], got {t!r}")
+  return config
+
+
+def query_size(state: LoopState, config: RoundConfig) -> int:
+  """Points to query this round: ``query_size``, or what is left of the budget in the last
+  round (``budget=65``, ``k=10``, 20 initial labels: four rounds of 10, then 5)."""
+  return max(0, min(config.query_size, config.budget - state.num_labeled))
+
+
 class LoopData(NamedTuple):
   """Device arrays of the fixed splits (pool labels are only known through the oracle). The
   validation and test sets are optional."""
@@ -340,7 +362,7 @@ def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig)
     return "target_accuracy"
   if metrics.get("stop"):
     return metrics["stop"]
-  if int(jnp.sum(~state.labeled)) < config.query_size:
+  if int(jnp.sum(~state.labeled)) < query_size(state, config):
     return "pool_exhausted"
   return None
 
@@ -364,6 +386,7 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
     :class:`Query` per seed, and the trained stacked variables (M = G·E models).
   """
   states = list(states)
+  check_round_config(config)
   if not states or len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
     raise ValueError("propose needs at least one state; all at the same round and not done")
   g_count, members = len(states), config.ensemble_size
@@ -464,7 +487,7 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
     where = ~states[g].labeled[cands[j]] & valid[j]
     chosen, acq_state = acq_lib.checked_select(
         acquisition, states[g].methods["acquisition"], outputs, key=keys[g][3],
-        k=config.query_size, where=where)
+        k=query_size(states[g], config), where=where)
     selected = np.asarray(cands[j][chosen])
     state = states[g].replace(methods={**states[g].methods, "acquisition": acq_state})
     for hook in method.hooks:

@@ -43,6 +43,21 @@ class TrainConfig(NamedTuple):
   patience: int = 4
 
 
+def check_train_config(config: TrainConfig) -> TrainConfig:
+  """Every field in its allowed range (one line naming the field), else ``ValueError``."""
+  for field in ("batch_size", "max_steps", "eval_every", "patience"):
+    v = getattr(config, field)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"TrainConfig.{field} must be an integer >= 1, got {v!r}")
+  for field, lo_open in (("learning_rate", True), ("weight_decay", False)):
+    v = getattr(config, field)
+    if (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v)
+        or v < 0 or (lo_open and v == 0)):
+      raise ValueError(f"TrainConfig.{field} must be a finite number {'> 0' if lo_open else '>= 0'}"
+                       f", got {v!r}")
+  return config
+
+
 class Batch(NamedTuple):
   """One training batch as the loss terms see it.
 
@@ -335,6 +350,7 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
   Raises:
     ValueError: if nothing is labeled, or unlabeled inputs are needed and none are given.
   """
+  check_train_config(config)
   labeled = jnp.asarray(labeled, bool)
   y = jnp.asarray(y, jnp.int32)
   n_labeled = int(jnp.sum(labeled))

@@ -75,8 +75,10 @@ def test_idx_dataset_through_tfds_builder(tmp_path):
 def test_prepared_tfds_dataset_loads_by_name(tmp_path):
   d, arrays = make_idx_dir(tmp_path, seed=3)
   data_dir = str(tmp_path / "tfds")
-  data.load_dataset(f"idx:{d}", data_dir=data_dir)  # prepares data_dir/dal_idx_images/idx/1.0.0
-  train, test = data.load_dataset("dal_idx_images/idx", data_dir=data_dir)
+  data.load_dataset(f"idx:{d}", data_dir=data_dir)  # prepares dal_idx_images/idx_<key>/1.0.0
+  (config,) = os.listdir(os.path.join(data_dir, "dal_idx_images"))
+  assert config.startswith("idx_")
+  train, test = data.load_dataset(f"dal_idx_images/{config}", data_dir=data_dir)
   np.testing.assert_array_equal(train.y, arrays["train"][1])
   assert len(test) == 20
 

@@ -261,7 +261,7 @@ def test_learned_acquisition_errors(rng):
   with pytest.raises(ValueError, match="needs both"):
     w = methods.get_method("waal").acquisition
     w.select(w.init(jax.random.key(0), _spec(8)),
-             {"pre_logits": h, "log_probs": jnp.zeros((1, 400, 3))}, key=jax.random.key(0), k=3,
+             {"pre_logits": h, "log_probs": jnp.full((1, 400, 3), -jnp.log(3.0))}, key=jax.random.key(0), k=3,
              where=jnp.ones(400, bool))
   with pytest.raises(ValueError, match="contain NaN"):
     dal.select(state, {"pre_logits": h.at[0, 0].set(jnp.nan)}, key=jax.random.key(0), k=3,

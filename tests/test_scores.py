@@ -123,7 +123,7 @@ def test_bad_inputs_raise(name):
   with pytest.raises(ValueError, match="NaN"):
     fn(jnp.full((2, 3, 4), jnp.nan))
   with pytest.raises(ValueError, match="where"):
-    fn(jnp.zeros((2, 3, 4)), where=jnp.ones(4, bool))
+    fn(jnp.full((2, 3, 4), -jnp.log(4.0)), where=jnp.ones(4, bool))
   with pytest.raises(ValueError, match="C >= 2"):
     fn(jnp.zeros((2, 3, 1)))
 

@@ -94,7 +94,7 @@ def test_selector_errors():
   scores = jnp.array([0.5, -jnp.inf, 0.2])
   with pytest.raises(ValueError, match="only 2 unlabeled candidates"):
     acq.top_k(scores, 3)
-  with pytest.raises(ValueError, match="positive int"):
+  with pytest.raises(ValueError, match="integer >= 1"):
     acq.top_k(scores, 0)
   with pytest.raises(ValueError, match=r"\[N\]"):
     acq.top_k(jnp.zeros((2, 2)), 1)

@@ -97,9 +97,12 @@ def batchbald(log_probs: ArrayLike, k: int, *, key: jax.Array, where: ArrayLike 
   where = _scores.validate_where(where, n)
   candidates = jnp.ones(n, bool) if where is None else where
   n_candidates = int(jnp.sum(candidates))
-  if not isinstance(k, int) or k < 1 or k > n_candidates:
+  k = _scores.count(k)
+  if k > n_candidates:
     raise ValueError(f"k={k} must be an int in [1, {n_candidates}] (unlabeled candidates)")
-  if num_samples < 1 or max_exact_configs < c:
+  num_samples = _scores.count(num_samples, "num_samples")
+  chunk_size = _scores.count(chunk_size, "chunk_size")
+  if max_exact_configs < c:
     raise ValueError(f"num_samples must be >= 1 and max_exact_configs >= C={c}")
 
   probs = jnp.exp(log_probs)

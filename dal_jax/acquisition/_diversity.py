@@ -30,13 +30,27 @@ from dal_jax.acquisition import _scores
 _FLOOR = -1e30  # log-weight of zero-distance candidates: chosen only after all others
 
 
-def _check_k(k: int, candidates: jax.Array) -> None:
+def _check_k(k: int, candidates: jax.Array) -> int:
+  k = _scores.count(k)
   n_candidates = int(jnp.sum(candidates))
-  if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-    raise ValueError(f"k must be a positive int, got {k!r}")
   if k > n_candidates:
     raise ValueError(f"cannot select k={k} points: only {n_candidates} unlabeled candidates "
                      f"remain in a pool of {candidates.shape[0]}")
+  return k
+
+
+def _finite_at_least(value, lo: float, name: str) -> float:
+  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+      or not np.isfinite(value) or value < lo):
+    raise ValueError(f"{name} must be a finite number >= {lo:g}, got {value!r}")
+  return float(value)
+
+
+def _centred(x: jax.Array) -> jax.Array:
+  """``x`` minus its row mean. Squared distances ``‖x‖² + ‖y‖² - 2 x·y`` cancel catastrophically
+  in float32 when the embeddings' norms dwarf their spread (a common offset); distances are
+  translation invariant, so every distance-based selection works on centred embeddings."""
+  return x - jnp.mean(x, axis=0, keepdims=True)
 
 
 def _check_embeddings(x: ArrayLike, n: int | None = None, name: str = "embeddings") -> jax.Array:
@@ -75,10 +89,21 @@ def gradient_embedding_factors(log_probs: ArrayLike, pre_logits: ArrayLike):
   return a, h
 
 
-def factored_sq_distances(a, h, j):
-  """``‖g_i - g_j‖²`` for all i, with ``g = a ⊗ h`` never formed. O(N (C + D))."""
-  sq = jnp.sum(a * a, -1) * jnp.sum(h * h, -1)
-  return jnp.maximum(sq + sq[j] - 2.0 * (a @ a[j]) * (h @ h[j]), 0.0)
+def factored_sq_distances(a, m, d, j):
+  """``‖g_i - g_j‖²`` for all i, with ``g = a ⊗ h`` never formed; O(N (C + D)).
+
+  ``h = m + d`` is split into the mean ``m`` and centred features ``d`` so that no term cancels
+  catastrophically when ``‖h‖`` dwarfs the spread of ``h``::
+
+    ‖a_i⊗h_i - a_j⊗h_j‖² = ‖a_i - a_j‖² ‖m‖² + 2 (a_i·(a_i - a_j)) (m·d_i)
+                           - 2 (a_j·(a_i - a_j)) (m·d_j) + ‖a_i⊗d_i - a_j⊗d_j‖²
+  """
+  da = a - a[j]
+  md = d @ m
+  dd = jnp.sum(a * a, -1) * jnp.sum(d * d, -1)
+  cross = dd + dd[j] - 2.0 * (a @ a[j]) * (d @ d[j])
+  return jnp.maximum(jnp.sum(da * da, -1) * jnp.dot(m, m) + 2.0 * jnp.sum(a * da, -1) * md
+                     - 2.0 * (da @ a[j]) * md[j] + cross, 0.0)
 
 
 def explicit_sq_distances(x, j):
@@ -129,9 +154,10 @@ def badge(log_probs: ArrayLike, pre_logits: ArrayLike, k: int, *, key: jax.Array
   """
   a, h = gradient_embedding_factors(log_probs, pre_logits)
   candidates = _candidates(where, a.shape[0])
-  _check_k(k, candidates)
+  k = _check_k(k, candidates)
   self_sq = jnp.sum(a * a, -1) * jnp.sum(h * h, -1)
-  return _kmeanspp_seeding(key, (a, h), self_sq, candidates, k=k,
+  m = jnp.mean(h, axis=0)
+  return _kmeanspp_seeding(key, (a, m, h - m), self_sq, candidates, k=k,
                            dist_fn=factored_sq_distances, first="max_norm")
 
 
@@ -146,8 +172,9 @@ def kmeans_pp(key: jax.Array, x: ArrayLike, k: int, *, where: ArrayLike | None =
     raise ValueError(f"first must be 'random' or 'max_norm', got {first!r}")
   x = _check_embeddings(x)
   candidates = _candidates(where, x.shape[0])
-  _check_k(k, candidates)
-  return _kmeanspp_seeding(key, (x,), jnp.sum(x * x, -1), candidates, k=k,
+  k = _check_k(k, candidates)
+  self_sq = jnp.sum(x * x, -1)  # the first "max_norm" pick is about norms, not distances
+  return _kmeanspp_seeding(key, (_centred(x),), self_sq, candidates, k=k,
                            dist_fn=explicit_sq_distances, first=first)
 
 
@@ -252,11 +279,12 @@ def coreset(embeddings: ArrayLike, k: int, *, key: jax.Array, where: ArrayLike |
   Returns:
     ``[k]`` distinct candidate indices, in the order chosen.
   """
-  x = _check_embeddings(embeddings)
+  x = _centred(_check_embeddings(embeddings))
   n = x.shape[0]
   candidates = _candidates(where, n)
-  if outliers < 0:
-    raise ValueError(f"outliers must be >= 0, got {outliers}")
+  outliers = _scores.count(outliers, "outliers", minimum=0)
+  chunk_size = _scores.count(chunk_size, "chunk_size")
+  k = _scores.count(k)
   _check_k(k + outliers, candidates)
   labeled_idx = np.nonzero(~np.asarray(candidates))[0]
   if labeled_idx.size == 0:
@@ -308,10 +336,14 @@ def kmeans(key: jax.Array, x: ArrayLike, num_clusters: int, *, weights: ArrayLik
     ``(centers [num_clusters, D], assignment [N])``; non-candidates are assigned ``-1``.
   """
   x = _check_embeddings(x)
+  mean = jnp.mean(x, axis=0, keepdims=True)
+  x = x - mean  # see _centred; the centres are shifted back before they are returned
   candidates = _candidates(where, x.shape[0])
+  num_clusters = _check_k(num_clusters, candidates)
+  iters = _scores.count(iters, "iters", minimum=0)
   w = jnp.ones(x.shape[0]) if weights is None else jnp.asarray(weights, jnp.float32)
-  if w.shape != (x.shape[0],) or bool(jnp.any(w < 0)):
-    raise ValueError("weights must be a non-negative [N] vector")
+  if w.shape != (x.shape[0],) or not bool(jnp.all((w >= 0) & jnp.isfinite(w))):
+    raise ValueError(f"weights must be a finite, non-negative [N={x.shape[0]}] vector")
   w = jnp.where(candidates, w, 0.0)
   seeds = kmeans_pp(key, x, num_clusters, where=candidates)
   centers = x[seeds]
@@ -325,7 +357,7 @@ def kmeans(key: jax.Array, x: ArrayLike, num_clusters: int, *, weights: ArrayLik
       break
     centers = new
   assign, _ = _assign(x, centers, chunk=chunk_size)
-  return centers, jnp.where(candidates, assign, -1)
+  return centers + mean, jnp.where(candidates, assign, -1)
 
 
 def _nearest_distinct(x, centers, candidates) -> jax.Array:
@@ -345,9 +377,9 @@ def kmeans_select(embeddings: ArrayLike, k: int, *, key: jax.Array,
                   where: ArrayLike | None = None, weights: ArrayLike | None = None,
                   iters: int = 20) -> jax.Array:
   """k-means with k clusters on the candidates; returns the candidate nearest each centre."""
-  x = _check_embeddings(embeddings)
+  x = _centred(_check_embeddings(embeddings))
   candidates = _candidates(where, x.shape[0])
-  _check_k(k, candidates)
+  k = _check_k(k, candidates)
   centers, _ = kmeans(key, x, k, weights=weights, where=candidates, iters=iters)
   return _nearest_distinct(x, centers, candidates)
 
@@ -368,9 +400,10 @@ def dmbal(log_probs: ArrayLike, embeddings: ArrayLike, k: int, *, key: jax.Array
   log_probs = _scores.validate_log_probs(log_probs)
   x = _check_embeddings(embeddings, log_probs.shape[1])
   candidates = _candidates(where, x.shape[0])
-  _check_k(k, candidates)
+  k = _check_k(k, candidates)
+  beta = _scores.count(beta, "dmbal's beta (pre-filter multiple)")
   info = margin_informativeness(log_probs)
-  m = min(int(beta) * k, int(jnp.sum(candidates)))
+  m = min(beta * k, int(jnp.sum(candidates)))
   top = jax.lax.top_k(jnp.where(candidates, info, -jnp.inf), m)[1]
   filtered = jnp.zeros_like(candidates).at[top].set(True)
   return kmeans_select(x, k, where=filtered, weights=info + 1e-6, iters=iters, key=key)
@@ -388,7 +421,9 @@ def cluster_margin(log_probs: ArrayLike, embeddings: ArrayLike, k: int, *, key: 
   log_probs = _scores.validate_log_probs(log_probs)
   x = _check_embeddings(embeddings, log_probs.shape[1])
   candidates = _candidates(where, x.shape[0])
-  _check_k(k, candidates)
+  k = _check_k(k, candidates)
+  num_clusters = _scores.count(num_clusters, "num_clusters")
+  _finite_at_least(margin_multiple, 1.0, "margin_multiple")
   n_cand = int(jnp.sum(candidates))
   cluster_key, pick_key = jax.random.split(key)
   _, assign = kmeans(cluster_key, x, min(num_clusters, n_cand), where=candidates, iters=iters)
@@ -431,7 +466,9 @@ def uncertainty_minus_redundancy(log_probs: ArrayLike, embeddings: ArrayLike, k:
   log_probs = _scores.validate_log_probs(log_probs)
   x = _check_embeddings(embeddings, log_probs.shape[1])
   candidates = _candidates(where, x.shape[0])
-  _check_k(k, candidates)
+  k = _check_k(k, candidates)
+  _finite_at_least(alpha, 0.0, "umr's alpha")
+  chunk_size = _scores.count(chunk_size, "chunk_size")
   xn = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
   labeled_idx = np.nonzero(~np.asarray(candidates))[0]
   max_sim = jnp.full(x.shape[0], -1.0)
@@ -469,7 +506,7 @@ def kdpp(log_probs: ArrayLike, embeddings: ArrayLike, k: int, *, key: jax.Array,
   log_probs = _scores.validate_log_probs(log_probs)
   x = _check_embeddings(embeddings, log_probs.shape[1])
   candidates = _candidates(where, x.shape[0])
-  _check_k(k, candidates)
+  k = _check_k(k, candidates)
   if quality not in ("entropy", "none"):
     raise ValueError(f"quality must be 'entropy' or 'none', got {quality!r}")
   cand_idx = np.nonzero(np.asarray(candidates))[0]

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from dal_jax.acquisition import _registry
 from dal_jax.acquisition import _scores
 from dal_jax.models import DenseStack
 
@@ -124,6 +125,17 @@ def predicted_loss(predicted_loss: jax.Array, *, where=None) -> jax.Array:
   return _scores.apply_where(p, _scores.validate_where(where, p.shape[0]))
 
 
+def check_config(name: str, config) -> None:
+  """Every field of a learned acquisition's config against its allowed range (the registry's
+  :func:`dal_jax.acquisition.check_value` rules; batches hold at least one labeled and one
+  unlabeled example, so ``batch_size >= 2``)."""
+  for field, default in config._field_defaults.items():
+    _registry.check_value(name, field, getattr(config, field), default)
+  if config.batch_size < 2:
+    raise ValueError(f"{name}: option batch_size must be an integer >= 2 (half labeled, half "
+                     f"unlabeled), got {config.batch_size}")
+
+
 # ---------------------------------------------------------------------------------------------
 # DAL
 
@@ -180,11 +192,12 @@ def dal(key: jax.Array, pre_logits: jax.Array, k: int, *, where: jax.Array,
   Returns:
     ``(indices [k], method_state)``.
   """
+  check_config("dal", config)
   h = _check_inputs(pre_logits, "dal", "pre_logits")
   if h.ndim != 2:
     raise ValueError(f"dal needs pre_logits shaped [N, D], got {h.shape}")
   where = _scores.validate_where(where, h.shape[0])
-  _check_k(k, where, "dal")
+  k = _check_k(k, where, "dal")
   _, apply = _mlp((h.shape[1], *config.hidden, 1))
   h = _standardize(h, jnp.ones(h.shape[0], bool))
   params = method_state["classifier"]
@@ -204,10 +217,12 @@ def dal(key: jax.Array, pre_logits: jax.Array, k: int, *, where: jax.Array,
   return jnp.concatenate(chosen).astype(jnp.int32), {"classifier": params}
 
 
-def _check_k(k: int, where: jax.Array, name: str) -> None:
+def _check_k(k: int, where: jax.Array, name: str) -> int:
+  k = _scores.count(k)
   n = int(jnp.sum(where))
-  if not 1 <= k <= n:
+  if k > n:
     raise ValueError(f"{name}: k={k} must be in [1, {n}] (the number of unlabeled candidates)")
+  return k
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +343,7 @@ def vaal(key: jax.Array, x: jax.Array, *, where: jax.Array, method_state: dict[s
   Returns:
     ``(scores [N], method_state)``; scores are ``-inf`` outside ``where``.
   """
+  check_config("vaal", config)
   x = _flat(_check_inputs(x, "vaal", "inputs"))
   where = _scores.validate_where(where, x.shape[0])
   _check_two_sets(~where, where, "vaal")
@@ -361,6 +377,7 @@ def ta_vaal(key: jax.Array, x: jax.Array, predicted_loss: jax.Array, *, where: j
   Returns:
     ``(scores [N], method_state)``.
   """
+  check_config("ta_vaal", config)
   x = _flat(_check_inputs(x, "ta_vaal", "inputs"))
   loss = _check_inputs(predicted_loss, "ta_vaal", "predicted losses")
   if loss.shape != (x.shape[0],):
@@ -425,6 +442,7 @@ def waal_uncertainty(log_probs: jax.Array) -> jax.Array:
   """WAAL's uncertainty term ``0.5 (‖log p‖₂ + Σ_c -log p_c)`` of the mean prediction ``[N]``
   (smallest for the uniform distribution; ``log_probs`` shaped ``[S, N, C]``)."""
   lp = _scores.mean_log_probs(_scores.validate_log_probs(log_probs))
+  lp = jnp.maximum(lp, jnp.log(jnp.finfo(lp.dtype).tiny))  # p = 0: very large, not infinite
   return 0.5 * (jnp.linalg.norm(lp, axis=-1) + jnp.sum(-lp, axis=-1))
 
 
@@ -443,6 +461,7 @@ def waal(key: jax.Array, log_probs: jax.Array, pre_logits: jax.Array, *, where: 
   Returns:
     ``(scores [N], method_state)``; scores are ``-inf`` outside ``where``.
   """
+  check_config("waal", config)
   h = _check_inputs(pre_logits, "waal", "pre_logits")
   where = _scores.validate_where(where, h.shape[0])
   _check_two_sets(~where, where, "waal")

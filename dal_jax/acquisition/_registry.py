@@ -25,6 +25,7 @@ import inspect
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dal_jax.acquisition import _batchbald
@@ -102,11 +103,56 @@ def _first_line(fn) -> str:
   return (inspect.getdoc(fn) or "").strip().split("\n")[0]
 
 
+# Options that count or size something (or must be strictly positive, like a learning rate).
+POSITIVE_OPTIONS = frozenset({
+    "steps", "batch_size", "sub_batches", "latent_dim", "learning_rate", "max_iter", "width",
+    "ratio", "num_samples", "chunk_size", "num_clusters", "max_exact_configs"})
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool,
+                                                                                     np.bool_))
+
+
+def check_value(owner: str, option: str, value, default) -> None:
+  """Checks one option against its default's type: booleans stay booleans, integers integers
+  (``>= 1`` for sizes and counts, else ``>= 0``), numbers finite and ``>= 0`` (``> 0`` for a
+  learning rate), sizes tuples of positive integers. Raises naming the option and what is
+  allowed."""
+  where = f"{owner}: option {option}"
+  positive = option in POSITIVE_OPTIONS or option.split("_", 1)[-1] in POSITIVE_OPTIONS
+  if default is None or isinstance(value, jax.core.Tracer):
+    return
+  if isinstance(default, bool):
+    if not isinstance(value, (bool, np.bool_)):
+      raise ValueError(f"{where} must be True or False, got {value!r}")
+  elif isinstance(default, int):
+    lo = 1 if positive else 0
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or (
+        value < lo):
+      raise ValueError(f"{where} must be an integer >= {lo}, got {value!r}")
+  elif isinstance(default, float):
+    if not _is_number(value) or not np.isfinite(value) or value < 0 or (positive and value == 0):
+      raise ValueError(f"{where} must be a finite number {'> 0' if positive else '>= 0'}, got "
+                       f"{value!r}")
+  elif isinstance(default, tuple):
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value):
+      raise ValueError(f"{where} must be a sequence of positive integers (layer sizes), got "
+                       f"{value!r}")
+  elif isinstance(default, str) and not isinstance(value, str):
+    raise ValueError(f"{where} must be a string, got {value!r}")
+
+
 def check_options(name: str, given: Mapping[str, Any], valid: Mapping[str, Any]) -> dict:
-  """``given`` over the defaults ``valid``; unknown names raise naming the valid ones."""
+  """``given`` over the defaults ``valid``; unknown names raise naming the valid ones, values
+  are checked by :func:`check_value`."""
   bad = sorted(set(given) - set(valid))
   if bad:
     raise ValueError(f"{name} has no options {bad}; valid options: {sorted(valid) or 'none'}")
+  for option, value in given.items():
+    if option != "beta":  # the selector's temperature is checked with its selector
+      check_value(name, option, value, valid[option])
   return {**valid, **given}
 
 
@@ -136,11 +182,14 @@ def score_acquisition(name: str, score: Callable[..., jax.Array], needs: Needs, 
                       init: Callable[..., Any] = _no_state) -> Acquisition:
   """An :class:`Acquisition` from ``score(state, outputs, *, key, where) -> (scores [N], state)``
   and a selector. The key is split: the first half scores, the second selects."""
-  select_fn = _selectors.get_selector(selector)
+  select_fn = _selectors.get_selector(selector, beta)
 
   def select(state, outputs, *, key, k, where=None):
     score_key, select_key = jax.random.split(key)
     scores, state = score(state, outputs, key=score_key, where=where)
+    if where is not None:  # -inf means "not a candidate": a candidate's score never is
+      lowest = jnp.finfo(scores.dtype).min
+      scores = jnp.where(where, jnp.maximum(scores, lowest), -jnp.inf)
     return select_fn(select_key, scores, k, beta=beta), state
 
   return Acquisition(name=name, init=init, select=select, needs=needs)
@@ -195,9 +244,10 @@ def register_batch(name: str, fn: Callable[..., jax.Array], *, needs: Needs,
   BatchBALD's, is fine); its keyword options with defaults become its options."""
   defaults = _keyword_defaults(fn)
 
-  def make(*, selector="top_k", beta=1.0, **options):
-    del beta
+  def make(*, selector="top_k", beta=None, **options):
     batch_only(name, selector)
+    if "beta" in defaults and beta is not None:  # the method's own beta (DMBAL's pre-filter)
+      options["beta"] = beta
     opts = check_options(name, options, defaults)
 
     def select(state, outputs, *, key, k, where=None):
@@ -246,8 +296,7 @@ def acquire(acquisition: Acquisition | str, outputs: Mapping[str, Any], *, key: 
 def checked_select(acq: Acquisition, state, outputs, *, key, k: int, where=None):
   """``acq.select`` followed by a check of its contract: exactly ``k`` distinct indices in
   range, none outside ``where``. A broken contract raises naming the acquisition."""
-  if isinstance(k, (np.integer,)):
-    k = int(k)
+  k = _scores.count(k)
   indices, state = acq.select(state, outputs, key=key, k=k, where=where)
   idx = np.asarray(indices)
   n = None if where is None else int(np.shape(where)[0])

@@ -16,6 +16,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 
@@ -23,8 +24,48 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def count(k, name: str = "k", minimum: int = 1) -> int:
+  """``k`` as a Python int (NumPy integers accepted); anything else, or ``k < minimum``, raises."""
+  if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {k!r} ({type(k).__name__})")
+  if k < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {int(k)}")
+  return int(k)
+
+
+def check_beta(beta, selector: str) -> None:
+  """The stochastic selectors' temperature must be a finite number ``>= 0`` (a traced value,
+  e.g. under ``vmap``, is not checked)."""
+  if isinstance(beta, jax.core.Tracer):
+    return
+  if isinstance(beta, (bool, np.bool_)) or not isinstance(beta, (int, float, np.number)) or (
+      np.ndim(beta) != 0):
+    raise ValueError(f"beta of the {selector} selector must be a number >= 0, got {beta!r}")
+  if not (math.isfinite(float(beta)) and float(beta) >= 0):
+    raise ValueError(f"beta of the {selector} selector must be a finite number >= 0, got "
+                     f"{float(beta)} (beta=0 draws uniformly among the candidates)")
+
+
+# Largest |logsumexp| accepted for a row of log-probabilities: float32 log_softmax is normalised
+# to ~1e-6; 16-bit floats to ~1e-2.
+_NORMALISATION_TOL = {2: 3e-2, 4: 1e-3, 8: 1e-3}
+
+
+@jax.jit
+def _log_prob_report(log_probs):
+  """(NaN anywhere, first +inf position, worst |logsumexp| and its [s, n] position)."""
+  lse = jax.nn.logsumexp(log_probs, axis=-1)
+  err = jnp.where(jnp.isnan(lse), jnp.inf, jnp.abs(lse))
+  worst = jnp.argmax(err)
+  pos_inf = jnp.isposinf(log_probs)
+  return (jnp.isnan(log_probs).any(), pos_inf.any(), jnp.argmax(pos_inf), err.reshape(-1)[worst],
+          worst, lse.reshape(-1)[worst])
+
+
 def validate_log_probs(log_probs: ArrayLike, name: str = "log_probs") -> jax.Array:
-  """Checks rank (always) and NaNs (when the value is concrete, i.e. outside ``jit``)."""
+  """Checks rank and dtype (always) and, when the value is concrete (also a constant captured by
+  a jitted function), that it holds log-probabilities: no NaN, no ``+inf``, every row's
+  logsumexp 0 (``jax.nn.log_softmax`` outputs; ``-inf`` entries are fine)."""
   log_probs = jnp.asarray(log_probs)
   if log_probs.ndim != 3:
     raise ValueError(f"{name} must be shaped [S, N, C] (samples, pool points, classes); got "
@@ -34,8 +75,23 @@ def validate_log_probs(log_probs: ArrayLike, name: str = "log_probs") -> jax.Arr
                      f"{log_probs.shape}")
   if not jnp.issubdtype(log_probs.dtype, jnp.floating):
     raise ValueError(f"{name} must be floating point, got {log_probs.dtype}")
-  if _is_concrete(log_probs) and bool(jnp.isnan(log_probs).any()):
+  if not _is_concrete(log_probs) or log_probs.size == 0:
+    return log_probs
+  with jax.ensure_compile_time_eval():
+    has_nan, has_inf, inf_at, err, worst, lse = _log_prob_report(log_probs)
+  if bool(has_nan):
     raise ValueError(f"{name} contains NaN; check the model's outputs (diverged training?)")
+  if bool(has_inf):
+    s, n, c = np.unravel_index(int(inf_at), log_probs.shape)
+    raise ValueError(f"{name} contains +inf (at sample {s}, point {n}, class {c}); expected "
+                     "log-probabilities (jax.nn.log_softmax of the logits), which are <= 0")
+  tol = _NORMALISATION_TOL.get(log_probs.dtype.itemsize, 1e-3)
+  if float(err) > tol:
+    s, n = np.unravel_index(int(worst), log_probs.shape[:2])
+    raise ValueError(
+        f"{name} must be normalised log-probabilities (jax.nn.log_softmax of the logits: each "
+        f"row's logsumexp 0 within {tol:g}); row [sample {s}, point {n}] has logsumexp "
+        f"{float(lse):.4g}. Pass log_softmax(logits), not logits or probabilities.")
   return log_probs
 
 
@@ -135,7 +191,10 @@ def mean_std(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Arr
   """
   log_probs, where = _prepare(log_probs, where)
   p = jnp.exp(log_probs)
-  var = jnp.mean(p**2, axis=0) - jnp.mean(p, axis=0) ** 2
+  # E[p²] - E[p]² cancels catastrophically in float32; shifted by the first sample (exactly 0
+  # for identical samples, and accurate when the samples are close) it does not.
+  d = p - p[:1]
+  var = jnp.mean(d * d, axis=0) - jnp.mean(d, axis=0) ** 2
   return apply_where(jnp.mean(jnp.sqrt(jnp.maximum(var, 0.0)), axis=-1), where)
 
 

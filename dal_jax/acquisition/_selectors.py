@@ -22,22 +22,29 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from dal_jax.acquisition._scores import check_beta, count
+
 
 def _validate(scores: ArrayLike, k: int) -> jax.Array:
   scores = jnp.asarray(scores)
   if scores.ndim != 1:
     raise ValueError(f"scores must be shaped [N], got {scores.shape}")
-  if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-    raise ValueError(f"k must be a positive int, got {k!r}")
-  if not isinstance(scores, jax.core.Tracer):
-    if bool(jnp.isnan(scores).any()):
-      raise ValueError("scores contain NaN")
+  k = count(k)
+  if isinstance(scores, jax.core.Tracer):
+    if k > scores.shape[0]:
+      raise ValueError(f"k={k} is larger than the pool ({scores.shape[0]})")
+    return scores
+  with jax.ensure_compile_time_eval():  # also a constant captured by a jitted caller
+    has_nan, has_inf = bool(jnp.isnan(scores).any()), bool(jnp.isposinf(scores).any())
     n_candidates = int(jnp.sum(scores > -jnp.inf))
-    if k > n_candidates:
-      raise ValueError(f"cannot select k={k} points: only {n_candidates} unlabeled candidates "
-                       f"remain in a pool of {scores.shape[0]}")
-  elif k > scores.shape[0]:
-    raise ValueError(f"k={k} is larger than the pool ({scores.shape[0]})")
+  if has_nan:
+    raise ValueError("scores contain NaN")
+  if has_inf:
+    raise ValueError("scores contain +inf; scores must be finite for candidates and -inf for "
+                     "points that may not be selected")
+  if k > n_candidates:
+    raise ValueError(f"cannot select k={k} points: only {n_candidates} unlabeled candidates "
+                     f"remain in a pool of {scores.shape[0]}")
   return scores
 
 
@@ -55,27 +62,35 @@ def top_k(scores: ArrayLike, k: int) -> jax.Array:
     ValueError: if k exceeds the number of candidates, or scores are not ``[N]`` / contain NaN.
   """
   scores = _validate(scores, k)
-  return jax.lax.top_k(scores, k)[1]
-
-
-def _gumbel_top_k(key: jax.Array, log_weights: jax.Array, k: int) -> jax.Array:
-  g = jax.random.gumbel(key, log_weights.shape, dtype=log_weights.dtype)
-  perturbed = jnp.where(log_weights > -jnp.inf, log_weights + g, -jnp.inf)
-  return jax.lax.top_k(perturbed, k)[1]
+  return jax.lax.top_k(scores, count(k))[1]
 
 
 _ZERO_WEIGHT_FLOOR = -1e30
 
 
+def _gumbel_top_k(key: jax.Array, log_weights: jax.Array, candidates: jax.Array,
+                  k: int) -> jax.Array:
+  # Candidates' log-weights are kept finite (an overflowing beta * score must neither drop a
+  # candidate below the masked points nor tie them), masked points stay -inf.
+  g = jax.random.gumbel(key, log_weights.shape, dtype=log_weights.dtype)
+  log_weights = jnp.clip(log_weights, _ZERO_WEIGHT_FLOOR, -_ZERO_WEIGHT_FLOOR)
+  perturbed = jnp.where(candidates, log_weights + g, -jnp.inf)
+  return jax.lax.top_k(perturbed, k)[1]
+
+
 def power_log_weights(scores: jax.Array, beta: float) -> jax.Array:
   if not isinstance(scores, jax.core.Tracer):
-    finite = scores[scores > -jnp.inf]
-    if bool((finite < 0).any()):
+    with jax.ensure_compile_time_eval():
+      negative = bool(((scores < 0) & (scores > -jnp.inf)).any())
+    if negative:
       raise ValueError("power sampling needs non-negative scores (e.g. BALD, entropy); use the "
                        "softmax or softrank selector for scores that can be negative (margin)")
   # Zero-score candidates get a finite floor far below any real log-weight: they are taken only
-  # after every positive-score candidate, never replaced by a masked (-inf) point.
-  log_w = jnp.maximum(beta * jnp.log(jnp.maximum(scores, 0.0)), _ZERO_WEIGHT_FLOOR)
+  # after every positive-score candidate, never replaced by a masked (-inf) point. With beta = 0
+  # every candidate weighs s**0 = 1 (0**0 = 1): a uniform draw.
+  positive = scores > 0
+  log_w = jnp.where(positive, beta * jnp.log(jnp.where(positive, scores, 1.0)),
+                    jnp.where(beta == 0, 0.0, _ZERO_WEIGHT_FLOOR))
   return jnp.where(scores > -jnp.inf, log_w, -jnp.inf)
 
 
@@ -99,19 +114,22 @@ def power_sample(key: jax.Array, scores: ArrayLike, k: int, *, beta: float = 1.0
     ``[k]`` int32 pool indices, distinct.
   """
   scores = _validate(scores, k)
-  return _gumbel_top_k(key, power_log_weights(scores, beta), k)
+  check_beta(beta, "power")
+  return _gumbel_top_k(key, power_log_weights(scores, beta), scores > -jnp.inf, count(k))
 
 
 def softmax_sample(key: jax.Array, scores: ArrayLike, k: int, *, beta: float = 1.0) -> jax.Array:
   """Samples k distinct indices with probability ∝ ``exp(beta * scores)``."""
   scores = _validate(scores, k)
-  return _gumbel_top_k(key, softmax_log_weights(scores, beta), k)
+  check_beta(beta, "softmax")
+  return _gumbel_top_k(key, softmax_log_weights(scores, beta), scores > -jnp.inf, count(k))
 
 
 def softrank_sample(key: jax.Array, scores: ArrayLike, k: int, *, beta: float = 1.0) -> jax.Array:
   """Samples k distinct indices with probability ∝ ``rank ** -beta`` (rank 1 = best score)."""
   scores = _validate(scores, k)
-  return _gumbel_top_k(key, softrank_log_weights(scores, beta), k)
+  check_beta(beta, "softrank")
+  return _gumbel_top_k(key, softrank_log_weights(scores, beta), scores > -jnp.inf, count(k))
 
 
 SELECTORS: dict[str, Callable[..., jax.Array]] = {
@@ -122,8 +140,11 @@ SELECTORS: dict[str, Callable[..., jax.Array]] = {
 }
 
 
-def get_selector(name: str) -> Callable[..., jax.Array]:
-  """Returns ``select(key, scores, k, *, beta) -> [k]`` for a selector name."""
+def get_selector(name: str, beta: float | None = None) -> Callable[..., jax.Array]:
+  """Returns ``select(key, scores, k, *, beta) -> [k]`` for a selector name; ``beta``, when
+  given, is checked now (a finite number >= 0)."""
   if name not in SELECTORS:
     raise ValueError(f"unknown selector {name!r}; valid selectors: {sorted(SELECTORS)}")
+  if beta is not None:
+    check_beta(beta, name)
   return SELECTORS[name]

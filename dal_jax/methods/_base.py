@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NamedTuple
 
 from dal_jax import acquisition as acq_lib
+from dal_jax.acquisition import _learned
 from dal_jax import training
 
 
@@ -147,6 +148,7 @@ def learned_acquisition(name: str, config_type, init_fn, run_fn, needs: acq_lib.
   ``dal_jax.acquisition`` (``init_fn(key, spec, config)``; ``run_fn(key, *arrays, [k,] where,
   method_state, config) -> (scores or indices, state)``)."""
   config = config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+  _learned.check_config(name, config)
 
   def init(key, spec):
     return init_fn(key, spec, config)

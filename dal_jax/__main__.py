@@ -1,0 +1,3 @@
+from dal_jax.tool import main
+
+main()
