@@ -8,6 +8,7 @@ that could not be decoded (their records hold zeros and are dropped by the reade
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Callable
@@ -59,6 +60,7 @@ def pool_builder(key: str, items, size, channels, data_dir, decode) -> DalImageP
   if not builder.is_prepared():
     print(f"dal_jax: decoding {len(items)} images into {builder.data_dir} (once per content)",
           file=sys.stderr, flush=True)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    with contextlib.redirect_stdout(sys.stderr):  # tfds prints; stdout is the tool's answer
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder

@@ -93,6 +93,12 @@ def _image_size(text: str) -> tuple[int, int]:
 
 def run(argv: list[str]) -> int:
   args = _parser().parse_args(argv)
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.ERROR)  # tfds's notes on custom configs
+  if args.quiet:
+    import tensorflow_datasets as tfds
+    tfds.disable_progress_bar()
   from dal_jax import project as project_lib
 
   progress = not args.quiet

@@ -77,3 +77,38 @@ def test_new_acquisition_command_works_as_written(tmp_path):
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "[bald_ratio seed 0] round   1" in proc.stdout
+
+
+def _example(name, lang):
+  return re.search(rf"<!-- example: {name} -->\n```{lang}\n(.*?)```", _readme(), re.S).group(1)
+
+
+def test_label_your_own_data_commands_run_as_written(tmp_path):
+  """The README's commands from a folder of images to the first exported model, one by one
+  (`dal-jax` is the console script the install command puts on PATH)."""
+  import json
+  import subprocess
+
+  env = {**os.environ, "PYTHONPATH": REPO}
+  for line in _example("label-your-own-data", "bash").splitlines():
+    command = line.split("  #")[0].strip()
+    if not command:
+      continue
+    out = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, (command, out.stderr[-2000:])
+  status = subprocess.run(["dal-jax", "--quiet", "status", "shirts"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=True)
+  assert json.loads(status.stdout)["labeled"] == 30
+  assert (tmp_path / "shirts" / "export" / "predictions.csv").read_text().count("\n") == 301
+
+
+def test_project_api_example_runs(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(REPO)
+  scope = {}
+  exec(compile(_example("project-api", "python"), "README project example", "exec"), scope)  # noqa: S102
+  labels = [line for line in (tmp_path / "shirts_nb" / "labels.jsonl").read_text().splitlines()]
+  assert len(labels) == 40
+  names, probs = scope["model"].predict(["shop/images/shoot_0/day_0/img_0000.png"])
+  assert names[0] in scope["fashion_folder"].CLASSES and probs.shape == (1, 10)

@@ -1,0 +1,152 @@
+"""Label Studio round trip: dal_jax tasks -> a real Label Studio -> its export -> `ingest`.
+
+Not part of the test suite (it installs and runs another program). It
+
+1. installs ``label-studio`` from PyPI into its own virtual environment (``--venv``; reused when
+   it exists),
+2. makes a dal_jax project from Fashion-MNIST test images written as PNG files, labels a cold-start
+   query from the true labels and queries again, so the tasks carry the model's predictions,
+3. starts Label Studio on localhost, creates a project with the class names through its HTTP API,
+   imports ``query_NNN_tasks.json``, submits one annotation per task as an annotator would (one
+   task is skipped), exports the project as JSON,
+4. ingests the export and checks the label log holds exactly the submitted answers.
+
+Usage::
+
+  python experiments/label_studio_roundtrip.py [--venv /tmp/dal_jax_ls] [--port 8089]
+
+Prints one JSON line with the versions and the outcome; exit status 0 when the round trip holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+TOKEN = "dal-jax-roundtrip-token-0123456789abcdef"
+
+
+def ensure_venv(venv: str) -> str:
+  exe = os.path.join(venv, "bin", "label-studio")
+  if not os.path.exists(exe):
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "label-studio"],
+                   check=True)
+  version = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                            "import importlib.metadata as m; print(m.version('label-studio'))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+  return version
+
+
+def http(method: str, url: str, body=None):
+  data = None if body is None else json.dumps(body).encode()
+  req = urllib.request.Request(url, data=data, method=method, headers={
+      "Authorization": f"Token {TOKEN}", "Content-Type": "application/json"})
+  with urllib.request.urlopen(req, timeout=120) as r:
+    return json.loads(r.read() or b"null")
+
+
+def wait_up(base: str, proc, timeout: float = 300) -> None:
+  t0 = time.time()
+  while time.time() - t0 < timeout:
+    if proc.poll() is not None:
+      raise RuntimeError(f"label-studio exited with {proc.returncode}")
+    try:
+      urllib.request.urlopen(base + "/health", timeout=5)
+      return
+    except (urllib.error.URLError, ConnectionError, OSError):
+      time.sleep(2)
+  raise RuntimeError("label-studio did not come up")
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--venv", default=os.path.join(tempfile.gettempdir(), "dal_jax_ls"))
+  ap.add_argument("--port", type=int, default=8089)
+  ap.add_argument("--images", type=int, default=120)
+  ap.add_argument("-k", type=int, default=8)
+  args = ap.parse_args()
+
+  from dal_jax import project as project_lib
+  from experiments.fashion_folder import CLASSES, answers_file, write_folder
+
+  ls_version = ensure_venv(args.venv)
+  work = tempfile.mkdtemp(prefix="dal_jax_ls_")
+  truth = write_folder(os.path.join(work, "photos"), args.images)
+  folder = os.path.join(work, "photos", "images")
+  p = project_lib.create(os.path.join(work, "proj"), pool=folder, classes=CLASSES,
+                         overrides={"train.max_steps": 50}, data_dir=os.path.join(work, "tfds"))
+  p.ingest(answers_file(p.query(20), truth, os.path.join(work, "a0.csv")))
+  query = p.query(args.k)
+  with open(query[:-4] + "_tasks.json", encoding="utf-8") as f:
+    tasks = json.load(f)
+
+  env = {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+         "LABEL_STUDIO_BASE_DATA_DIR": os.path.join(work, "ls_data"),
+         "DATA_UPLOAD_MAX_MEMORY_SIZE": str(200 * 2**20)}
+  log = open(os.path.join(work, "label_studio.log"), "w")
+  proc = subprocess.Popen(
+      [os.path.join(args.venv, "bin", "label-studio"), "start", "--no-browser",
+       "--port", str(args.port), "--username", "annotator@example.org", "--password",
+       "dal-jax-roundtrip", "--user-token", TOKEN], env=env, stdout=log, stderr=log)
+  base = f"http://localhost:{args.port}"
+  result = {"label_studio": ls_version, "python": sys.version.split()[0]}
+  try:
+    wait_up(base, proc)
+    ls_project = http("POST", base + "/api/projects", {
+        "title": "dal_jax round trip", "label_config": project_lib.label_config(CLASSES)})
+    pid = ls_project["id"]
+    imported = http("POST", f"{base}/api/projects/{pid}/import", tasks)
+    result["imported"] = imported.get("task_count")
+    listed = http("GET", f"{base}/api/tasks?project={pid}&page_size=1000")
+    ls_tasks = listed["tasks"] if isinstance(listed, dict) else listed
+    submitted = {}
+    for n, t in enumerate(ls_tasks):
+      item = t["data"]["item_id"]
+      if n == 0:  # the annotator cannot tell: skip it (it goes back to the pool)
+        http("POST", f"{base}/api/tasks/{t['id']}/annotations",
+             {"result": [], "was_cancelled": True})
+        continue
+      http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": [{
+          "from_name": "label", "to_name": "image", "type": "choices",
+          "value": {"choices": [truth[item]]}}]})
+      submitted[item] = truth[item]
+    export = http("GET", f"{base}/api/projects/{pid}/export?exportType=JSON")
+    export_path = os.path.join(work, "label_studio_export.json")
+    with open(export_path, "w", encoding="utf-8") as f:
+      json.dump(export, f)
+    summary = p.ingest(export_path)
+    labels = p.labels()
+    result.update(summary=summary, submitted=len(submitted),
+                  ok=all(labels.get(i) == c for i, c in submitted.items())
+                  and summary["new"] == len(submitted) and summary["skipped"] == 1
+                  and summary["pending"] == 0)
+  finally:
+    proc.terminate()
+    try:
+      proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+    p.close()
+    log.close()
+  print(json.dumps(result, sort_keys=True))
+  if result.get("ok"):
+    shutil.rmtree(work, ignore_errors=True)
+  else:
+    print(f"kept {work} (label_studio.log inside)", file=sys.stderr)
+  return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
