@@ -171,16 +171,17 @@ def decode_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
 
 
 def _decode_all(items: list[_Item], size, channels, progress: bool):
+  from tqdm import tqdm  # a dependency of tensorflow-datasets
+
   images, ok = [], []
-  for i, item in enumerate(items):
+  for item in tqdm(items, desc="decoding images", unit="img", disable=not progress,
+                   file=sys.stderr):
     try:
       images.append(decode_image(item.path, size, channels))
       ok.append(True)
     except Exception as e:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
       images.append(np.zeros((*size, channels), np.uint8))
       ok.append(f"{type(e).__name__}: {e}")
-    if progress and (i + 1) % 1000 == 0:
-      print(f"dal_jax: decoded {i + 1}/{len(items)} images", file=sys.stderr, flush=True)
   return images, ok
 
 

@@ -232,10 +232,12 @@ def test_label_studio_export_is_ingested(tmp_path, images):
   p.close()
 
 
-@pytest.mark.parametrize("acquisition", ["badge", "batchbald", "dal", "coreset"])
+@pytest.mark.parametrize("acquisition", ["badge", "batchbald", "dal", "coreset", "waal",
+                                         "ensemble"])
 def test_other_acquisitions_in_a_project(tmp_path, images, acquisition):
-  p, truth = _project(tmp_path, images, acquisition=acquisition, mc_samples=3,
-                      **({"methods.dal.steps": 10} if acquisition == "dal" else {}))
+  extra = {"dal": {"methods.dal.steps": 10}, "waal": {"methods.waal.steps": 10},
+           "ensemble": {"acquisition": "bald", "ensemble_size": 2}}.get(acquisition, {})
+  p, truth = _project(tmp_path, images, **{"acquisition": acquisition, "mc_samples": 3, **extra})
   p.ingest(answer(p.query(10), truth, tmp_path / "a.csv"))
   q = p.query(5)
   rows = list(csv.DictReader(open(q, encoding="utf-8")))
