@@ -279,8 +279,7 @@ class Project:
                        f"{len(p['ids'])} items unanswered; ingest the answers first (mark items "
                        f"you cannot label as 'skip')")
     if acquisition and acquisition != self.config.acquisition:
-      self.config.acquisition = acquisition
-      config_lib.check(self.config)
+      self._switch_acquisition(acquisition)
     pool = self.pool
     labels = self.labels()
     k = int(k or self.config.query_size)
@@ -331,6 +330,25 @@ class Project:
     _write_json(self._file("state.json"), state_json)
     self._say(f"wrote {self._rel(csv_path)} and {self._rel(csv_path[:-4] + '_tasks.json')}")
     return csv_path
+
+  def _switch_acquisition(self, acquisition: str) -> None:
+    """Uses another acquisition from now on (stored in ``project.json``); the old method's
+    state (a learned acquisition's networks) does not carry over."""
+    config = ml_collections.ConfigDict(self.config.to_dict())
+    config.acquisition = acquisition
+    if acquisition not in config.methods:
+      defaults = config_lib.default_config().methods
+      if acquisition in defaults:
+        config.methods[acquisition] = defaults[acquisition]
+    config_lib.check(config)
+    from dal_jax import experiment
+    experiment.build_method(config)  # unknown names and bad options fail here, before any write
+    self.meta["config"] = config_lib.resolved(config)
+    _write_json(self._file("project.json"), self.meta)
+    if os.path.exists(self._file("method_state.npz")):
+      os.remove(self._file("method_state.npz"))
+    self.config = config
+    self._say(f"acquisition is now {acquisition} (stored in project.json)")
 
   def _rel(self, path: str) -> str:
     return os.path.relpath(path, os.getcwd())

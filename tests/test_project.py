@@ -283,3 +283,23 @@ def test_pool_sources_and_their_errors(tmp_path):
   (tmp_path / "bad.csv").write_text("file\nx.png\n")
   with pytest.raises(ValueError, match="needs a 'path' column"):
     pool_lib.load_pool(str(tmp_path / "bad.csv"))
+
+
+def test_switching_the_acquisition_is_stored_and_starts_a_fresh_method_state(tmp_path, images):
+  p, truth = _project(tmp_path, images)
+  p.ingest(answer(p.query(10), truth, tmp_path / "a.csv"))
+  p.ingest(answer(p.query(4, acquisition="dal"), truth, tmp_path / "b.csv"))
+  assert os.path.exists(os.path.join(p.path, "method_state.npz"))  # DAL's classifier
+  p.close()
+  with project_lib.open_project(p.path, progress=False) as again:
+    assert again.config.acquisition == "dal"
+    again.ingest(answer(again.query(4), truth, tmp_path / "c.csv"))  # still DAL, warm state
+    with np.load(os.path.join(p.path, "method_state.npz")) as z:
+      assert len(z.files) > 0
+    again.query(4, acquisition="margin")
+    with np.load(os.path.join(p.path, "method_state.npz")) as z:
+      assert z.files == []  # margin's own (empty) state, not DAL's networks
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+      again._switch_acquisition("nope")
+  meta = json.load(open(os.path.join(p.path, "project.json"), encoding="utf-8"))
+  assert meta["config"]["acquisition"] == "margin"
