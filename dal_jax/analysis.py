@@ -131,6 +131,50 @@ def format_table(rows: list[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def diagnostics(results: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, list[dict]]:
+  """Per strategy and round, means over seeds of what explains a curve: test NLL and ECE (is the
+  model calibrated?), the mean BALD of the scored candidates (do the MC samples disagree at
+  all?) and the share of the batch's most frequent class (does the batch collapse onto one
+  class?). Missing quantities are None."""
+  out = {}
+  for name, runs in results.items():
+    rounds = sorted({rec["round"] for r in runs.values() for rec in r})
+    rows = []
+    for rnd in rounds:
+      recs = [rec for r in runs.values() for rec in r if rec["round"] == rnd]
+
+      def mean(key, recs=recs):
+        vals = [rec[key] for rec in recs if rec.get(key) is not None]
+        return float(np.mean(vals)) if vals else None
+
+      shares = [max(h) / sum(h) for h in (rec.get("selected_class_histogram") for rec in recs)
+                if h and sum(h)]
+      rows.append({"round": rnd, "num_labels": mean("num_labels"), "accuracy": mean("accuracy"),
+                   "nll": mean("nll"), "ece": mean("ece"), "pool_bald": mean("pool_bald"),
+                   "top_class_share": float(np.mean(shares)) if shares else None})
+    out[name] = rows
+  return out
+
+
+def format_diagnostics(diag: dict[str, list[dict[str, Any]]]) -> str:
+  """Markdown: one table per strategy (means over seeds)."""
+  def cell(v, spec):
+    return "–" if v is None else format(v, spec)
+
+  parts = []
+  for name, rows in diag.items():
+    lines = [f"**{name}** (means over seeds)", "",
+             "| round | labels | accuracy | NLL | ECE | mean pool BALD | batch top-class share |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+      lines.append(f"| {r['round']} | {cell(r['num_labels'], '.0f')} | "
+                   f"{cell(r['accuracy'], '.4f')} | {cell(r['nll'], '.3f')} | "
+                   f"{cell(r['ece'], '.3f')} | {cell(r['pool_bald'], '.4f')} | "
+                   f"{cell(r['top_class_share'], '.2f')} |")
+    parts.append("\n".join(lines))
+  return "\n\n".join(parts)
+
+
 def plot_curves(results: dict[str, dict[int, list[dict[str, Any]]]], path: str, *,
                 title: str = "", metric: str = "accuracy") -> None:
   """Accuracy-vs-labels curves, mean ± std over seeds, to a PNG."""

@@ -485,6 +485,11 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
     if needs.model:
       outputs.update(model=learner.model, variables=first["model"])
     where = ~states[g].labeled[cands[j]] & valid[j]
+    if "log_probs" in outputs and outputs["log_probs"].shape[0] > 1:
+      # Diagnostic: how much the MC samples / members disagree on the candidates.
+      bald = acq_lib.bald(outputs["log_probs"], where=where)
+      metrics[g]["pool_bald"] = float(jnp.sum(jnp.where(where, bald, 0.0))
+                                      / jnp.maximum(jnp.sum(where), 1))
     chosen, acq_state = acq_lib.checked_select(
         acquisition, states[g].methods["acquisition"], outputs, key=keys[g][3],
         k=query_size(states[g], config), where=where)

@@ -46,9 +46,10 @@ class MCDropout(nnx.Module):
   of S x N of them.
   """
 
-  def __init__(self, rate: float):
+  def __init__(self, rate: float, *, fold: bool = True):
     self.independent = nnx.Dropout(rate)
     self.consistent = nnx.Dropout(rate, broadcast_dims=(0,))
+    self.fold = fold  # False: apply the same consistent masks to the activations (for checks)
 
   def __call__(self, x, *, train: bool, mc: bool, rngs=None):
     if train:
@@ -71,8 +72,31 @@ class MCDropout(nnx.Module):
     if keep == 1.0:
       return layer(x)
     mask = jax.random.bernoulli(rngs.dropout(), keep, (x.shape[-1],))
+    if not self.fold:
+      return layer(jnp.where(mask, x / keep, 0.0))
     kernel = jnp.where(mask[:, None], layer.kernel.value / keep, 0.0)
     out = x @ kernel
+    return out if layer.bias is None else out + layer.bias.value
+
+  def conv(self, x, layer: nnx.Conv, *, train: bool, mc: bool, rngs=None):
+    """``layer(channel_dropout(x))`` for ``x [B, H, W, C]``: whole channels are dropped (the
+    spatial dropout of the BatchBALD paper's MNIST model), independently per example in training;
+    in MC inference one channel mask per forward pass, folded into the kernel's input channels
+    (``conv(x ⊙ m / q) = conv with kernel[..., c, :] · m_c / q``, exact since convolution is
+    linear)."""
+    keep = 1.0 - self.consistent.rate
+    if (not train and not mc) or keep == 1.0:
+      return layer(x)
+    if train:
+      mask = jax.random.bernoulli(rngs.dropout(), keep, (x.shape[0], 1, 1, x.shape[-1]))
+      return layer(jnp.where(mask, x / keep, 0.0))
+    mask = jax.random.bernoulli(rngs.dropout(), keep, (x.shape[-1],))
+    if not self.fold:
+      return layer(jnp.where(mask, x / keep, 0.0))
+    kernel = jnp.where(mask[:, None], layer.kernel.value / keep, 0.0)  # [..., C_in, C_out]
+    out = jax.lax.conv_general_dilated(
+        x, kernel, layer.strides if isinstance(layer.strides, tuple) else (layer.strides,) * 2,
+        layer.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return out if layer.bias is None else out + layer.bias.value
 
 
@@ -103,20 +127,28 @@ class GalCNN(nnx.Module):
 
   def __init__(self, in_channels: int, spatial: tuple[int, int], num_classes: int, *,
                filters: int = 32, hidden: int = 128, dropout: tuple[float, float] = (0.25, 0.5),
-               rngs: nnx.Rngs):
+               conv_dropout: float = 0.0, fold_masks: bool = True, rngs: nnx.Rngs):
+    """``conv_dropout`` > 0 adds channel dropout between the convolutions (as in the BatchBALD
+    paper's MNIST model, which drops out after each convolution); ``fold_masks=False`` applies
+    consistent MC masks to the activations instead of folding them into the next kernel (the
+    same function; for checks)."""
+    if not 0.0 <= conv_dropout < 1.0:
+      raise ValueError(f"conv_dropout must be in [0, 1), got {conv_dropout}")
     self.conv1 = nnx.Conv(in_channels, filters, (4, 4), padding="VALID", rngs=rngs)
     self.conv2 = nnx.Conv(filters, filters, (4, 4), padding="VALID", rngs=rngs)
     h, w = ((spatial[0] - 6) // 2, (spatial[1] - 6) // 2)
     if h < 1 or w < 1:
       raise ValueError(f"GalCNN needs images of at least 8x8 pixels, got {spatial}")
-    self.drop1 = MCDropout(dropout[0])
+    self.drop_conv = MCDropout(conv_dropout, fold=fold_masks)
+    self.drop1 = MCDropout(dropout[0], fold=fold_masks)
     self.dense = nnx.Linear(h * w * filters, hidden, rngs=rngs)
-    self.drop2 = MCDropout(dropout[1])
+    self.drop2 = MCDropout(dropout[1], fold=fold_masks)
     self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
 
   def __call__(self, x, *, train: bool, mc: bool, rngs=None):
     h1 = nnx.relu(self.conv1(x))
-    h2 = nnx.max_pool(nnx.relu(self.conv2(h1)), (2, 2), strides=(2, 2))
+    h2 = self.drop_conv.conv(h1, self.conv2, train=train, mc=mc, rngs=rngs)
+    h2 = nnx.max_pool(nnx.relu(h2), (2, 2), strides=(2, 2))
     h = nnx.relu(self.drop1.linear(h2.reshape(h2.shape[0], -1), self.dense, train=train, mc=mc,
                                    rngs=rngs))
     logits = self.drop2.linear(h, self.head, train=train, mc=mc, rngs=rngs)

@@ -98,7 +98,8 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
   analysis.plot_curves(results, os.path.join(workdir, "comparison.png"),
                        title=f"{config.dataset}: {config.model}, k={config.query_size}")
   with open(os.path.join(workdir, "comparison.md"), "w") as f:
-    f.write(table + "\n")
+    f.write(table + "\n\n## Diagnostics per round\n\n"
+            + analysis.format_diagnostics(analysis.diagnostics(results)) + "\n")
   with open(os.path.join(workdir, "comparison.json"), "w") as f:
     json.dump(rows, f, indent=2)
   return table

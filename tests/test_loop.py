@@ -235,6 +235,19 @@ def test_compare_writes_plot_and_table(tmp_path, splits):
   rows = json.loads((tmp_path / "comparison.json").read_text())
   assert {r["strategy"] for r in rows} == {"random", "margin", "ens"}
   assert sum(rows[0]["acquired_class_histogram"]) == 15
+  report = (tmp_path / "comparison.md").read_text()
+  assert "## Diagnostics per round" in report and "**ens** (means over seeds)" in report
+  margin = analysis.load_metrics(str(tmp_path / "margin"))[cfg.seed]
+  assert all(r["pool_bald"] > 0 for r in margin if r["stop"] is None)  # S = 4 MC samples
+  assert "pool_bald" not in analysis.load_metrics(str(tmp_path / "random"))[cfg.seed][0]
+  # Diagnostics against a hand computation: means over seeds per round.
+  fake = {"s": {0: [{"round": 0, "num_labels": 10, "accuracy": 0.5, "nll": 1.0, "ece": 0.2,
+                     "pool_bald": 0.1, "selected_class_histogram": [3, 1, 0]}],
+                1: [{"round": 0, "num_labels": 10, "accuracy": 0.7, "nll": 2.0, "ece": 0.4,
+                     "selected_class_histogram": [2, 2, 0]}]}}
+  (d,) = analysis.diagnostics(fake)["s"]
+  assert d == pytest.approx({"round": 0, "num_labels": 10, "accuracy": 0.6, "nll": 1.5,
+                             "ece": 0.3, "pool_bald": 0.1, "top_class_share": 0.625})
   # Table math against a hand computation.
   labels = np.array([10, 20, 30])
   acc = np.array([[0.2, 0.4, 0.6], [0.2, 0.5, 0.5]])

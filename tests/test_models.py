@@ -94,3 +94,31 @@ def test_every_model_trains_alone_in_an_ensemble_and_as_parallel_seeds(name, sha
       assert any(not np.allclose(a, b) for a, b in zip(before, after))
     out = lrn.predict(fit.variables, x[:5], keys=keys, mc_samples=2, with_pre_logits=True)
     assert out.log_probs.shape == (m, 2, 5, 3) and out.pre_logits.shape[:2] == (m, 5)
+
+
+def test_folded_consistent_mc_dropout_equals_explicit_masks_in_conv_and_dense_layers():
+  """GalCNN with channel dropout between its convolutions and dropout before both dense layers:
+  the masks folded into the next kernels give the same MC predictions and BALD scores as the same
+  consistent masks applied to the activations (same model, same keys), and the MC samples are
+  one sub-network each (an example's output does not depend on the rest of the batch)."""
+  from dal_jax import acquisition as acq
+  from dal_jax import predict as predict_lib
+  kw = dict(filters=6, hidden=16, conv_dropout=0.3)
+  folded = models.get_model("gal_cnn", (14, 14, 1), 4, **kw)
+  explicit = models.get_model("gal_cnn", (14, 14, 1), 4, fold_masks=False, **kw)
+  v = folded.init(jax.random.key(0), None)
+  x = jax.random.uniform(jax.random.key(1), (9, 14, 14, 1))
+  key = jax.random.key(2)
+  a = predict_lib.predict(folded, v, x, key=key, mc_samples=12, chunk_size=4).log_probs
+  b = predict_lib.predict(explicit, v, x, key=key, mc_samples=12, chunk_size=4).log_probs
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(acq.bald(a), acq.bald(b), rtol=1e-3, atol=1e-6)
+  assert float(jnp.std(a, axis=0).mean()) > 1e-3  # the samples differ: dropout is on
+  # Channel dropout in the conv layer changes MC predictions (vs the same model without it).
+  plain = models.get_model("gal_cnn", (14, 14, 1), 4, filters=6, hidden=16)
+  c = predict_lib.predict(plain, v, x, key=key, mc_samples=12, chunk_size=4).log_probs
+  assert not np.allclose(a, c, atol=1e-3)
+  part = predict_lib.predict(folded, v, x[:3], key=key, mc_samples=12, chunk_size=4).log_probs
+  np.testing.assert_allclose(a[:, :3], part, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="conv_dropout"):
+    models.get_model("gal_cnn", (14, 14, 1), 4, conv_dropout=1.0)
