@@ -237,15 +237,34 @@ def resolved(config) -> dict[str, Any]:
   return d
 
 
+def _with_new_model_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+  """A stored config whose models' sections gain the options added to the models since it was
+  written, at their defaults (a run made before an option existed ran as its default)."""
+  models = stored.get("models")
+  if not isinstance(models, dict):
+    return stored
+  filled = {}
+  for name, opts in models.items():
+    defaults = model_options(name) if name in models_lib.MODELS else {}
+    filled[name] = {**{k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()},
+                    **(opts or {})}
+  return {**stored, "models": filled}
+
+
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """``"field: old -> new"`` for the fields that differ (resumable fields ignored)."""
+  """``"field: old -> new"`` for the fields that differ (resumable fields ignored; model options
+  added after the stored run count at their defaults)."""
+  return _differences(_with_new_model_defaults(stored), current)
+
+
+def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
   out = []
   for k in sorted(set(stored) | set(current)):
     if k in RESUMABLE_FIELDS or stored.get(k) == current.get(k):
       continue
     a, b = stored.get(k), current.get(k)
     if isinstance(a, dict) and isinstance(b, dict):
-      out += [f"{k}.{d}" for d in differences(a, b)]
+      out += [f"{k}.{d}" for d in _differences(a, b)]
     else:
       out.append(f"{k}: {a!r} -> {b!r}")
   return out

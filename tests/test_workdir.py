@@ -156,3 +156,18 @@ def test_a_workdir_of_the_old_layout_is_refused_not_overwritten(tmp_path, splits
   with pytest.raises(ValueError, match=r"written by an older dal_jax \(before schema 2\)"):
     experiment.run_experiment(tiny_config(), str(tmp_path), splits=splits)
   assert os.listdir(tmp_path / "seed_0" / "checkpoints") == ["3"]
+
+
+def test_a_model_option_added_later_counts_at_its_default_when_resuming():
+  from dal_jax import config as config_lib
+  current = config_lib.resolved(config_lib.default_config())
+  stored = json.loads(json.dumps(current))
+  for added in ("conv_dropout", "fold_masks"):  # options GalCNN gained after such a run
+    del stored["models"]["gal_cnn"][added]
+  assert config_lib.differences(stored, current) == []
+  stored["models"]["gal_cnn"]["filters"] = 16
+  assert config_lib.differences(stored, current) == ["models.gal_cnn.filters: 16 -> 32"]
+  changed = json.loads(json.dumps(current))
+  changed["models"]["gal_cnn"]["conv_dropout"] = 0.5
+  assert config_lib.differences(stored | {"models": current["models"]}, changed) == [
+      "models.gal_cnn.conv_dropout: 0.0 -> 0.5"]
