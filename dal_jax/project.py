@@ -234,6 +234,15 @@ class Project:
                                   terms=method.loss_terms, chunk_size=self.config.chunk_size)
     return model, method, learner
 
+  def _plain_learner(self) -> learner_lib.Learner:
+    """The config's model and training, without the method's loss terms (cross-validation and
+    the exported model are plain supervised fits on the labels)."""
+    from dal_jax import experiment
+
+    model = experiment.model_for(self.config, self.pool.x.shape[1:], len(self.classes))
+    return learner_lib.Learner(model=model, config=training.TrainConfig(**self.config.train),
+                               chunk_size=self.config.chunk_size)
+
   def _loop_state(self, method, setup, state_json) -> loop_lib.LoopState:
     pool, index = self.pool, {i: n for n, i in enumerate(self.pool.ids)}
     init_key, run_key = self._keys()
@@ -356,8 +365,9 @@ class Project:
   def _probabilities(self, learner, variables, x) -> np.ndarray:
     """Mean predicted class probabilities ``[n, C]`` of the (ensemble) model, deterministic."""
     lp = learner.predict(variables, x).log_probs  # [M, 1, n, C]
-    lp = learner_lib.ensemble_log_probs(lp)
-    return np.exp(np.asarray(jax.nn.logsumexp(lp, axis=0) - np.log(lp.shape[0]), np.float64))
+    from dal_jax import acquisition as acq_lib
+    lp = acq_lib.mean_log_probs(learner_lib.ensemble_log_probs(lp))
+    return np.exp(np.asarray(lp, np.float64))
 
   def _write_query(self, qnum: int, rows) -> str:
     pool = self.pool
@@ -480,15 +490,13 @@ class Project:
     return out
 
   def _cross_validate(self, labels: dict[str, str], folds: int) -> float:
-    model, _, learner = self._build()
+    learner = self._plain_learner()
     index = {i: n for n, i in enumerate(self.pool.ids)}
     ids = sorted(labels)
     x = jnp.asarray(self.pool.x[[index[i] for i in ids]])
     y = np.array([self.classes.index(labels[i]) for i in ids], np.int32)
     fold = np.asarray(jax.random.permutation(jax.random.key(0), len(ids))) % folds
     train = np.stack([fold != f for f in range(folds)])
-    learner = learner_lib.Learner(model=model, config=learner.config,
-                                  chunk_size=learner.chunk_size)
     fit = learner.fit(x, jnp.asarray(y), jnp.asarray(train),
                       keys=jax.random.split(jax.random.key(1), folds))
     lp = learner.predict(fit.variables, x).log_probs  # [folds, 1, n, C]
@@ -520,13 +528,11 @@ class Project:
     labels = self.labels()
     if not labels:
       raise ValueError("nothing is labeled yet: query and ingest first")
-    model, _, learner = self._build()
+    learner = self._plain_learner()
     pool, index = self.pool, {i: n for n, i in enumerate(self.pool.ids)}
     y = np.full(len(pool.ids), -1, np.int32)
     for i, c in labels.items():
       y[index[i]] = self.classes.index(c)
-    learner = learner_lib.Learner(model=model, config=learner.config,
-                                  chunk_size=learner.chunk_size)
     self._say(f"training the export model on {len(labels)} labels")
     x = jnp.asarray(pool.x)
     fit = learner.fit(x, jnp.asarray(y), jnp.asarray(y >= 0),
