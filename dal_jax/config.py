@@ -21,6 +21,7 @@ import ml_collections
 from dal_jax import acquisition as acq_lib
 from dal_jax import methods as methods_lib
 from dal_jax import models as models_lib
+from dal_jax import training
 
 # Bumped whenever stored runs of an older layout cannot be resumed as they are.
 SCHEMA_VERSION = 2
@@ -49,6 +50,10 @@ def _float_in(lo, hi, *, lo_open=False):
 def _optional(check_allowed):
   check, allowed = check_allowed
   return (lambda v: v is None or check(v)), f"None or {allowed}"
+
+
+def _one_of(values):
+  return (lambda v: v in values), " or ".join(repr(v) for v in values)
 
 
 _BOOL = ((lambda v: isinstance(v, bool)), "True or False")
@@ -128,11 +133,26 @@ FIELDS: dict[str, Field] = {
 TRAIN_FIELDS: dict[str, Field] = {
     "batch_size": _f(32, "labeled examples per step", _int_at_least(1)),
     "learning_rate": _f(1e-3, "AdamW learning rate", _float_in(0.0, 10.0, lo_open=True)),
-    "weight_decay": _f(1e-4, "decoupled weight decay", _float_in(0.0, 1.0)),
+    "weight_decay": _f(1e-4, "weight-decay coefficient λ (see train.decay, "
+                       "train.weight_decay_scale)", _float_in(0.0, 1e4)),
+    "decay": _f("decoupled", "decoupled (AdamW) or l2 (penalty λ'/2·||w||² in the loss, as "
+                "Gal et al. 2017)", _one_of(training.DECAYS)),
+    "weight_decay_scale": _f("constant", "constant (λ' = λ) or inverse_n (λ' = λ / labeled "
+                             "points, Gal et al. 2017)", _one_of(training.DECAY_SCALES)),
     "max_steps": _f(300, "upper bound on steps per round", _int_at_least(1)),
     "eval_every": _f(25, "steps between validation evaluations", _int_at_least(1)),
     "patience": _f(3, "evaluations without improvement before stopping", _int_at_least(1)),
+    "early_stopping": _f("accuracy", "validation criterion: accuracy or nll",
+                         _one_of(training.EARLY_STOPPING)),
+    "min_steps": _f(0, "steps before early stopping may stop", _int_at_least(0)),
+    "min_epochs": _f(0.0, "passes over the labeled set before early stopping may stop (the "
+                     "minimum grows with the labeled set)", _float_in(0.0, 1e4)),
 }
+
+# Values of train fields added after runs were first stored that reproduce those runs (a stored
+# run without the field ran this way).
+LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
+                "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUMABLE_FIELDS = ("progress", "num_devices", "distributed", "checkpoints_to_keep",
@@ -240,6 +260,9 @@ def resolved(config) -> dict[str, Any]:
 def _with_new_model_defaults(stored: dict[str, Any]) -> dict[str, Any]:
   """A stored config whose models' sections gain the options added to the models since it was
   written, at their defaults (a run made before an option existed ran as its default)."""
+  train = stored.get("train")
+  if isinstance(train, dict):
+    stored = {**stored, "train": {**LEGACY_TRAIN, **train}}
   models = stored.get("models")
   if not isinstance(models, dict):
     return stored
@@ -253,7 +276,7 @@ def _with_new_model_defaults(stored: dict[str, Any]) -> dict[str, Any]:
 
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
   """``"field: old -> new"`` for the fields that differ (resumable fields ignored; model options
-  added after the stored run count at their defaults)."""
+  added after the stored run count at their defaults, train fields at :data:`LEGACY_TRAIN`)."""
   return _differences(_with_new_model_defaults(stored), current)
 
 

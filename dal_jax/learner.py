@@ -105,11 +105,22 @@ def _stacked_step(states, keys, x, y, p, pu, *, train_step, batch_size, mesh, la
   return jax.vmap(one)(states, keys, y, p, pu)
 
 
-@functools.partial(jax.jit, static_argnames=("apply",))
-def _stacked_accuracy(variables, x, y, *, apply):
+@functools.partial(jax.jit, static_argnames=("apply", "criterion"))
+def _stacked_validation(variables, x, y, *, apply, criterion):
+  """``([M] accuracy, [M] score)`` of every model on the validation set
+  (:func:`training.validation_score`)."""
   def one(v):
-    return jnp.mean(jnp.argmax(apply(v["model"], x, train=False)[0], -1) == y)
+    logits = apply(v["model"], x, train=False)[0]
+    acc = jnp.mean(jnp.argmax(logits, -1) == y)
+    if criterion == "accuracy":
+      return acc, acc
+    return acc, training.validation_score(jax.nn.log_softmax(logits, axis=-1), y, criterion)
   return jax.vmap(one)(variables)
+
+
+def _injected(tx) -> bool:
+  """Whether the optimizer's decay is set per fit (:func:`training.make_optimizer`)."""
+  return training._has_hyperparams(jax.eval_shape(tx.init, {"w": jnp.zeros(())}))
 
 
 def _select(mask, new, old):
@@ -214,7 +225,9 @@ class Learner(NamedTuple):
     variables = init if init is not None else self.init(init_keys, x)
     tx = training.make_optimizer(config)
     step_fn = training.make_train_step(self.model, tx, self.terms)
-    states = jax.vmap(lambda v: training.init_train_state(v, tx))(variables)
+    states = jax.vmap(lambda v, n: training.init_train_state(v, tx, config=config, n_labeled=n))(
+        variables, jnp.asarray(counts)) if _injected(tx) else jax.vmap(
+            lambda v: training.init_train_state(v, tx))(variables)
     p = labeled.astype(jnp.float32) / counts[:, None].astype(np.float32)
     ratio = self.unlabeled_ratio
     pu, u_batch = None, 0
@@ -233,6 +246,8 @@ class Learner(NamedTuple):
 
     best = states.variables
     best_acc = jnp.full((m,), -1.0)
+    best_score = jnp.full((m,), -jnp.inf)
+    min_steps = np.array([training.min_train_steps(config, c) for c in counts])
     bad = np.zeros(m, int)
     active = np.ones(m, bool)
     steps = np.zeros(m, int)
@@ -259,14 +274,16 @@ class Learner(NamedTuple):
       if val is None:
         best = states.variables
         continue
-      acc = _stacked_accuracy(states.variables, jnp.asarray(val[0]), jnp.asarray(val[1]),
-                              apply=self.model.apply)
-      improved = act & (acc > best_acc)
+      acc, score = _stacked_validation(states.variables, jnp.asarray(val[0]),
+                                       jnp.asarray(val[1]), apply=self.model.apply,
+                                       criterion=config.early_stopping)
+      improved = act & (score > best_score)
       best = _select(improved, states.variables, best)
       best_acc = jnp.where(improved, acc, best_acc)
+      best_score = jnp.where(improved, score, best_score)
       imp = np.asarray(improved)
       bad = np.where(imp, 0, np.where(active, bad + 1, bad))
-      active = active & (bad < config.patience)
+      active = active & ((bad < config.patience) | (done_steps < min_steps))
     return StackedFit(variables=best, steps=steps, best_val_accuracy=np.asarray(best_acc),
                       train_loss=np.asarray(loss))
 

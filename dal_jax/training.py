@@ -29,10 +29,24 @@ class TrainConfig(NamedTuple):
   Attributes:
     batch_size: labeled examples per step (drawn with replacement from the labeled set).
     learning_rate: Adam(W) learning rate.
-    weight_decay: decoupled weight decay (AdamW; Loshchilov & Hutter 2019).
+    weight_decay: the weight-decay coefficient λ (see ``decay`` and ``weight_decay_scale``).
     max_steps: upper bound on optimisation steps.
     eval_every: steps between validation evaluations.
     patience: evaluations without validation improvement before stopping early.
+    min_steps: steps before early stopping may stop (the best-validation weights are still
+      restored at the end).
+    min_epochs: passes over the labeled set before early stopping may stop: training runs at least
+      ``max(min_steps, ceil(min_epochs · n_labeled / batch_size))`` steps (capped at
+      ``max_steps``), so the minimum grows with the labeled set.
+    early_stopping: the validation criterion: ``"accuracy"`` (higher is better) or ``"nll"``
+      (lower is better; ties in accuracy, common on small validation sets, do not stop training
+      while the model is still getting better calibrated).
+    decay: ``"decoupled"``: AdamW's decoupled decay, ``w ← w - η λ' w`` each step (Loshchilov &
+      Hutter 2019); ``"l2"``: an L2 penalty ``λ'/2 ||w||²`` added to the loss, so its gradient goes
+      through Adam's normalisation (Keras' ``kernel_regularizer``, as in Gal et al. 2017).
+    weight_decay_scale: ``"constant"``: λ' = λ; ``"inverse_n"``: λ' = λ / n_labeled, the prior
+      of a Bayesian network weighed against n likelihood terms (Gal et al. 2017 use an L2
+      penalty c / N with c = 3.5, i.e. ``decay="l2"``, λ = 7, on their Keras loss).
   """
 
   batch_size: int = 64
@@ -41,15 +55,31 @@ class TrainConfig(NamedTuple):
   max_steps: int = 1000
   eval_every: int = 50
   patience: int = 4
+  min_steps: int = 0
+  min_epochs: float = 0.0
+  early_stopping: str = "accuracy"
+  decay: str = "decoupled"
+  weight_decay_scale: str = "constant"
+
+
+EARLY_STOPPING = ("accuracy", "nll")
+DECAYS = ("decoupled", "l2")
+DECAY_SCALES = ("constant", "inverse_n")
 
 
 def check_train_config(config: TrainConfig) -> TrainConfig:
   """Every field in its allowed range (one line naming the field), else ``ValueError``."""
-  for field in ("batch_size", "max_steps", "eval_every", "patience"):
+  for field, lo in (("batch_size", 1), ("max_steps", 1), ("eval_every", 1), ("patience", 1),
+                    ("min_steps", 0)):
     v = getattr(config, field)
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-      raise ValueError(f"TrainConfig.{field} must be an integer >= 1, got {v!r}")
-  for field, lo_open in (("learning_rate", True), ("weight_decay", False)):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+      raise ValueError(f"TrainConfig.{field} must be an integer >= {lo}, got {v!r}")
+  for field, allowed in (("early_stopping", EARLY_STOPPING), ("decay", DECAYS),
+                         ("weight_decay_scale", DECAY_SCALES)):
+    if getattr(config, field) not in allowed:
+      raise ValueError(f"TrainConfig.{field} must be one of {list(allowed)}, got "
+                       f"{getattr(config, field)!r}")
+  for field, lo_open in (("learning_rate", True), ("weight_decay", False), ("min_epochs", False)):
     v = getattr(config, field)
     if (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v)
         or v < 0 or (lo_open and v == 0)):
@@ -150,16 +180,71 @@ def _trainable(variables):
   return {"params": variables["model"]["params"], "terms": variables["terms"]}
 
 
+def _adam_with_decay(learning_rate, decoupled, l2):
+  """Adam with an L2 gradient term ``l2 · w`` before the moments and decoupled decay
+  ``decoupled · w`` after them (AdamW's order)."""
+  return optax.chain(optax.add_decayed_weights(l2), optax.scale_by_adam(),
+                     optax.add_decayed_weights(decoupled), optax.scale_by_learning_rate(
+                         learning_rate))
+
+
 @functools.lru_cache(maxsize=64)
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-  """AdamW from a config (cached, so repeated fits reuse one compiled train program)."""
-  return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+  """The optimizer of a config (cached, so repeated fits reuse one compiled train program).
+
+  A constant decoupled decay is plain AdamW. Otherwise the decay coefficients are injected
+  hyper-parameters held in the optimizer state (set per fit by :func:`init_train_state` from the
+  labeled-set size), so a decay that changes every round still reuses one compiled program.
+  """
+  if config.decay == "decoupled" and config.weight_decay_scale == "constant":
+    return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+  return optax.inject_hyperparams(_adam_with_decay)(learning_rate=config.learning_rate,
+                                                    decoupled=0.0, l2=0.0)
 
 
-def init_train_state(variables, tx: optax.GradientTransformation) -> TrainState:
-  """The optimizer covers the model's parameters and the terms' parameters together."""
-  return TrainState(step=jnp.zeros((), jnp.int32), variables=variables,
-                    opt_state=tx.init(_trainable(variables)))
+def effective_weight_decay(config: TrainConfig, n_labeled) -> float:
+  """λ' of a fit on ``n_labeled`` points (``weight_decay_scale``)."""
+  if config.weight_decay_scale == "inverse_n":
+    return float(config.weight_decay) / max(int(n_labeled), 1)
+  return float(config.weight_decay)
+
+
+def min_train_steps(config: TrainConfig, n_labeled) -> int:
+  """Steps before early stopping may stop: ``max(min_steps, ceil(min_epochs · n / batch))``,
+  at most ``max_steps``."""
+  epochs = int(np.ceil(config.min_epochs * int(n_labeled) / config.batch_size))
+  return min(config.max_steps, max(config.min_steps, epochs))
+
+
+def _has_hyperparams(opt_state) -> bool:
+  return hasattr(opt_state, "hyperparams")
+
+
+def init_train_state(variables, tx: optax.GradientTransformation, *,
+                     config: TrainConfig | None = None, n_labeled: int | None = None
+                     ) -> TrainState:
+  """The optimizer covers the model's parameters and the terms' parameters together; with
+  ``config`` and ``n_labeled``, an optimizer from :func:`make_optimizer` with injected decay gets
+  this fit's coefficient."""
+  opt_state = tx.init(_trainable(variables))
+  if _has_hyperparams(opt_state):
+    if config is None or n_labeled is None:
+      raise ValueError("this optimizer's weight decay depends on the labeled-set size: pass "
+                       "config and n_labeled to init_train_state")
+    lam = jnp.asarray(effective_weight_decay(config, n_labeled), jnp.float32)
+    zero = jnp.zeros((), jnp.float32)
+    hp = dict(opt_state.hyperparams)
+    hp["decoupled"] = lam if config.decay == "decoupled" else zero
+    hp["l2"] = lam if config.decay == "l2" else zero
+    opt_state = opt_state._replace(hyperparams=hp)
+  return TrainState(step=jnp.zeros((), jnp.int32), variables=variables, opt_state=opt_state)
+
+
+def validation_score(log_probs: jax.Array, labels: jax.Array, criterion: str) -> jax.Array:
+  """Higher is better: accuracy, or minus the mean NLL (``criterion`` "accuracy" / "nll")."""
+  if criterion == "nll":
+    return -metrics_lib.nll(log_probs, labels)
+  return metrics_lib.accuracy(log_probs, labels)
 
 
 def margin_ranking_loss(predicted: jax.Array, target: jax.Array, *, margin: float = 1.0
@@ -317,7 +402,7 @@ def train_steps(state: TrainState, key: jax.Array, x: jax.Array, y: jax.Array,
 class FitResult(NamedTuple):
   variables: Any  # {"model": ..., "terms": (...)}
   steps: int
-  best_val_accuracy: float
+  best_val_accuracy: float  # validation accuracy of the restored (best-criterion) weights
   train_loss: float
 
 
@@ -345,7 +430,8 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
       unlabeled inputs (``LossTerm.unlabeled_ratio > 0``).
 
   Returns:
-    :class:`FitResult` holding the variables with the best validation accuracy.
+    :class:`FitResult` holding the variables with the best validation criterion
+    (``config.early_stopping``); early stopping waits for :func:`min_train_steps`.
 
   Raises:
     ValueError: if nothing is labeled, or unlabeled inputs are needed and none are given.
@@ -360,7 +446,7 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
   variables = (init_variables if init_variables is not None
                else initialize(model, init_key, x[:1], terms))
   tx = tx or make_optimizer(config)
-  state = init_train_state(variables, tx)
+  state = init_train_state(variables, tx, config=config, n_labeled=n_labeled)
   step_fn = make_train_step(model, tx, tuple(terms))
   weights = labeled.astype(jnp.float32)
   u_weights, u_batch = None, 0
@@ -371,7 +457,8 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
                        "on unlabeled inputs and need a non-empty `unlabeled` mask")
     u_weights = jnp.asarray(unlabeled, jnp.float32)
     u_batch = config.batch_size * ratio
-  best, best_acc, bad, loss = state.variables, -1.0, 0, float("nan")
+  best, best_acc, best_score, bad, loss = state.variables, -1.0, -np.inf, 0, float("nan")
+  min_steps = min_train_steps(config, n_labeled)
   chunk = max(1, min(config.eval_every, config.max_steps))
   while int(state.step) < config.max_steps:
     state, m = train_steps(state, data_key, x, y, weights, train_step=step_fn,
@@ -386,11 +473,12 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
       continue
     out = predict_lib.predict(model, state.variables["model"], val[0], chunk_size=1024)
     acc = float(metrics_lib.accuracy(out.log_probs[0], jnp.asarray(val[1])))
-    if acc > best_acc:
-      best, best_acc, bad = state.variables, acc, 0
+    score = float(validation_score(out.log_probs[0], jnp.asarray(val[1]), config.early_stopping))
+    if score > best_score:
+      best, best_acc, best_score, bad = state.variables, acc, score, 0
     else:
       bad += 1
-      if bad >= config.patience:
+      if bad >= config.patience and int(state.step) >= min_steps:
         break
   return FitResult(variables=best, steps=int(state.step), best_val_accuracy=best_acc,
                    train_loss=loss)
