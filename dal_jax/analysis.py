@@ -1,4 +1,9 @@
-"""Comparing strategies: learning curves (mean ± std over seeds), summary table, plot."""
+"""Comparing strategies: learning curves with 95% confidence intervals over seeds, summary table,
+round-to-round drops, paired tests and the pairwise penalty matrix of Ash et al. 2020, plot.
+
+Intervals are Student-t intervals of the mean over seeds, ``mean ± t_{0.975, n-1} · s / √n`` with
+``s`` the sample standard deviation (ddof = 1); with one seed there is no interval (NaN).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,107 @@ def area_under_curve(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
   return np.trapezoid(values, labels, axis=-1) / (labels[-1] - labels[0])
 
 
+def t_critical(n: int, level: float = 0.95) -> float:
+  """Two-sided Student-t critical value for ``n`` samples (``n - 1`` degrees of freedom);
+  NaN for ``n < 2``."""
+  if n < 2:
+    return float("nan")
+  from scipy import stats  # scikit-learn's dependency; only needed for intervals
+  return float(stats.t.ppf(0.5 + level / 2, n - 1))
+
+
+def mean_ci(values, level: float = 0.95, axis: int = 0):
+  """``(mean, half_width)`` along ``axis``: the ``level`` Student-t interval of the mean is
+  ``mean ± half_width`` (half_width NaN with fewer than 2 values)."""
+  v = np.asarray(values, np.float64)
+  n = v.shape[axis]
+  mean = v.mean(axis=axis)
+  if n < 2:
+    return mean, np.full_like(mean, np.nan)
+  return mean, t_critical(n, level) * v.std(axis=axis, ddof=1) / np.sqrt(n)
+
+
+def max_drop(values: np.ndarray) -> np.ndarray:
+  """Per seed: the largest fall of accuracy from one round to the next (0 if it never falls);
+  ``values`` is ``[num_seeds, num_rounds]``."""
+  v = np.asarray(values, np.float64)
+  if v.shape[-1] < 2:
+    return np.zeros(v.shape[:-1])
+  return np.maximum(0.0, np.max(v[..., :-1] - v[..., 1:], axis=-1))
+
+
+def paired_beats(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> np.ndarray:
+  """Per labeled-set size: whether ``a`` beats ``b`` by a paired two-sided t-test over seeds.
+
+  ``a``, ``b`` are ``[num_seeds, L]`` accuracies of the same seeds (same initial sets). With
+  differences ``d`` over the n seeds, ``t = √n · mean(d) / std(d, ddof=1)``, and ``a`` beats ``b``
+  where ``t > t_{(1+level)/2, n-1}`` (Ash et al. 2020, §4: 2.776 for their 5 seeds). A zero
+  spread counts as a win if the mean difference is positive. Fewer than 2 seeds: never.
+  """
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  n = d.shape[0]
+  if n < 2:
+    return np.zeros(d.shape[1], bool)
+  mean, sd = d.mean(0), d.std(0, ddof=1)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    t = np.where(sd > 0, np.sqrt(n) * mean / np.where(sd > 0, sd, 1.0),
+                 np.where(mean > 0, np.inf, 0.0))
+  return t > t_critical(n, level)
+
+
+def penalty_matrix(settings: dict[str, dict[str, dict[int, list[dict[str, Any]]]]],
+                   level: float = 0.95) -> tuple[list[str], np.ndarray]:
+  """The pairwise penalty matrix of Ash et al. 2020 (BADGE, §4) over several settings.
+
+  For every setting (a protocol: dataset, starting budget, query size, ...) and every ordered pair
+  of strategies (i, j) run in it, each of the L labeled-set sizes both curves reached (the first,
+  the shared initial set, excluded) where i beats j by :func:`paired_beats` adds ``1 / L`` to
+  ``P[i, j]``. ``P[i, j]`` is thus the number of settings' worth of evidence that i is better
+  than j; a column's sum is how often a strategy lost.
+
+  Args:
+    settings: ``{setting: {strategy: {seed: round records}}}`` (:func:`load_metrics` per
+      strategy); only seeds common to both strategies are paired.
+
+  Returns:
+    ``(strategies, P)`` with ``P`` ``[K, K]``.
+  """
+  names = []
+  for runs in settings.values():
+    names += [s for s in runs if s not in names]
+  index = {s: i for i, s in enumerate(names)}
+  p = np.zeros((len(names), len(names)))
+  for runs in settings.values():
+    for a in runs:
+      for b in runs:
+        if a == b:
+          continue
+        seeds = sorted(set(runs[a]) & set(runs[b]))
+        if len(seeds) < 2:
+          continue
+        la, va = curve({s: runs[a][s] for s in seeds})
+        lb, vb = curve({s: runs[b][s] for s in seeds})
+        length = min(la.shape[0], lb.shape[0])
+        if length < 2 or not np.array_equal(la[:length], lb[:length]):
+          continue
+        wins = paired_beats(va[:, 1:length], vb[:, 1:length], level)
+        p[index[a], index[b]] += wins.sum() / (length - 1)
+  return names, p
+
+
+def format_penalty_matrix(names: list[str], p: np.ndarray, settings: int) -> str:
+  """Markdown: row i, column j = P[i, j] (how much i beats j); last row: column sums (losses)."""
+  lines = [f"Pairwise penalty matrix (Ash et al. 2020) over {settings} setting(s): row beats "
+           "column at that fraction of labeled-set sizes (paired t-test over seeds, 95%); the "
+           "last row sums each column (lower is better).", "",
+           "| beats → | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  for i, a in enumerate(names):
+    lines.append(f"| {a} | " + " | ".join("–" if i == j else f"{p[i, j]:.2f}"
+                                          for j in range(len(names))) + " |")
+  lines.append("| **lost** | " + " | ".join(f"**{v:.2f}**" for v in p.sum(0)) + " |")
+  return "\n".join(lines)
+
+
 def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> list[float | None]:
   """Per seed: the first labeled-set size whose accuracy is ``>= target`` (None if never)."""
   out = []
@@ -69,26 +175,34 @@ def stabilizing_stop(records: list[dict[str, Any]], *, window: int,
 
 def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *, target: float,
               stabilizing_window: int = 3,
-              stabilizing_thresholds: tuple[float, ...] = ()) -> list[dict[str, Any]]:
-  """One row per strategy: final accuracy, AUC, labels to reach ``target`` (mean ± std), and,
-  for runs that recorded kappas, where stabilizing predictions would have stopped at each of
-  ``stabilizing_thresholds``."""
+              stabilizing_thresholds: tuple[float, ...] = (),
+              count_from: int = 0) -> list[dict[str, Any]]:
+  """One row per strategy: final accuracy, AUC, labels to reach ``target`` (mean, std and 95%
+  interval half-width over seeds), the largest round-to-round accuracy drop, and, for runs that
+  recorded kappas, where stabilizing predictions would have stopped at each of
+  ``stabilizing_thresholds``. ``count_from`` is subtracted from the labels to the target (a
+  protocol that counts acquired labels only passes its initial-set size)."""
   rows = []
   for name, runs in results.items():
     labels, acc = curve(runs)
     auc = area_under_curve(labels, acc)
     reach = labels_to_reach(labels, acc, target)
-    reached = [r for r in reach if r is not None]
+    reached = [r - count_from for r in reach if r is not None]
     hist = np.sum([rec["selected_class_histogram"] for r in runs.values() for rec in r
                    if rec.get("selected_class_histogram")], axis=0)
+    drops = max_drop(acc)
     rows.append({
         "strategy": name, "seeds": acc.shape[0], "final_labels": int(labels[-1]),
         "final_accuracy_mean": float(acc[:, -1].mean()),
         "final_accuracy_std": float(acc[:, -1].std()),
-        "auc_mean": float(auc.mean()), "auc_std": float(auc.std()),
+        "final_accuracy_ci": _half(acc[:, -1]),
+        "auc_mean": float(auc.mean()), "auc_std": float(auc.std()), "auc_ci": _half(auc),
         "target_accuracy": target, "labels_to_target": reach,
+        "labels_counted_from": count_from,
         "labels_to_target_mean": float(np.mean(reached)) if reached else None,
+        "labels_to_target_ci": _half(reached) if reached else None,
         "seeds_reaching_target": len(reached),
+        "max_drop": drops.tolist(), "max_drop_mean": float(drops.mean()),
         "acquired_class_histogram": np.asarray(hist, int).tolist()})
     if any(rec.get("kappa") is not None for r in runs.values() for rec in r):
       stops = {}
@@ -101,6 +215,16 @@ def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *, target: fl
   return rows
 
 
+def _half(values) -> float | None:
+  """95% interval half-width of a list of per-seed values (None with one value)."""
+  half = float(mean_ci(np.asarray(values, np.float64))[1])
+  return None if np.isnan(half) else half
+
+
+def _pm(mean, half, spec=".4f") -> str:
+  return f"{mean:{spec}}" + ("" if half is None else f" ± {half:{spec}}")
+
+
 def _stop_cell(per_seed: list[dict[str, Any] | None]) -> str:
   fired = [s for s in per_seed if s is not None]
   if not fired:
@@ -111,20 +235,25 @@ def _stop_cell(per_seed: list[dict[str, Any] | None]) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-  """A Markdown table of :func:`summarize` rows."""
+  """A Markdown table of :func:`summarize` rows: means ± 95% interval half-widths over seeds;
+  "largest drop" is the largest round-to-round accuracy fall of any seed."""
   target = rows[0]["target_accuracy"] if rows else 0.0
   thresholds = sorted({t for r in rows for t in r.get("stabilizing_stops", {})}, key=float)
   extra = "".join(f" stabilizing stop (κ̄ ≥ {t}) |" for t in thresholds)
-  lines = [f"| strategy | seeds | final labels | final accuracy | AUC | labels to {target:.0%} |"
-           + extra, "|---|---|---|---|---|---|" + "---|" * len(thresholds)]
+  counted = " acquired" if rows and rows[0].get("labels_counted_from") else ""
+  lines = [f"| strategy | seeds | final labels | final accuracy | AUC |{counted} labels to "
+           f"{target:.0%} | largest drop |" + extra,
+           "|---|---|---|---|---|---|---|" + "---|" * len(thresholds)]
   for r in rows:
     if r["labels_to_target_mean"] is None:
       reach = "not reached"
     else:
-      reach = f"{r['labels_to_target_mean']:.0f} ({r['seeds_reaching_target']}/{r['seeds']} seeds)"
+      reach = (_pm(r["labels_to_target_mean"], r.get("labels_to_target_ci"), ".0f")
+               + f" ({r['seeds_reaching_target']}/{r['seeds']} seeds)")
+    drop = f"{max(r['max_drop']):.4f}" if r.get("max_drop") else "–"
     lines.append(f"| {r['strategy']} | {r['seeds']} | {r['final_labels']} | "
-                 f"{r['final_accuracy_mean']:.4f} ± {r['final_accuracy_std']:.4f} | "
-                 f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {reach} |"
+                 f"{_pm(r['final_accuracy_mean'], r.get('final_accuracy_ci'))} | "
+                 f"{_pm(r['auc_mean'], r.get('auc_ci'))} | {reach} | {drop} |"
                  + "".join(f" {_stop_cell(r['stabilizing_stops'][t])} |"
                            if t in r.get("stabilizing_stops", {}) else " – |"
                            for t in thresholds))
@@ -177,7 +306,8 @@ def format_diagnostics(diag: dict[str, list[dict[str, Any]]]) -> str:
 
 def plot_curves(results: dict[str, dict[int, list[dict[str, Any]]]], path: str, *,
                 title: str = "", metric: str = "accuracy") -> None:
-  """Accuracy-vs-labels curves, mean ± std over seeds, to a PNG."""
+  """Accuracy-vs-labels curves to a PNG: the mean over seeds with its 95% Student-t interval as
+  the band (no band with one seed); the axes' caption says so."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -186,12 +316,14 @@ def plot_curves(results: dict[str, dict[int, list[dict[str, Any]]]], path: str, 
   fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
   for name, runs in results.items():
     labels, values = curve(runs, metric)
-    mean, std = values.mean(0), values.std(0)
+    mean, half = mean_ci(values)
     ax.plot(labels, mean, marker="o", ms=3, label=f"{name} ({values.shape[0]} seeds)")
-    ax.fill_between(labels, mean - std, mean + std, alpha=0.2)
-  ax.set_xlabel("labeled examples")
+    if not np.isnan(half).all():
+      ax.fill_between(labels, mean - half, mean + half, alpha=0.2)
+  ax.set_xlabel("labeled examples\n(line: mean over seeds; band: 95% t-interval of the mean)",
+                fontsize=8)
   ax.set_ylabel(f"test {metric}")
-  ax.set_title(title)
+  ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()

@@ -293,6 +293,37 @@ def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
   return out
 
 
+def with_overrides(config, items, *, context: str = "overrides"):
+  """A copy of ``config`` with ``field=value`` items applied (nested fields as
+  ``section.field``, e.g. ``methods.waal.alpha=0.01``); values take the type of the field."""
+  cfg = config.copy_and_resolve_references()
+  for item in items:
+    field, sep, value = item.partition("=")
+    *parents, leaf = field.split(".")
+    node = cfg
+    for p in parents:
+      node = node[p] if p in node and hasattr(node[p], "keys") else None
+      if node is None:
+        break
+    if not sep or node is None or leaf not in node:
+      raise ValueError(f"bad override {item!r} in {context}: expected field=value with "
+                       f"a config field (one of {sorted(cfg.keys())}, or section.field)")
+    current = node[leaf]
+    if isinstance(current, bool):
+      if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError(f"bad override {item!r} in {context}: {leaf} is True or False")
+      node[leaf] = value.lower() in ("1", "true", "yes")
+    elif current is None:
+      node[leaf] = value
+    else:
+      try:
+        node[leaf] = type(current)(value)
+      except ValueError:
+        raise ValueError(f"bad override {item!r} in {context}: {leaf} takes a "
+                         f"{type(current).__name__}") from None
+  return cfg
+
+
 def describe() -> str:
   """Every field with its default and meaning (the ``--help`` text of ``--config``)."""
   lines = ["Config fields (override with --config.<field>=<value>):"]

@@ -42,34 +42,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def parse_strategy(spec: str, config):
   """``name`` or ``label:acquisition:field=value:...`` -> (label, config for that strategy)."""
   parts = spec.split(":")
-  label = parts[0]
-  cfg = config.copy_and_resolve_references()
-  cfg.acquisition = parts[1] if len(parts) > 1 else label
-  for item in parts[2:]:
-    field, sep, value = item.partition("=")
-    *parents, leaf = field.split(".")  # nested fields: methods.waal.alpha=0.01
-    node = cfg
-    for p in parents:
-      node = node[p] if p in node and hasattr(node[p], "keys") else None
-      if node is None:
-        break
-    if not sep or node is None or leaf not in node:
-      raise ValueError(f"bad override {item!r} in strategy {spec!r}: expected field=value with "
-                       f"a config field (one of {sorted(cfg.keys())}, or section.field)")
-    current = node[leaf]
-    if isinstance(current, bool):
-      if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
-        raise ValueError(f"bad override {item!r} in strategy {spec!r}: {leaf} is True or False")
-      node[leaf] = value.lower() in ("1", "true", "yes")
-    elif current is None:
-      node[leaf] = value
-    else:
-      try:
-        node[leaf] = type(current)(value)
-      except ValueError:
-        raise ValueError(f"bad override {item!r} in strategy {spec!r}: {leaf} takes a "
-                         f"{type(current).__name__}") from None
-  return label, cfg
+  cfg = config_lib.with_overrides(config, parts[2:], context=f"strategy {spec!r}")
+  cfg.acquisition = parts[1] if len(parts) > 1 else parts[0]
+  return parts[0], cfg
 
 
 def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,

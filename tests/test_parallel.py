@@ -46,8 +46,11 @@ def test_ensemble_log_probs_average_in_probability_space(rng):
   np.testing.assert_allclose(learner_lib.mean_prediction(flat), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("vectorize", [True, False])
-def test_stacked_training_equals_members_trained_alone(vectorize):
+@pytest.mark.parametrize("vectorize,recipe", [
+    (True, {}), (False, {}),
+    (True, {"early_stopping": "nll", "min_epochs": 6.0, "decay": "l2",
+            "weight_decay_scale": "inverse_n", "weight_decay": 2.0})])
+def test_stacked_training_equals_members_trained_alone(vectorize, recipe):
   from dal_jax import models
   from dal_jax import predict
   from dal_jax import training
@@ -58,9 +61,9 @@ def test_stacked_training_equals_members_trained_alone(vectorize):
       200, 4, 4, 1), jnp.float32)
   y = jnp.asarray(y, jnp.int32)
   model = models.get_model("mlp", (4, 4, 1), 3, hidden=(16,))
-  cfg = training.TrainConfig(max_steps=60, eval_every=10, patience=1, batch_size=8)
+  cfg = training.TrainConfig(max_steps=60, eval_every=10, patience=1, batch_size=8, **recipe)
   keys = jax.random.split(jax.random.key(0), 3)
-  # Parallel seeds: each model has its own labeled set; a loss term on unlabeled inputs too.
+  # Parallel seeds (different labeled-set sizes: their own decay and minimum steps): each model has its own labeled set; a loss term on unlabeled inputs too.
   labeled = np.zeros((3, 200), bool)
   for i in range(3):
     labeled[i, rng.choice(150, 20 + 10 * i, replace=False)] = True
