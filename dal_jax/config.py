@@ -128,6 +128,11 @@ FIELDS: dict[str, Field] = {
     "progress": _f(True, "print one line per round and seed", _BOOL),
     "report_accuracy": _f(0.70, "accuracy whose label cost comparisons report",
                           _float_in(0.0, 1.0)),
+    "report_counting": _f("labels", "labels to report_accuracy counted as all labels or as "
+                          "acquired labels (initial set excluded)",
+                          _one_of(("labels", "acquired"))),
+    "protocol": _f("", "name and source of the published protocol a config follows (titles of "
+                   "reports)"),
 }
 
 TRAIN_FIELDS: dict[str, Field] = {
@@ -156,7 +161,7 @@ LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUMABLE_FIELDS = ("progress", "num_devices", "distributed", "checkpoints_to_keep",
-                    "report_accuracy")
+                    "report_accuracy", "report_counting", "protocol")
 
 
 def model_options(name: str) -> dict[str, Any]:

@@ -47,6 +47,13 @@ def parse_strategy(spec: str, config):
   return parts[0], cfg
 
 
+def title(config) -> str:
+  """The protocol in a plot's title: dataset, model, initial set, k, budget, seeds."""
+  head = f"{config.protocol}\n" if config.protocol else ""
+  return (f"{head}{config.dataset}: {config.model}, {config.initial_size} initial + "
+          f"k={config.query_size} per round to {config.budget}, {config.num_seeds} seeds")
+
+
 def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
             stabilizing_thresholds=()) -> str:
   """Runs (unless ``plot_only``) and compares; returns the Markdown table."""
@@ -68,10 +75,12 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
                              *(float(t) for t in stabilizing_thresholds)}))
   rows = analysis.summarize(results, target=config.report_accuracy,
                             stabilizing_window=config.stabilizing_window,
-                            stabilizing_thresholds=thresholds)
+                            stabilizing_thresholds=thresholds,
+                            count_from=(config.initial_size if config.report_counting == "acquired"
+                                        else 0))
   table = analysis.format_table(rows)
   analysis.plot_curves(results, os.path.join(workdir, "comparison.png"),
-                       title=f"{config.dataset}: {config.model}, k={config.query_size}")
+                       title=title(config))
   with open(os.path.join(workdir, "comparison.md"), "w") as f:
     f.write(table + "\n\n## Diagnostics per round\n\n"
             + analysis.format_diagnostics(analysis.diagnostics(results)) + "\n")
