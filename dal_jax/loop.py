@@ -249,6 +249,7 @@ class LoopData(NamedTuple):
   y_val: jax.Array | None = None
   x_test: jax.Array | None = None
   y_test: jax.Array | None = None
+  embeddings: jax.Array | None = None  # [N_pool, D] self-supervised, for Needs(embeddings=True)
 
 
 class RoundContext(NamedTuple):
@@ -482,6 +483,11 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
       outputs.update({k: v[j * members] for k, v in preds.outputs.items()})
     if needs.inputs or needs.model:
       outputs["x"] = x_cands[j]
+    if needs.embeddings:
+      if data.embeddings is None:
+        raise ValueError(f"acquisition {acquisition.name!r} selects on self-supervised "
+                         "embeddings of the pool: set config.embeddings (e.g. 'simclr')")
+      outputs["embeddings"] = data.embeddings[cands[j]]
     if needs.model:
       outputs.update(model=learner.model, variables=first["model"])
     where = ~states[g].labeled[cands[j]] & valid[j]

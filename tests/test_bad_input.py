@@ -294,7 +294,8 @@ def _outputs(rng, n, case):
   if case == "nan":
     lp[1, int(rng.integers(n)), 0] = np.nan
   model = _tiny_model()
-  return {"log_probs": f32(lp), "pre_logits": f32(emb), "x": f32(rng.random((n, 2, 2, 2))),
+  return {"log_probs": f32(lp), "pre_logits": f32(emb), "embeddings": f32(emb),
+          "x": f32(rng.random((n, 2, 2, 2))),
           "predicted_loss": f32(rng.normal(size=n) if case != "uniform" else np.zeros(n)),
           "model": model, "variables": model.init(jax.random.key(0), None)}
 

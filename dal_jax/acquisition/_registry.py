@@ -32,6 +32,7 @@ from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _diversity
 from dal_jax.acquisition import _scores
 from dal_jax.acquisition import _selectors
+from dal_jax.acquisition import _typical
 
 
 class Needs(NamedTuple):
@@ -43,6 +44,8 @@ class Needs(NamedTuple):
     outputs: names of other per-example outputs (``"predicted_loss"``).
     inputs: the candidates' inputs ``x``.
     model: the model and one model's variables (``"model"``, ``"variables"``, and ``"x"``).
+    embeddings: ``[N, D]`` fixed embeddings of the candidates that do not depend on the task
+      model (the pool's self-supervised embeddings, ``dal_jax.selfsup``).
   """
 
   log_probs: bool = False
@@ -50,6 +53,7 @@ class Needs(NamedTuple):
   outputs: tuple[str, ...] = ()
   inputs: bool = False
   model: bool = False
+  embeddings: bool = False
 
   @property
   def predictions(self) -> bool:
@@ -60,7 +64,8 @@ class Needs(NamedTuple):
     """The ``outputs`` entries read, in the order they are passed to registered functions."""
     return ((("model", "variables") if self.model else ())
             + (("log_probs",) if self.log_probs else ())
-            + (("pre_logits",) if self.pre_logits else ()) + tuple(self.outputs)
+            + (("pre_logits",) if self.pre_logits else ())
+            + (("embeddings",) if self.embeddings else ()) + tuple(self.outputs)
             + (("x",) if self.inputs or self.model else ()))
 
 
@@ -106,7 +111,8 @@ def _first_line(fn) -> str:
 # Options that count or size something (or must be strictly positive, like a learning rate).
 POSITIVE_OPTIONS = frozenset({
     "steps", "batch_size", "sub_batches", "latent_dim", "learning_rate", "max_iter", "width",
-    "ratio", "num_samples", "chunk_size", "num_clusters", "max_exact_configs"})
+    "ratio", "num_samples", "chunk_size", "num_clusters", "max_exact_configs", "knn",
+    "max_clusters", "clusters"})
 
 
 def _is_number(v) -> bool:
@@ -347,4 +353,7 @@ register_batch("cluster_margin", _diversity.cluster_margin, needs=_EMB)
 register_batch("umr", _diversity.uncertainty_minus_redundancy, needs=_EMB)
 register_batch("kdpp", _diversity.kdpp, needs=_EMB)
 register_score("egl", _diversity.expected_gradient_length, needs=_EMB)
+# Low-budget selection on the pool's self-supervised embeddings (no task-model output).
+register_batch("typiclust", _typical.typiclust, needs=Needs(embeddings=True))
+register_batch("probcover", _typical.probcover, needs=Needs(embeddings=True))
 register_score("entropy_gradnorm", _diversity.entropy_gradnorm, needs=_EMB)
