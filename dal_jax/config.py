@@ -92,6 +92,13 @@ FIELDS: dict[str, Field] = {
     "beta": _f(1.0, "temperature of the stochastic selectors", _float_in(0.0, INF)),
     "add_methods": _f("", "comma-separated training-only methods added to the acquisition: "
                       "mixup, fixmatch, ceal"),
+    "embeddings": _f("", "self-supervised embeddings of the pool for typiclust / probcover: '' "
+                     "(none) or simclr (learned on the pool, cached per pool)",
+                     _one_of(("", "simclr"))),
+    "selfsup_steps": _f(600, "SimCLR steps (batches of 128 pairs) when embeddings or "
+                        "selfsup_init ask for it", _int_at_least(1)),
+    "selfsup_init": _f(False, "the task model starts every round from the SimCLR encoder "
+                       "(classifier fresh)", _BOOL),
     "mc_samples": _f(20, "MC-dropout samples for acquisitions that read log-probs (0: "
                      "deterministic)", _int_at_least(0)),
     "pool_subsample": _f(5000, "score this many random unlabeled candidates per round (0: all)",
@@ -156,6 +163,9 @@ TRAIN_FIELDS: dict[str, Field] = {
 
 # Values of train fields added after runs were first stored that reproduce those runs (a stored
 # run without the field ran this way).
+# Top-level fields added after runs were first stored, at the values those runs ran with.
+LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False}
+
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}
 
@@ -245,6 +255,10 @@ def check(config) -> None:
   if config.budget < config.initial_size:
     raise ValueError(f"config.budget={config.budget} is smaller than config.initial_size="
                      f"{config.initial_size}")
+  entry = acq_lib.ACQUISITIONS.get(config.acquisition)
+  if entry is not None and entry.needs.embeddings and not config.embeddings:
+    raise ValueError(f"acquisition {config.acquisition!r} selects on self-supervised embeddings "
+                     "of the pool: set config.embeddings='simclr'")
   for name in [config.acquisition, *add_method_names(config)]:
     if name not in methods_lib.names():
       raise ValueError(f"unknown method {name!r} in config."
@@ -265,6 +279,7 @@ def resolved(config) -> dict[str, Any]:
 def _with_new_model_defaults(stored: dict[str, Any]) -> dict[str, Any]:
   """A stored config whose models' sections gain the options added to the models since it was
   written, at their defaults (a run made before an option existed ran as its default)."""
+  stored = {**LEGACY_FIELDS, **stored}
   train = stored.get("train")
   if isinstance(train, dict):
     stored = {**stored, "train": {**LEGACY_TRAIN, **train}}

@@ -28,6 +28,7 @@ from dal_jax import loop as loop_lib
 from dal_jax import methods as methods_lib
 from dal_jax import models as models_lib
 from dal_jax import parallel
+from dal_jax import selfsup
 from dal_jax import stopping
 from dal_jax import training
 from dal_jax import workdir as workdir_lib
@@ -98,9 +99,33 @@ class Run(NamedTuple):
     return 1 if self.learner.mesh is None else self.learner.mesh.size
 
 
+def selfsup_cache_dir(config) -> str:
+  """Where the pools' SimCLR embeddings are cached (next to the prepared datasets)."""
+  root = config.data_dir or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+  return os.path.join(root, "dal_selfsup")
+
+
+def pool_embeddings(config, splits: data_lib.Splits):
+  """``(embeddings, encoder variables)`` of the pool when the config asks for self-supervised
+  embeddings or initialisation, else ``(None, None)`` (:func:`dal_jax.selfsup.pool_embeddings`,
+  cached per pool)."""
+  if not (config.embeddings or config.selfsup_init):
+    return None, None
+  model = build_model(config, splits)
+  description = {"model": config.model, "options": config_lib.plain(
+      config.models.get(config.model, {}))}
+  return selfsup.pool_embeddings(model, splits.pool.x, cache_dir=selfsup_cache_dir(config),
+                                 model_description=description,
+                                 config=selfsup.SimCLRConfig(steps=config.selfsup_steps),
+                                 progress=config.progress)
+
+
 def build(config, splits: data_lib.Splits) -> Run:
   pool = splits.pool
   model = build_model(config, splits)
+  embeddings, encoder = pool_embeddings(config, splits)
+  if config.selfsup_init:
+    model = selfsup.init_from_encoder(model, encoder)
   method = build_method(config)
   learner = learner_lib.Learner(model=model, config=training.TrainConfig(**config.train),
                                 terms=method.loss_terms, mesh=make_mesh(config),
@@ -115,7 +140,8 @@ def build(config, splits: data_lib.Splits) -> Run:
       x_val=jnp.asarray(splits.val.x) if has_val else None,
       y_val=jnp.asarray(splits.val.y) if has_val else None,
       x_test=jnp.asarray(splits.test.x) if has_test else None,
-      y_test=jnp.asarray(splits.test.y) if has_test else None)
+      y_test=jnp.asarray(splits.test.y) if has_test else None,
+      embeddings=None if embeddings is None else jnp.asarray(embeddings))
   return Run(config=config, splits=splits, method=method, learner=learner, round_config=rc,
              data=data, oracle=loop_lib.simulated_oracle(pool.y, pool.num_classes),
              setup=loop_lib.make_setup(model, data.x_pool, pool.num_classes, config.budget))
