@@ -32,6 +32,12 @@ _ACQUISITIONS = flags.DEFINE_list(
     "variant, e.g. ens_bald:bald:ensemble_size=5:mc_samples=0 or "
     "waal_train:waal:methods.waal.alpha=0.01")
 _PLOT_ONLY = flags.DEFINE_bool("plot_only", False, "only redraw the comparison")
+_SETTINGS = flags.DEFINE_list(
+    "settings", [],
+    "several protocols from one command: label:field=value:... per setting (e.g. "
+    "n20k10:initial_size=20:query_size=10:budget=120,n50k50:initial_size=50:query_size=50:"
+    "budget=300); each runs every strategy in workdir/<label>/, and workdir/settings.md gets "
+    "every setting's table and the pairwise penalty matrix over all of them")
 _STABILIZING = flags.DEFINE_list(
     "stabilizing_thresholds", [],
     "extra kappa thresholds at which to report where stabilizing predictions would have stopped "
@@ -55,8 +61,9 @@ def title(config) -> str:
 
 
 def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
-            stabilizing_thresholds=()) -> str:
-  """Runs (unless ``plot_only``) and compares; returns the Markdown table."""
+            stabilizing_thresholds=(), return_results: bool = False):
+  """Runs (unless ``plot_only``) and compares; returns the Markdown table (and the loaded
+  ``{strategy: {seed: records}}`` with ``return_results``)."""
   strategies = [parse_strategy(spec, config) for spec in acquisitions]
   if not plot_only:  # every strategy's errors before any of them runs
     for _, cfg in strategies:
@@ -81,12 +88,46 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
   table = analysis.format_table(rows)
   analysis.plot_curves(results, os.path.join(workdir, "comparison.png"),
                        title=title(config))
+  names, penalty = analysis.penalty_matrix({"this": results})
   with open(os.path.join(workdir, "comparison.md"), "w") as f:
-    f.write(table + "\n\n## Diagnostics per round\n\n"
+    f.write(f"{title(config)}\n\nMeans ± 95% t-intervals over seeds.\n\n{table}\n\n"
+            + analysis.format_penalty_matrix(names, penalty, 1)
+            + "\n\n## Diagnostics per round\n\n"
             + analysis.format_diagnostics(analysis.diagnostics(results)) + "\n")
   with open(os.path.join(workdir, "comparison.json"), "w") as f:
     json.dump(rows, f, indent=2)
-  return table
+  return (table, results) if return_results else table
+
+
+def compare_settings(config, workdir: str, acquisitions, settings, **kwargs) -> str:
+  """:func:`compare` once per setting (``label:field=value:...``) in ``workdir/<label>/``, then
+  ``workdir/settings.md``: every setting's table and the penalty matrix over all settings."""
+  parsed = []
+  for spec in settings:
+    label, *overrides = spec.split(":")
+    if not label or "=" in label:
+      raise ValueError(f"setting {spec!r} needs a label first: label:field=value:...")
+    parsed.append((label, config_lib.with_overrides(config, overrides,
+                                                    context=f"setting {spec!r}")))
+  if len({label for label, _ in parsed}) != len(parsed):
+    raise ValueError(f"setting labels must differ, got {[label for label, _ in parsed]}")
+  if not kwargs.get("plot_only"):
+    for _, cfg in parsed:  # every setting's errors before any of them runs
+      for _, strategy in (parse_strategy(a, cfg) for a in acquisitions):
+        config_lib.check(strategy)
+  parts, all_results = [], {}
+  for label, cfg in parsed:
+    table, results = compare(cfg, os.path.join(workdir, label), acquisitions,
+                             return_results=True, **kwargs)
+    all_results[label] = results
+    parts.append(f"## {label}\n\n{title(cfg)}\n\n{table}")
+  names, penalty = analysis.penalty_matrix(all_results)
+  report = ("Means ± 95% t-intervals over seeds.\n\n" + "\n\n".join(parts)
+            + "\n\n## All settings\n\n"
+            + analysis.format_penalty_matrix(names, penalty, len(parsed)) + "\n")
+  with open(os.path.join(workdir, "settings.md"), "w") as f:
+    f.write(report)
+  return report
 
 
 def main(argv):
@@ -95,6 +136,12 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # progress is printed per round; keep orbax quiet
 
   def run():
+    if _SETTINGS.value:
+      print(compare_settings(_CONFIG.value, _WORKDIR.value, _ACQUISITIONS.value,
+                             _SETTINGS.value, plot_only=_PLOT_ONLY.value,
+                             stabilizing_thresholds=_STABILIZING.value))
+      print(f"report: {os.path.join(_WORKDIR.value, 'settings.md')}")
+      return
     table = compare(_CONFIG.value, _WORKDIR.value, _ACQUISITIONS.value,
                     plot_only=_PLOT_ONLY.value, stabilizing_thresholds=_STABILIZING.value)
     print(table)

@@ -78,3 +78,22 @@ def test_summary_rows_carry_intervals_and_drops():
   assert r["labels_to_target"] == [20.0, 20.0] and r["labels_to_target_mean"] == 10.0
   assert r["labels_to_target_ci"] == 0.0
   assert "acquired labels to 60%" in analysis.format_table(rows)
+
+
+def test_several_settings_from_one_command(tmp_path):
+  from experiments import compare
+  from tests.test_loop import tiny_config
+  cfg = tiny_config(num_seeds=2, report_accuracy=0.3)
+  report = compare.compare_settings(
+      cfg, str(tmp_path), ["random", "margin"],
+      ["n10k5:initial_size=10:query_size=5:budget=20", "n20k3:initial_size=20:query_size=3:"
+       "budget=26"])
+  for label, labels in (("n10k5", [10, 15, 20]), ("n20k3", [20, 23, 26])):
+    runs = analysis.load_metrics(str(tmp_path / label / "margin"))
+    assert sorted(runs) == [cfg.seed, cfg.seed + 1]
+    assert [r["num_labels"] for r in runs[cfg.seed]] == labels
+    assert (tmp_path / label / "comparison.png").exists()
+  assert "## n10k5" in report and "## n20k3" in report and "over 2 setting(s)" in report
+  assert (tmp_path / "settings.md").read_text() == report
+  with pytest.raises(ValueError, match="bad override"):
+    compare.compare_settings(cfg, str(tmp_path / "bad"), ["random"], ["x:nope=1"])
