@@ -92,9 +92,9 @@ FIELDS: dict[str, Field] = {
     "beta": _f(1.0, "temperature of the stochastic selectors", _float_in(0.0, INF)),
     "add_methods": _f("", "comma-separated training-only methods added to the acquisition: "
                       "mixup, fixmatch, ceal"),
-    "embeddings": _f("", "self-supervised embeddings of the pool for typiclust / probcover: '' "
-                     "(none) or simclr (learned on the pool, cached per pool)",
-                     _one_of(("", "simclr"))),
+    "embeddings": _f("", "embeddings of the pool for typiclust / probcover: '' (none), simclr "
+                     "(self-supervised, learned on the pool, cached per pool) or pca (64 "
+                     "principal components of the pixels)", _one_of(("", "simclr", "pca"))),
     "selfsup_steps": _f(600, "SimCLR steps (batches of 128 pairs) when embeddings or "
                         "selfsup_init ask for it", _int_at_least(1)),
     "selfsup_init": _f(False, "the task model starts every round from the SimCLR encoder "
@@ -257,8 +257,8 @@ def check(config) -> None:
                      f"{config.initial_size}")
   entry = acq_lib.ACQUISITIONS.get(config.acquisition)
   if entry is not None and entry.needs.embeddings and not config.embeddings:
-    raise ValueError(f"acquisition {config.acquisition!r} selects on self-supervised embeddings "
-                     "of the pool: set config.embeddings='simclr'")
+    raise ValueError(f"acquisition {config.acquisition!r} selects on embeddings of the pool: "
+                     "set config.embeddings='simclr' (or 'pca')")
   for name in [config.acquisition, *add_method_names(config)]:
     if name not in methods_lib.names():
       raise ValueError(f"unknown method {name!r} in config."

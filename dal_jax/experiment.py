@@ -106,18 +106,23 @@ def selfsup_cache_dir(config) -> str:
 
 
 def pool_embeddings(config, splits: data_lib.Splits):
-  """``(embeddings, encoder variables)`` of the pool when the config asks for self-supervised
-  embeddings or initialisation, else ``(None, None)`` (:func:`dal_jax.selfsup.pool_embeddings`,
-  cached per pool)."""
+  """``(embeddings, encoder variables)``: the pool's embeddings when ``config.embeddings`` asks
+  for them (SimCLR: :func:`dal_jax.selfsup.pool_embeddings`, cached per pool; PCA:
+  :func:`dal_jax.selfsup.pca_embeddings`) and the SimCLR encoder when ``selfsup_init`` starts the
+  task model from it; None for what is not asked."""
   if not (config.embeddings or config.selfsup_init):
     return None, None
+  if config.embeddings == "pca" and not config.selfsup_init:
+    return selfsup.pca_embeddings(splits.pool.x), None
   model = build_model(config, splits)
   description = {"model": config.model, "options": config_lib.plain(
       config.models.get(config.model, {}))}
-  return selfsup.pool_embeddings(model, splits.pool.x, cache_dir=selfsup_cache_dir(config),
-                                 model_description=description,
-                                 config=selfsup.SimCLRConfig(steps=config.selfsup_steps),
-                                 progress=config.progress)
+  embeddings, encoder = selfsup.pool_embeddings(
+      model, splits.pool.x, cache_dir=selfsup_cache_dir(config), model_description=description,
+      config=selfsup.SimCLRConfig(steps=config.selfsup_steps), progress=config.progress)
+  if config.embeddings == "pca":
+    return selfsup.pca_embeddings(splits.pool.x), encoder
+  return (embeddings if config.embeddings else None), encoder
 
 
 def build(config, splits: data_lib.Splits) -> Run:

@@ -246,6 +246,18 @@ def pool_embeddings(model: Model, x, *, cache_dir: str, model_description: dict[
   return emb, variables
 
 
+def pca_embeddings(x, dim: int = 64) -> np.ndarray:
+  """``[N, dim]`` L2-normalised principal components of the flattened pool (float64
+  covariance): the unsupervised baseline the learned embeddings must beat (seconds, no
+  training)."""
+  flat = np.asarray(x, np.float64).reshape(len(x), -1)
+  dim = min(int(dim), flat.shape[1])
+  centred = flat - flat.mean(axis=0)
+  _, vecs = np.linalg.eigh(centred.T @ centred)
+  h = centred @ vecs[:, ::-1][:, :dim]
+  return (h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def init_from_encoder(model: Model, encoder_variables, *, keep_fresh: str = "head") -> Model:
   """The model whose ``init`` starts from the self-supervised encoder: every parameter but those
   whose path contains ``keep_fresh`` (the classifier) comes from ``encoder_variables``."""

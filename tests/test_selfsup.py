@@ -93,3 +93,13 @@ def test_embeddings_are_required_by_typiclust(tmp_path):
   from dal_jax import config as config_lib
   with pytest.raises(ValueError, match="embeddings='simclr'"):
     config_lib.check(tiny_config(acquisition="typiclust"))
+
+
+def test_pca_embeddings_match_numpy_svd(rng):
+  x = rng.normal(size=(50, 4, 4, 1)) * np.linspace(0.1, 3, 16).reshape(1, 4, 4, 1)
+  got = selfsup.pca_embeddings(x, dim=3)
+  flat = x.reshape(50, -1) - x.reshape(50, -1).mean(0)
+  u, sv, _ = np.linalg.svd(flat, full_matrices=False)
+  want = u[:, :3] * sv[:3]
+  want /= np.linalg.norm(want, axis=1, keepdims=True)
+  np.testing.assert_allclose(np.abs(got), np.abs(want), atol=1e-4)  # up to each axis' sign
