@@ -171,3 +171,22 @@ def test_a_model_option_added_later_counts_at_its_default_when_resuming():
   changed["models"]["gal_cnn"]["conv_dropout"] = 0.5
   assert config_lib.differences(stored | {"models": current["models"]}, changed) == [
       "models.gal_cnn.conv_dropout: 0.0 -> 0.5"]
+
+
+def test_fields_added_later_count_at_the_values_older_runs_ran_with():
+  from dal_jax import config as config_lib
+  legacy = config_lib.default_config()
+  for k, v in config_lib.LEGACY_TRAIN.items():
+    legacy.train[k] = v
+  for k, v in config_lib.LEGACY_FIELDS.items():
+    legacy[k] = v
+  current = config_lib.resolved(legacy)
+  stored = json.loads(json.dumps(current))
+  for k in config_lib.LEGACY_TRAIN:
+    del stored["train"][k]
+  for k in config_lib.LEGACY_FIELDS:
+    del stored[k]
+  assert config_lib.differences(stored, current) == []
+  newer = json.loads(json.dumps(current))
+  newer["train"]["min_steps"] = 300
+  assert config_lib.differences(stored, newer) == ["train.min_steps: 0 -> 300"]
