@@ -6,8 +6,10 @@ r"""One-factor-at-a-time ablations: every variant runs every acquisition, one ta
       --workdir=runs/ablation_digits
 
 A variant is ``name`` (the config as is) or ``name:field=value:...`` (the overrides of
-``experiments.compare``'s strategies, nested fields included). Variant v with acquisition a runs in
-``workdir/<v>/<a>/`` (resumable). ``workdir/ablation.md`` and ``ablation.json`` get, per variant
+``experiments.compare``'s strategies, nested fields included); ``name@bald+entropy:...`` runs only
+those acquisitions (a factor that cannot change the reference acquisition, such as the number of
+MC samples for random, then takes its reference runs from the first variant). Variant v with
+acquisition a runs in ``workdir/<v>/<a>/`` (resumable). ``workdir/ablation.md`` and ``ablation.json`` get, per variant
 and acquisition, final accuracy and AUC with 95% intervals over seeds, the largest round-to-round
 drop, round-0 NLL and ECE and the mean pool BALD, and for every acquisition but the first its
 paired AUC difference to the first (the same seeds share their initial set) with a 95% interval.
@@ -28,13 +30,24 @@ from dal_jax import cli
 from dal_jax import config as config_lib
 from dal_jax import experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, cli.CONFIG_HELP, lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the variants' runs")
-_ACQUISITIONS = flags.DEFINE_list("acquisitions", ["random", "bald"],
-                                  "acquisitions every variant runs; the first is the reference "
-                                  "of the paired differences")
-_VARIANTS = flags.DEFINE_list("variants", ["base"], "name or name:field=value:... per variant")
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = {}
+
+
+def define_flags():
+  """The command's flags (defined only when run as a command, so importing this module next to
+  ``experiments.compare`` does not define ``--config`` twice)."""
+  FLAGS["config"] = config_flags.DEFINE_config_file("config", None, cli.CONFIG_HELP,
+                                                    lock_config=True)
+  FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "parent directory of the variants' runs")
+  FLAGS["acquisitions"] = flags.DEFINE_list(
+      "acquisitions", ["random", "bald"],
+      "acquisitions every variant runs; the first is the reference of the paired differences")
+  FLAGS["variants"] = flags.DEFINE_list("variants", ["base"],
+                                        "name or name:field=value:... per variant")
+  FLAGS["reference"] = flags.DEFINE_string(
+      "reference_variant", "", "variant whose runs of the first acquisition serve variants run "
+      "without it (default: the first variant)")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def variant_configs(config, variants, acquisitions):
@@ -42,7 +55,13 @@ def variant_configs(config, variants, acquisitions):
   out = []
   for spec in variants:
     name, *overrides = spec.split(":")
-    for acq in acquisitions:
+    name, _, only = name.partition("@")
+    chosen = only.split("+") if only else list(acquisitions)
+    unknown = [a for a in chosen if a not in acquisitions]
+    if unknown:
+      raise ValueError(f"variant {spec!r} names acquisitions {unknown} that are not in "
+                       f"--acquisitions={list(acquisitions)}")
+    for acq in chosen:
       cfg = config_lib.with_overrides(config, overrides, context=f"variant {spec!r}")
       cfg.acquisition = acq
       config_lib.check(cfg)
@@ -56,11 +75,13 @@ def _round0(runs, key):
   return float(np.mean(vals)) if vals else None
 
 
-def summarize(results, acquisitions):
+def summarize(results, acquisitions, reference_variant: str = ""):
   """Rows of the ablation table from ``{variant: {acquisition: runs}}``."""
   rows = []
+  first = (results[reference_variant] if reference_variant
+           else next(iter(results.values()), {}))
   for variant, by_acq in results.items():
-    ref = by_acq.get(acquisitions[0])
+    ref = by_acq.get(acquisitions[0], first.get(acquisitions[0]))
     for acq, runs in by_acq.items():
       labels, acc = analysis.curve(runs)
       auc = analysis.area_under_curve(labels, acc)
@@ -105,8 +126,12 @@ def format_rows(rows, reference: str) -> str:
   return "\n".join(lines)
 
 
-def ablate(config, workdir, variants, acquisitions) -> str:
+def ablate(config, workdir, variants, acquisitions, reference_variant: str = "") -> str:
   runs = variant_configs(config, variants, acquisitions)
+  names = [v for v, _, _ in runs]
+  if reference_variant and reference_variant not in names:
+    raise ValueError(f"--reference_variant={reference_variant!r} is not one of the variants "
+                     f"{sorted(set(names))}")
   splits = experiment.load_splits(runs[0][2])
   results = {}
   for variant, acq, cfg in runs:
@@ -114,9 +139,12 @@ def ablate(config, workdir, variants, acquisitions) -> str:
     print(f"== {variant} / {acq}", flush=True)
     experiment.run_experiment(cfg, sub, splits=splits)
     results.setdefault(variant, {})[acq] = analysis.load_metrics(sub)
-  rows = summarize(results, list(acquisitions))
+  rows = summarize(results, list(acquisitions), reference_variant)
   table = format_rows(rows, acquisitions[0])
   spec = "\n".join(f"- `{v}`" for v in variants)
+  ref = reference_variant or variants[0].split(":")[0].split("@")[0]
+  spec += (f"\n\nA variant run with only some acquisitions takes its {acquisitions[0]} runs from "
+           f"`{ref}` for the paired difference.")
   with open(os.path.join(workdir, "ablation.md"), "w") as f:
     f.write(f"Variants (overrides of the config):\n\n{spec}\n\nMeans ± 95% t-intervals over "
             f"seeds.\n\n{table}\n")
@@ -129,10 +157,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  cli.guarded(lambda: print(ablate(_CONFIG.value, _WORKDIR.value, _VARIANTS.value,
-                                   _ACQUISITIONS.value)))
+  f = {k: v.value for k, v in FLAGS.items()}
+  cli.guarded(lambda: print(ablate(f["config"], f["workdir"], f["variants"], f["acquisitions"],
+                                   f["reference"])))
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.import_modules(sys.argv)
   app.run(main)

@@ -1,6 +1,8 @@
 """Reports: confidence intervals, round-to-round drops, paired tests and the penalty matrix of
 Ash et al. 2020, against hand computations."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,28 @@ def test_several_settings_from_one_command(tmp_path):
   assert (tmp_path / "settings.md").read_text() == report
   with pytest.raises(ValueError, match="bad override"):
     compare.compare_settings(cfg, str(tmp_path / "bad"), ["random"], ["x:nope=1"])
+
+
+def test_ablate_runs_variants_and_pairs_by_seed(tmp_path):
+  from experiments import ablate
+  from tests.test_loop import tiny_config
+  cfg = tiny_config(num_seeds=2)
+  table = ablate.ablate(cfg, str(tmp_path), ["base", "short:train.max_steps=10",
+                                             "mc2@margin:mc_samples=2"], ["random", "margin"])
+  rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
+  assert [(r["variant"], r["acquisition"]) for r in rows] == [
+      ("base", "random"), ("base", "margin"), ("short", "random"), ("short", "margin"),
+      ("mc2", "margin")]
+  assert not (tmp_path / "mc2" / "random").exists()
+  for variant, ref_variant in (("short", "short"), ("mc2", "base")):
+    ref = analysis.load_metrics(str(tmp_path / ref_variant / "random"))
+    runs = analysis.load_metrics(str(tmp_path / variant / "margin"))
+    (lr, vr), (la, va) = analysis.curve(ref), analysis.curve(runs)
+    d = analysis.area_under_curve(la, va) - analysis.area_under_curve(lr, vr)
+    row = next(r for r in rows if r["variant"] == variant and r["acquisition"] == "margin")
+    assert row["auc_minus_ref"][0] == pytest.approx(d.mean())
+    assert row["auc_minus_ref"][1] == pytest.approx(12.706205 * d.std(ddof=1) / np.sqrt(2),
+                                                    rel=1e-5)
+  assert "| mc2 | margin |" in table
+  with pytest.raises(ValueError, match="not in --acquisitions"):
+    ablate.ablate(cfg, str(tmp_path / "bad"), ["x@bald"], ["random", "margin"])
