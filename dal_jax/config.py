@@ -12,6 +12,7 @@ from the methods and models themselves (``dal_jax.methods``, ``dal_jax.models``)
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from typing import Any, Callable, NamedTuple
@@ -87,8 +88,11 @@ FIELDS: dict[str, Field] = {
     "model": _f("gal_cnn", "mlp, gal_cnn or resnet18", _STR),
     # Acquisition / method.
     "acquisition": _f("bald", "the method: any acquisition or method name", _STR),
-    "selector": _f("top_k", "top_k, or stochastic batch acquisition power / softmax / softrank "
-                   "(Kirsch et al. 2023), for score acquisitions", _STR),
+    "selector": _f("auto", "how score acquisitions pick k points: power (stochastic batch "
+                   "acquisition, Kirsch et al. 2023: k draws without replacement, probability "
+                   "∝ score^beta), softmax, softrank, or top_k (the k highest scores); auto: "
+                   "power for score acquisitions, the batch method's own choice otherwise",
+                   _STR),
     "beta": _f(1.0, "temperature of the stochastic selectors", _float_in(0.0, INF)),
     "add_methods": _f("", "comma-separated training-only methods added to the acquisition: "
                       "mixup, fixmatch, ceal"),
@@ -151,20 +155,21 @@ TRAIN_FIELDS: dict[str, Field] = {
                 "Gal et al. 2017)", _one_of(training.DECAYS)),
     "weight_decay_scale": _f("constant", "constant (λ' = λ) or inverse_n (λ' = λ / labeled "
                              "points, Gal et al. 2017)", _one_of(training.DECAY_SCALES)),
-    "max_steps": _f(300, "upper bound on steps per round", _int_at_least(1)),
+    "max_steps": _f(1000, "upper bound on steps per round", _int_at_least(1)),
     "eval_every": _f(25, "steps between validation evaluations", _int_at_least(1)),
     "patience": _f(3, "evaluations without improvement before stopping", _int_at_least(1)),
     "early_stopping": _f("accuracy", "validation criterion: accuracy or nll",
                          _one_of(training.EARLY_STOPPING)),
-    "min_steps": _f(0, "steps before early stopping may stop", _int_at_least(0)),
-    "min_epochs": _f(0.0, "passes over the labeled set before early stopping may stop (the "
+    "min_steps": _f(300, "steps before early stopping may stop", _int_at_least(0)),
+    "min_epochs": _f(20.0, "passes over the labeled set before early stopping may stop (the "
                      "minimum grows with the labeled set)", _float_in(0.0, 1e4)),
 }
 
 # Values of train fields added after runs were first stored that reproduce those runs (a stored
 # run without the field ran this way).
 # Top-level fields added after runs were first stored, at the values those runs ran with.
-LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False}
+LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
+                 "report_counting": "labels", "protocol": ""}
 
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}
@@ -221,8 +226,25 @@ def method_kwargs(config, name: str) -> dict[str, Any]:
   section = config.methods.get(name) if "methods" in config else None
   opts = plain(section) if section is not None else {}
   if name == config.acquisition and "selector" in methods_lib.method_options(name):
-    opts = {**opts, "selector": config.selector, "beta": config.beta}
+    opts = {**opts, "selector": resolved_selector(config.selector, name), "beta": config.beta}
   return opts
+
+
+def resolved_selector(selector: str, name: str) -> str:
+  """``auto`` -> ``power`` for acquisitions that rank by a score, ``top_k`` for batch methods
+  (which choose their batch themselves); any other selector as given."""
+  if selector != "auto":
+    return selector
+  return "power" if _takes_stochastic_selector(name) else "top_k"
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_stochastic_selector(name: str) -> bool:
+  try:
+    methods_lib.get_method(name, selector="power")
+  except ValueError:
+    return False
+  return True
 
 
 def _check_field(path: str, field: Field, value) -> None:
@@ -248,7 +270,8 @@ def check(config) -> None:
     _check_field(f"train.{name}", field, config.train[name])
   if config.model not in models_lib.MODELS:
     raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
-  acq_lib.get_selector(config.selector, config.beta)
+  acq_lib.get_selector(resolved_selector(config.selector, config.acquisition)
+                       if config.acquisition in methods_lib.names() else "top_k", config.beta)
   if 0 < config.pool_subsample < config.query_size:
     raise ValueError(f"config.pool_subsample={config.pool_subsample} must be 0 (score the whole "
                      f"pool) or at least config.query_size={config.query_size}")

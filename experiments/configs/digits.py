@@ -19,9 +19,11 @@ def get_config():
   c.query_size = 10
   c.budget = 60
   c.train.batch_size = 32
-  c.train.max_steps = 100
   c.train.eval_every = 25
   c.train.patience = 2
+  # Early stopping on validation NLL: on digits it kept accuracy and cut round-0 ECE from 0.18 to
+  # 0.06 (experiments/results/ablation_digits).
+  c.train.early_stopping = "nll"
   c.num_seeds = 1
   c.report_accuracy = 0.8
   return c

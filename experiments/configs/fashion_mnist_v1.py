@@ -13,6 +13,7 @@ from experiments.configs import fashion_mnist
 
 def get_config():
   c = fashion_mnist.get_config()
+  c.selector = "top_k"
   c.train.max_steps = 300
   c.train.min_steps = 0
   c.train.min_epochs = 0.0

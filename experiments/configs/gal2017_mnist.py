@@ -41,6 +41,7 @@ def get_config():
   c.models.gal_cnn.conv_dropout = 0.0
   c.initial_size = 20
   c.initial_balanced = True
+  c.selector = "top_k"  # the papers' top-k BALD (stochastic: --config.selector=power)
   c.query_size = 10
   c.budget = 1000
   c.mc_samples = 100

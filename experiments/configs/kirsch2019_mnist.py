@@ -38,6 +38,7 @@ def get_config():
   c.models.gal_cnn.conv_dropout = 0.5
   c.initial_size = 20
   c.initial_balanced = True
+  c.selector = "top_k"  # the papers' top-k BALD (stochastic: --config.selector=power)
   c.query_size = 10
   c.budget = 300
   c.mc_samples = 100
@@ -48,6 +49,8 @@ def get_config():
   c.train.learning_rate = 1e-3
   c.train.weight_decay = 0.0
   c.train.max_steps = 1500
+  c.train.min_steps = 0  # their early stopping may stop from the first validation on
+  c.train.min_epochs = 0.0
   c.train.eval_every = 79
   c.train.patience = 3
   c.train.early_stopping = "accuracy"
