@@ -91,7 +91,8 @@ FIELDS: dict[str, Field] = {
     "selector": _f("auto", "how score acquisitions pick k points: power (stochastic batch "
                    "acquisition, Kirsch et al. 2023: k draws without replacement, probability "
                    "∝ score^beta), softmax, softrank, or top_k (the k highest scores); auto: "
-                   "power for score acquisitions, the batch method's own choice otherwise",
+                   "power for non-negative scores (BALD, entropy, ...), softrank for other "
+                   "scores (margin, ...), the batch method's own choice otherwise",
                    _STR),
     "beta": _f(1.0, "temperature of the stochastic selectors", _float_in(0.0, INF)),
     "add_methods": _f("", "comma-separated training-only methods added to the acquisition: "
@@ -231,11 +232,14 @@ def method_kwargs(config, name: str) -> dict[str, Any]:
 
 
 def resolved_selector(selector: str, name: str) -> str:
-  """``auto`` -> ``power`` for acquisitions that rank by a score, ``top_k`` for batch methods
-  (which choose their batch themselves); any other selector as given."""
+  """``auto`` -> ``power`` for non-negative scores (``acquisition.NONNEGATIVE_SCORES``),
+  ``softrank`` for other score acquisitions, ``top_k`` for batch methods (which choose their
+  batch themselves); any other selector as given."""
   if selector != "auto":
     return selector
-  return "power" if _takes_stochastic_selector(name) else "top_k"
+  if not _takes_stochastic_selector(name):
+    return "top_k"
+  return "power" if name in acq_lib.NONNEGATIVE_SCORES else "softrank"
 
 
 @functools.lru_cache(maxsize=None)

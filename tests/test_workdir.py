@@ -121,8 +121,8 @@ def test_command_line_errors_help_resume_message_and_ctrl_c(tmp_path):
                                 ">= 1")
   helped = subprocess.run([sys.executable, "-m", "experiments.run", "--help"], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=300)
-  for text in ("query_size = 20", "train.max_steps = 300", "models.gal_cnn.<option>",
-               "sraal:", "--import"):
+  for text in ("query_size = 20", "train.max_steps = 1000", "train.min_steps = 300",
+               "models.gal_cnn.<option>", "sraal:", "--import"):
     assert text in helped.stdout
   # Ctrl-C: a one-line message, no traceback; the same command resumes and says from where.
   metrics = tmp_path / "run" / "seed_0" / "metrics.jsonl"

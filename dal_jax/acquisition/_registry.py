@@ -98,6 +98,13 @@ ACQUISITIONS: dict[str, Registered] = {}
 
 SELECTION_OPTIONS = {"selector": "top_k", "beta": 1.0}
 
+# Scores that are never negative, so power sampling (∝ score^beta) applies to them; other score
+# acquisitions (margin, predicted losses, discriminator outputs, ...) need a rank- or
+# softmax-based stochastic selector.
+NONNEGATIVE_SCORES = frozenset({
+    "random", "entropy", "least_confidence", "variation_ratios", "mean_std", "bald",
+    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm"})
+
 
 def _no_state(key, spec):
   del key, spec
