@@ -202,11 +202,13 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
                                                     decoupled=0.0, l2=0.0)
 
 
-def effective_weight_decay(config: TrainConfig, n_labeled) -> float:
-  """λ' of a fit on ``n_labeled`` points (``weight_decay_scale``)."""
+def effective_weight_decay(config: TrainConfig, n_labeled) -> jax.Array:
+  """λ' of a fit on ``n_labeled`` points (``weight_decay_scale``), a float32 scalar (traceable:
+  stacked fits compute it per model under ``vmap``)."""
+  lam = jnp.asarray(config.weight_decay, jnp.float32)
   if config.weight_decay_scale == "inverse_n":
-    return float(config.weight_decay) / max(int(n_labeled), 1)
-  return float(config.weight_decay)
+    return lam / jnp.maximum(jnp.asarray(n_labeled, jnp.float32), 1.0)
+  return lam
 
 
 def min_train_steps(config: TrainConfig, n_labeled) -> int:
@@ -231,7 +233,7 @@ def init_train_state(variables, tx: optax.GradientTransformation, *,
     if config is None or n_labeled is None:
       raise ValueError("this optimizer's weight decay depends on the labeled-set size: pass "
                        "config and n_labeled to init_train_state")
-    lam = jnp.asarray(effective_weight_decay(config, n_labeled), jnp.float32)
+    lam = effective_weight_decay(config, n_labeled)
     zero = jnp.zeros((), jnp.float32)
     hp = dict(opt_state.hyperparams)
     hp["decoupled"] = lam if config.decay == "decoupled" else zero

@@ -94,7 +94,7 @@ def test_weight_decay_matches_numpy_adam(decay, scale):
   cfg = training.TrainConfig(learning_rate=0.05, weight_decay=lam, decay=decay,
                              weight_decay_scale=scale)
   eff = lam / n if scale == "inverse_n" else lam
-  assert training.effective_weight_decay(cfg, n) == pytest.approx(eff)
+  assert float(training.effective_weight_decay(cfg, n)) == pytest.approx(eff, rel=1e-6)
   tx = training.make_optimizer(cfg)
   variables = {"model": {"params": {"w": jnp.asarray(w0, jnp.float32)}}, "terms": ()}
   state = training.init_train_state(variables, tx, config=cfg, n_labeled=n)

@@ -121,6 +121,7 @@ def test_every_registered_acquisition_selects_k_distinct_unlabeled(name, rng):
   outputs = {"log_probs": lp, "pre_logits": jnp.asarray(rng.normal(size=(N, 8)), jnp.float32)}
   outputs["predicted_loss"] = jnp.asarray(rng.normal(size=N), jnp.float32)
   outputs["x"] = jnp.asarray(rng.normal(size=(N, 2, 2, 1)), jnp.float32)
+  outputs["embeddings"] = jnp.asarray(rng.normal(size=(N, 6)), jnp.float32)
   options = {"steps": 10} if "steps" in methods.method_options(name) else {}
   a_ = methods.get_method(name, **options).acquisition
   if a_.needs.model:
