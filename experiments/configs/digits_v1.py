@@ -7,18 +7,8 @@ r"""The digits config with the training recipe of before issue 13's ablations (r
 """
 
 from experiments.configs import digits
+from experiments.configs import recipes
 
 
 def get_config():
-  c = digits.get_config()
-  c.selector = "top_k"
-  c.train.max_steps = 100
-  c.train.min_steps = 0
-  c.train.min_epochs = 0.0
-  c.train.early_stopping = "accuracy"
-  c.train.decay = "decoupled"
-  c.train.weight_decay_scale = "constant"
-  c.train.weight_decay = 1e-4
-  c.train.eval_every = 25
-  c.train.patience = 2
-  return c
+  return recipes.pin_v1(digits.get_config(), max_steps=100, patience=2)

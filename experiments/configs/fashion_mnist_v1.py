@@ -9,19 +9,8 @@ minimum. The committed results made with it (``experiments/results/fashion_mnist
 """
 
 from experiments.configs import fashion_mnist
+from experiments.configs import recipes
 
 
 def get_config():
-  c = fashion_mnist.get_config()
-  c.selector = "top_k"
-  c.train.max_steps = 300
-  c.train.min_steps = 0
-  c.train.min_epochs = 0.0
-  c.train.early_stopping = "accuracy"
-  c.train.decay = "decoupled"
-  c.train.weight_decay_scale = "constant"
-  c.train.weight_decay = 1e-4
-  c.train.batch_size = 32
-  c.train.eval_every = 25
-  c.train.patience = 3
-  return c
+  return recipes.pin_v1(fashion_mnist.get_config(), max_steps=300, patience=3)
