@@ -74,11 +74,13 @@ def test_batchbald_invariants(rng):
   mi = np.asarray(res.joint_mi)
   assert np.all(np.diff(mi) >= -1e-5), "joint MI must not decrease"
   assert mi[-1] <= bald3[np.asarray(res.indices)].sum() + 1e-5
-  # Sampled estimates: the same, up to Monte Carlo error.
-  res = acq.batchbald(lp, 12, key=jax.random.key(0), num_samples=4000)
+  # Sampled estimates: the same, up to Monte Carlo error (20,000 samples: a standard error of
+  # ~0.01 nats per joint entropy, so 0.05 is ~5 standard errors of a difference; with 4,000
+  # samples and 0.03 a fresh random input failed about once in twenty runs).
+  res = acq.batchbald(lp, 12, key=jax.random.key(0), num_samples=20000)
   mi = np.asarray(res.joint_mi)
-  assert np.all(np.diff(mi) >= -0.03)
-  assert mi[-1] <= bald[np.asarray(res.indices)].sum() + 0.03
+  assert np.all(np.diff(mi) >= -0.05)
+  assert mi[-1] <= bald[np.asarray(res.indices)].sum() + 0.05
 
 
 def test_batchbald_prefers_fresh_points_to_duplicates(rng):
