@@ -118,11 +118,6 @@ def _stacked_validation(variables, x, y, *, apply, criterion):
   return jax.vmap(one)(variables)
 
 
-def _injected(tx) -> bool:
-  """Whether the optimizer's decay is set per fit (:func:`training.make_optimizer`)."""
-  return training._has_hyperparams(jax.eval_shape(tx.init, {"w": jnp.zeros(())}))
-
-
 def _select(mask, new, old):
   """Per-model choice between two stacked pytrees (``mask [M]``)."""
   def pick(a, b):
@@ -225,9 +220,9 @@ class Learner(NamedTuple):
     variables = init if init is not None else self.init(init_keys, x)
     tx = training.make_optimizer(config)
     step_fn = training.make_train_step(self.model, tx, self.terms)
+    # Each model's decay from its own labeled count (ignored by a constant-decay AdamW).
     states = jax.vmap(lambda v, n: training.init_train_state(v, tx, config=config, n_labeled=n))(
-        variables, jnp.asarray(counts)) if _injected(tx) else jax.vmap(
-            lambda v: training.init_train_state(v, tx))(variables)
+        variables, jnp.asarray(counts))
     p = labeled.astype(jnp.float32) / counts[:, None].astype(np.float32)
     ratio = self.unlabeled_ratio
     pu, u_batch = None, 0
