@@ -20,6 +20,7 @@ from typing import Any, Callable, NamedTuple
 import ml_collections
 
 from dal_jax import acquisition as acq_lib
+from dal_jax import loop as loop_lib
 from dal_jax import methods as methods_lib
 from dal_jax import models as models_lib
 from dal_jax import training
@@ -111,8 +112,12 @@ FIELDS: dict[str, Field] = {
     "chunk_size": _f(1024, "pool points per compiled prediction call", _int_at_least(1)),
     # Protocol and stopping.
     "initial_size": _f(20, "initial labeled points", _int_at_least(1)),
-    "initial_balanced": _f(True, "class-balanced initial set (Gal et al. 2017; simulation only)",
-                           _BOOL),
+    "initial_balanced": _f(True, "class-balanced initial set (Gal et al. 2017; simulation only; "
+                           "random cold start only)", _BOOL),
+    "cold_start": _f("random", "how the initial set is chosen before any label: random (see "
+                     "initial_balanced), or kmeans / coreset / typiclust / probcover on the "
+                     "pool's embeddings (config.embeddings, else the flattened inputs) among "
+                     "pool_subsample random points", _one_of(loop_lib.COLD_STARTS)),
     "query_size": _f(20, "k, points labeled per round", _int_at_least(1)),
     "budget": _f(220, "stop once this many points are labeled", _int_at_least(1)),
     "target_accuracy": _f(None, "stop once test accuracy reaches this (None: never)",
@@ -170,7 +175,7 @@ TRAIN_FIELDS: dict[str, Field] = {
 # run without the field ran this way).
 # Top-level fields added after runs were first stored, at the values those runs ran with.
 LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
-                 "report_counting": "labels", "protocol": ""}
+                 "report_counting": "labels", "protocol": "", "cold_start": "random"}
 
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}

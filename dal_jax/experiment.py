@@ -177,9 +177,14 @@ class SeedRun:
     self.tag = f"{config.acquisition} seed {seed}"
     init_key, run_key = jax.random.split(jax.random.key(seed))
     initial_y = np.where(pool.y == data_lib.OOD_LABEL, -1, pool.y)
-    first = loop_lib.initial_indices(init_key, initial_y, config.initial_size,
-                                     balanced=config.initial_balanced,
-                                     num_classes=pool.num_classes)
+    if config.cold_start == "random":
+      first = loop_lib.initial_indices(init_key, initial_y, config.initial_size,
+                                       balanced=config.initial_balanced,
+                                       num_classes=pool.num_classes)
+    else:
+      emb = run.data.embeddings if run.data.embeddings is not None else run.data.x_pool
+      first = loop_lib.cold_start_indices(init_key, config.cold_start, emb, config.initial_size,
+                                          subsample=config.pool_subsample)
     self.state = loop_lib.init_loop_state(
         run_key, len(pool), first, run.oracle.label(first),
         methods=loop_lib.init_method_state(run.method, init_key, run.setup))

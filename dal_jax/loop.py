@@ -134,6 +134,43 @@ def initial_indices(key: jax.Array, y: np.ndarray, size: int, *, balanced: bool,
   return np.sort(np.concatenate(chosen))
 
 
+# Label-free choices of the first labeled set: random, or a selection on embeddings of the pool
+# (the inputs themselves when no learned embeddings are given).
+COLD_STARTS = ("random", "kmeans", "coreset", "typiclust", "probcover")
+
+
+def cold_start_indices(key: jax.Array, name: str, embeddings, size: int, *,
+                       subsample: int = 0) -> np.ndarray:
+  """The first ``size`` pool points to label, chosen before any label exists.
+
+  ``random``: uniformly random points (as :func:`initial_indices` unbalanced). Otherwise the
+  registered acquisition ``name`` selects on ``embeddings`` ``[N, ...]`` (flattened): k-means or
+  core-set cover the pool; TypiClust (Hacohen et al. 2022) and ProbCover (Yehuda et al. 2022)
+  pick typical points that cover it, the low-budget literature's answer to the cold start. With
+  ``subsample`` > 0 it selects among that many random pool points (as rounds score a random
+  candidate subset). Returns sorted pool indices.
+  """
+  if name not in COLD_STARTS:
+    raise ValueError(f"unknown cold start {name!r}; valid: {list(COLD_STARTS)}")
+  emb = np.asarray(embeddings, np.float32)
+  n = emb.shape[0]
+  if not 1 <= size <= n:
+    raise ValueError(f"initial_size={size} must be in [1, {n}]")
+  if name == "random":
+    return initial_indices(key, np.zeros(n, np.int32), size, balanced=False, num_classes=1)
+  emb = emb.reshape(n, -1)
+  if not np.isfinite(emb).all():
+    raise ValueError(f"cold start {name!r}: the embeddings hold NaN or inf")
+  cands = np.arange(n)
+  if 0 < subsample < n:
+    key, k_sub = jax.random.split(key)
+    cands = np.sort(np.asarray(jax.random.permutation(k_sub, n))[:max(subsample, size)])
+  sub = jnp.asarray(emb[cands])
+  chosen = acq_lib.acquire(name, {"pre_logits": sub, "embeddings": sub}, key=key, k=size,
+                           where=jnp.ones(len(cands), bool))
+  return np.sort(cands[np.asarray(chosen)])
+
+
 def make_setup(model, x_pool, num_classes: int, budget: int) -> Setup:
   """The :class:`dal_jax.methods.Setup` of a pool and model (shapes only; nothing is run)."""
   x1 = x_pool[:1]

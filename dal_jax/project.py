@@ -61,7 +61,7 @@ from dal_jax import training
 from dal_jax import workdir as workdir_lib
 
 SKIP_ANSWERS = ("skip", "unsure", "?")
-COLD_STARTS = ("random", "kmeans", "coreset")
+COLD_STARTS = loop_lib.COLD_STARTS
 PROJECT_VERSION = 1
 _PROJECT_DEFAULTS = {"model": "mlp", "acquisition": "entropy", "mc_samples": 0,
                      "pool_subsample": 0, "val_size": 0}
@@ -301,14 +301,8 @@ class Project:
     if not labels:
       cold = self.meta.get("cold_start", "random")
       self._say(f"no labels yet: cold start ({cold}) picks {k} of {len(pool.ids)} items")
-      flat = jnp.asarray(pool.x.reshape(len(pool.ids), -1))
-      if cold == "random":
-        chosen = loop_lib.initial_indices(init_key, np.zeros(len(pool.ids), np.int32), k,
-                                          balanced=False, num_classes=len(self.classes))
-      else:
-        from dal_jax import acquisition as acq_lib
-        chosen = np.asarray(acq_lib.acquire(cold, {"pre_logits": flat}, key=init_key, k=k,
-                                            where=jnp.ones(len(pool.ids), bool)))
+      chosen = loop_lib.cold_start_indices(init_key, cold, pool.x, k,
+                                           subsample=self.config.pool_subsample)
       rows = [(int(j), None, None, None) for j in chosen]
       round_ = None
     else:

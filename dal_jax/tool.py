@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
   init.add_argument("--rgb", action="store_true", help="decode images as RGB (default: gray)")
   init.add_argument("--labels-from-folders", action="store_true",
                     help="images under a folder named like a class start labeled")
-  init.add_argument("--cold-start", default="random", choices=["random", "kmeans", "coreset"],
+  init.add_argument("--cold-start", default="random",
+                    choices=["random", "kmeans", "coreset", "typiclust", "probcover"],
                     help="how the first query is chosen when nothing is labeled yet")
   init.add_argument("--data-dir", help="tfds data directory of the decoded-pool cache")
 

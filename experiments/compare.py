@@ -56,7 +56,8 @@ def parse_strategy(spec: str, config):
 def title(config) -> str:
   """The protocol in a plot's title: dataset, model, initial set, k, budget, seeds."""
   head = f"{config.protocol}\n" if config.protocol else ""
-  return (f"{head}{config.dataset}: {config.model}, {config.initial_size} initial + "
+  cold = f" ({config.cold_start})" if config.cold_start != "random" else ""
+  return (f"{head}{config.dataset}: {config.model}, {config.initial_size} initial{cold} + "
           f"k={config.query_size} per round to {config.budget}, {config.num_seeds} seeds")
 
 

@@ -303,3 +303,20 @@ def test_switching_the_acquisition_is_stored_and_starts_a_fresh_method_state(tmp
       again._switch_acquisition("nope")
   meta = json.load(open(os.path.join(p.path, "project.json"), encoding="utf-8"))
   assert meta["config"]["acquisition"] == "margin"
+
+
+def test_typiclust_cold_start_picks_the_first_query(tmp_path, images):
+  folder, _ = images
+  p = project_lib.create(str(tmp_path / "typ"), pool=folder, classes=CLASSES, progress=False,
+                         overrides={"train.max_steps": 5}, data_dir=str(tmp_path / "tfds"),
+                         cold_start="typiclust")
+  with p:
+    query = p.query(10)
+    init_key, _ = p._keys()
+    want = loop.cold_start_indices(init_key, "typiclust", p.pool.x, 10)
+    ids = {p.pool.ids[j] for j in want}
+  with open(query, encoding="utf-8") as f:
+    assert {r["id"] for r in csv.DictReader(f)} == ids and len(ids) == 10
+  with pytest.raises(ValueError, match="cold_start must be one of"):
+    project_lib.create(str(tmp_path / "bad"), pool=folder, classes=CLASSES, progress=False,
+                       data_dir=str(tmp_path / "tfds"), cold_start="bald")

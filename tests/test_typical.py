@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from dal_jax import acquisition as acq_lib
+from dal_jax import analysis
+from dal_jax import config as config_lib
+from dal_jax import experiment
+from dal_jax import loop
+from dal_jax import selfsup
 from dal_jax.acquisition import _typical
+from experiments import compare
 
 
 def _typicality_np(x, assign, knn):
@@ -129,3 +135,75 @@ def test_purity_radius_keeps_alpha_of_the_balls_pure(rng):
   assert np.mean(pure) >= 0.9
   pure_wider = [(assign[d[i] <= r * 1.5] == assign[i]).all() for i in range(200)]
   assert np.mean(pure_wider) < np.mean(pure) or np.mean(pure) == 1.0
+
+
+# ---- the cold start: the first labeled set chosen before any label ----
+
+
+def test_random_cold_start_is_the_unbalanced_initial_set():
+  key = jax.random.key(5)
+  x = np.zeros((50, 3), np.float32)
+  got = loop.cold_start_indices(key, "random", x, 7)
+  want = loop.initial_indices(key, np.zeros(50, np.int32), 7, balanced=False, num_classes=1)
+  assert got.tolist() == want.tolist() and len(set(got.tolist())) == 7
+
+
+def test_typiclust_cold_start_takes_the_most_typical_point_of_every_blob(rng):
+  sizes = [60, 45, 35, 25]
+  centres = np.array([[0, 0, 0], [40, 0, 0], [0, 40, 0], [0, 0, 40]], np.float64)
+  x = np.concatenate([c + rng.normal(size=(s, 3)) for c, s in zip(centres, sizes)])
+  blob = np.repeat(np.arange(4), sizes)
+  perm = rng.permutation(len(x))  # blobs are not contiguous in the pool
+  x, blob = x[perm], blob[perm]
+  got = loop.cold_start_indices(jax.random.key(int(rng.integers(1 << 30))), "typiclust",
+                                x.astype(np.float32), 4)
+  typ = _typicality_np(x, blob, 20)
+  want = sorted(int(np.nonzero(blob == b)[0][np.argmax(typ[blob == b])]) for b in range(4))
+  assert got.tolist() == want
+
+
+def test_cold_start_invariants_with_a_candidate_subsample(rng):
+  x = rng.normal(size=(300, 6)).astype(np.float32)
+  for name in ("kmeans", "coreset", "typiclust", "probcover"):
+    key = jax.random.key(int(rng.integers(1 << 30)))
+    got = loop.cold_start_indices(key, name, x, 12, subsample=80)
+    again = loop.cold_start_indices(key, name, x, 12, subsample=80)
+    assert got.tolist() == again.tolist(), name  # same key, same set
+    assert len(set(got.tolist())) == 12 and got.min() >= 0 and got.max() < 300, name
+    assert (np.diff(got) > 0).all(), name
+
+
+def test_cold_start_bad_input_is_refused():
+  x = np.zeros((20, 2), np.float32)
+  with pytest.raises(ValueError, match=r"unknown cold start 'bald'; valid: \['random'"):
+    loop.cold_start_indices(jax.random.key(0), "bald", x, 3)
+  with pytest.raises(ValueError, match=r"initial_size=30 must be in \[1, 20\]"):
+    loop.cold_start_indices(jax.random.key(0), "typiclust", x, 30)
+  x[4, 1] = np.nan
+  with pytest.raises(ValueError, match="NaN or inf"):
+    loop.cold_start_indices(jax.random.key(0), "typiclust", x, 3)
+  with pytest.raises(ValueError, match="config.cold_start"):
+    c = config_lib.default_config()
+    c.cold_start = "bald"
+    config_lib.check(c)
+
+
+def test_simulated_runs_start_from_the_cold_start_and_go_on(tmp_path):
+  c = config_lib.default_config()
+  c.dataset, c.pool_size, c.test_size, c.val_size = "digits", 300, 100, 50
+  c.cold_start, c.embeddings, c.initial_size, c.query_size, c.budget = "typiclust", "pca", 10, 10, 30
+  c.mc_samples, c.pool_subsample, c.num_seeds, c.progress = 4, 120, 1, False
+  c.train.max_steps, c.train.min_steps, c.train.min_epochs, c.train.eval_every = 20, 10, 1.0, 10
+  splits = experiment.load_splits(c)
+  run = experiment.build(c, splits)
+  seed_run = experiment.SeedRun(run, c.seed, str(tmp_path / "s"))
+  init_key, _ = jax.random.split(jax.random.key(c.seed))
+  want = loop.cold_start_indices(init_key, "typiclust", selfsup.pca_embeddings(splits.pool.x), 10,
+                                 subsample=120)
+  assert np.nonzero(np.asarray(seed_run.state.labeled))[0].tolist() == want.tolist()
+  seed_run.close()
+  # Any acquisition runs on top of it, through the comparison runner.
+  compare.compare(c, str(tmp_path / "cmp"), ["random", "bald"])
+  for strategy in ("random", "bald"):
+    records = analysis.load_metrics(str(tmp_path / "cmp" / strategy))[c.seed]
+    assert [r["num_labels"] for r in records] == [10, 20, 30]
