@@ -154,6 +154,68 @@ def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> li
   return out
 
 
+def paired_to_reference(runs: dict[int, list[dict[str, Any]]],
+                        reference: dict[int, list[dict[str, Any]]], *,
+                        count_from: int = 0) -> dict[str, Any]:
+  """A strategy against a reference strategy (usually random) on the seeds both ran (the same
+  seed shares its initial set, so differences are paired), over the rounds both reached.
+
+  Returns ``auc_diff`` and ``final_diff``: ``[mean, 95% half-width]`` of the per-seed
+  differences; ``labels_to_reference_final``: per seed, the first labeled-set size at which the
+  strategy reaches the reference's mean final accuracy (None if never); and
+  ``label_fraction``: ``[mean, half-width]`` over the seeds that reached it of those labels
+  divided by the reference's final labels, both counted from ``count_from`` (a protocol that
+  counts acquired labels only passes its initial-set size). ``reached``: how many seeds did.
+  """
+  seeds = sorted(set(runs) & set(reference))
+  if not seeds:
+    raise ValueError("no seed was run by both the strategy and its reference")
+  la, va = curve({s: runs[s] for s in seeds})
+  lr, vr = curve({s: reference[s] for s in seeds})
+  n = min(len(la), len(lr))
+  if not np.array_equal(la[:n], lr[:n]):
+    raise ValueError(f"the strategy and its reference labeled different set sizes "
+                     f"({la[:n].tolist()} vs {lr[:n].tolist()}); they cannot be paired")
+  auc = area_under_curve(la[:n], va[:, :n]) - area_under_curve(lr[:n], vr[:, :n])
+  final = va[:, n - 1] - vr[:, n - 1]
+  target = float(vr[:, n - 1].mean())
+  reach = labels_to_reach(la[:n], va[:, :n], target)
+  span = float(lr[n - 1]) - count_from
+  fractions = [(r - count_from) / span for r in reach if r is not None] if span > 0 else []
+  am, ah = mean_ci(auc)
+  fm, fh = mean_ci(final)
+  return {"reference_final_accuracy": target, "reference_final_labels": int(lr[n - 1]),
+          "auc_diff": [float(am), _half(auc)], "final_diff": [float(fm), _half(final)],
+          "labels_to_reference_final": reach, "reached": len(fractions),
+          "label_fraction": ([float(np.mean(fractions)), _half(fractions)] if fractions
+                             else None), "seeds": len(seeds)}
+
+
+def format_paired(rows: list[dict[str, Any]]) -> str:
+  """A Markdown table of the ``paired`` entries of :func:`summarize` rows (empty when none)."""
+  paired = [r for r in rows if r.get("paired")]
+  if not paired:
+    return ""
+  ref = paired[0]["paired"]
+  counted = "acquired labels" if rows[0].get("labels_counted_from") else "labels"
+  lines = [f"Paired with `{ref['reference']}` on the same seeds (same initial sets): "
+           "differences with 95% t-intervals; the last column is the fraction of "
+           f"{ref['reference']}'s final {counted} ({ref['reference_final_labels']}) at which the "
+           f"strategy reaches {ref['reference']}'s mean final accuracy "
+           f"({ref['reference_final_accuracy']:.4f}).", "",
+           f"| strategy | AUC − {ref['reference']} | final accuracy − {ref['reference']} | "
+           f"labels to {ref['reference']}'s final accuracy |", "|---|---|---|---|"]
+  for r in paired:
+    p = r["paired"]
+    frac = ("not reached" if p["label_fraction"] is None else
+            _pm(100 * p["label_fraction"][0],
+                None if p["label_fraction"][1] is None else 100 * p["label_fraction"][1], ".0f")
+            + f" % ({p['reached']}/{p['seeds']} seeds)")
+    lines.append(f"| {r['strategy']} | {_pm(*p['auc_diff'])} | {_pm(*p['final_diff'])} | "
+                 f"{frac} |")
+  return "\n".join(lines)
+
+
 def stabilizing_stop(records: list[dict[str, Any]], *, window: int,
                      threshold: float) -> dict[str, Any] | None:
   """Where stabilizing predictions (Bloodgood & Vijay-Shanker 2009) would have stopped a run.
@@ -178,11 +240,13 @@ def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *, target: fl
               stabilizing_thresholds: tuple[float, ...] = (),
               count_from: int = 0) -> list[dict[str, Any]]:
   """One row per strategy: final accuracy, AUC, labels to reach ``target`` (mean, std and 95%
-  interval half-width over seeds), the largest round-to-round accuracy drop, and, for runs that
+  interval half-width over seeds), the largest round-to-round accuracy drop, every strategy after
+  the first paired with the first (``paired``: :func:`paired_to_reference`), and, for runs that
   recorded kappas, where stabilizing predictions would have stopped at each of
   ``stabilizing_thresholds``. ``count_from`` is subtracted from the labels to the target (a
   protocol that counts acquired labels only passes its initial-set size)."""
   rows = []
+  reference = next(iter(results), None)
   for name, runs in results.items():
     labels, acc = curve(runs)
     auc = area_under_curve(labels, acc)
@@ -204,6 +268,12 @@ def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *, target: fl
         "seeds_reaching_target": len(reached),
         "max_drop": drops.tolist(), "max_drop_mean": float(drops.mean()),
         "acquired_class_histogram": np.asarray(hist, int).tolist()})
+    if name != reference:
+      try:
+        rows[-1]["paired"] = {"reference": reference, **paired_to_reference(
+            runs, results[reference], count_from=count_from)}
+      except ValueError:  # no shared seeds or another protocol: nothing to pair
+        pass
     if any(rec.get("kappa") is not None for r in runs.values() for rec in r):
       stops = {}
       for t in stabilizing_thresholds:

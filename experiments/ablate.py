@@ -95,21 +95,14 @@ def summarize(results, acquisitions, reference_variant: str = ""):
              "round0_nll": _round0(runs, "nll"), "round0_ece": _round0(runs, "ece"),
              "pool_bald": analysis.diagnostics({acq: runs})[acq][0]["pool_bald"]}
       if ref is not None and acq != acquisitions[0]:
-        seeds = sorted(set(runs) & set(ref))
-        la, va = analysis.curve({s: runs[s] for s in seeds})
-        lr, vr = analysis.curve({s: ref[s] for s in seeds})
-        n = min(len(la), len(lr))
-        d = (analysis.area_under_curve(la[:n], va[:, :n])
-             - analysis.area_under_curve(lr[:n], vr[:, :n]))
-        dm, dh = analysis.mean_ci(d)
-        row["auc_minus_ref"] = [float(dm), float(dh)]
+        row["auc_minus_ref"] = analysis.paired_to_reference(runs, ref)["auc_diff"]
       rows.append(row)
   return rows
 
 
 def format_rows(rows, reference: str) -> str:
   def pm(v):
-    return f"{v[0]:.4f}" + ("" if np.isnan(v[1]) else f" ± {v[1]:.4f}")
+    return f"{v[0]:.4f}" + ("" if v[1] is None or np.isnan(v[1]) else f" ± {v[1]:.4f}")
 
   def opt(v, spec):
     return "–" if v is None else format(v, spec)

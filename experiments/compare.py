@@ -87,6 +87,9 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
                             count_from=(config.initial_size if config.report_counting == "acquired"
                                         else 0))
   table = analysis.format_table(rows)
+  paired = analysis.format_paired(rows)
+  if paired:
+    table += "\n\n" + paired
   analysis.plot_curves(results, os.path.join(workdir, "comparison.png"),
                        title=title(config))
   names, penalty = analysis.penalty_matrix({"this": results})

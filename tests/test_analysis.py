@@ -82,6 +82,31 @@ def test_summary_rows_carry_intervals_and_drops():
   assert "acquired labels to 60%" in analysis.format_table(rows)
 
 
+def test_pairing_with_the_reference_by_hand():
+  # labels 10, 20, 30, 40; reference (random) final mean = (0.6 + 0.8) / 2 = 0.7.
+  ref = _runs([[0.3, 0.4, 0.5, 0.6], [0.3, 0.5, 0.7, 0.8]])
+  strat = _runs([[0.5, 0.7, 0.7, 0.7], [0.4, 0.6, 0.8, 0.9], [0.1, 0.1, 0.1, 0.1]])
+  p = analysis.paired_to_reference(strat, ref)
+  assert p["seeds"] == 2  # seed 2 has no reference run
+  # AUC (trapezoid / 30): seed 0 20/30 vs 13.5/30, seed 1 20.5/30 vs 17.5/30.
+  d = np.array([6.5 / 30, 3.0 / 30])
+  half = 12.706205 * np.std(d, ddof=1) / np.sqrt(2)
+  np.testing.assert_allclose(p["auc_diff"], [d.mean(), half], rtol=1e-6)
+  np.testing.assert_allclose(p["final_diff"], [0.1, 0.0], atol=1e-12)
+  # 0.7 is first reached at 20 (seed 0) and 30 (seed 1) labels of random's 40.
+  assert p["labels_to_reference_final"] == [20.0, 30.0] and p["reached"] == 2
+  np.testing.assert_allclose(p["label_fraction"][0], (0.5 + 0.75) / 2)
+  # Counted from an initial set of 10: (10/30 + 20/30) / 2.
+  q = analysis.paired_to_reference(strat, ref, count_from=10)
+  np.testing.assert_allclose(q["label_fraction"][0], 0.5)
+  rows = analysis.summarize({"random": ref, "s": strat}, target=0.6)
+  assert "paired" not in rows[0] and rows[1]["paired"]["reference"] == "random"
+  table = analysis.format_paired(rows)
+  assert "| s | 0.1583 ± " in table and "62 ± 159 % (2/2 seeds)" in table
+  with pytest.raises(ValueError, match="different set sizes"):
+    analysis.paired_to_reference(_runs([[0.5, 0.6]], step=20), ref)
+
+
 def test_several_settings_from_one_command(tmp_path):
   from experiments import compare
   from tests.test_loop import tiny_config
