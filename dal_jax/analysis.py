@@ -157,8 +157,8 @@ def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> li
 def paired_to_reference(runs: dict[int, list[dict[str, Any]]],
                         reference: dict[int, list[dict[str, Any]]], *,
                         count_from: int = 0) -> dict[str, Any]:
-  """A strategy against a reference strategy (usually random) on the seeds both ran (the same
-  seed shares its initial set, so differences are paired), over the rounds both reached.
+  """A strategy against a reference strategy (usually random) on the seeds both ran (a seed fixes
+  the initial set and the round keys, so differences are paired), over the rounds both reached.
 
   Returns ``auc_diff`` and ``final_diff``: ``[mean, 95% half-width]`` of the per-seed
   differences; ``labels_to_reference_final``: per seed, the first labeled-set size at which the
@@ -198,8 +198,9 @@ def format_paired(rows: list[dict[str, Any]]) -> str:
     return ""
   ref = paired[0]["paired"]
   counted = "acquired labels" if rows[0].get("labels_counted_from") else "labels"
-  lines = [f"Paired with `{ref['reference']}` on the same seeds (same initial sets): "
-           "differences with 95% t-intervals; the last column is the fraction of "
+  lines = [f"Paired with `{ref['reference']}` by seed (a seed fixes the initial set unless a "
+           "strategy chooses its own cold start): differences with 95% t-intervals; the last "
+           "column is the fraction of "
            f"{ref['reference']}'s final {counted} ({ref['reference_final_labels']}) at which the "
            f"strategy reaches {ref['reference']}'s mean final accuracy "
            f"({ref['reference_final_accuracy']:.4f}).", "",
