@@ -180,9 +180,10 @@ LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}
 
-# Fields that may change between a run and its resumption without changing its results.
+# Fields that may change between a run and its resumption without changing its results (a
+# seed's run depends on its own number only, so seeds may be added to a finished workdir).
 RESUMABLE_FIELDS = ("progress", "num_devices", "distributed", "checkpoints_to_keep",
-                    "report_accuracy", "report_counting", "protocol")
+                    "report_accuracy", "report_counting", "protocol", "seed", "num_seeds")
 
 
 def model_options(name: str) -> dict[str, Any]:

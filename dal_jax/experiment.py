@@ -300,12 +300,12 @@ def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
   lock = workdir_lib.WorkdirLock(workdir)
   try:
     seeds = [config.seed + i for i in range(config.num_seeds)]
-    resuming = check_workdir(config, workdir, seeds)
+    check_workdir(config, workdir, seeds)
     splits = splits or load_splits(config)
     run = build(config, splits)
-    if not resuming:  # for reading only; the checkpoints carry the config that counts
-      with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(config_lib.resolved(config), f, indent=2, sort_keys=True)
+    # For reading only (the checkpoints carry the config that counts): the latest invocation.
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config_lib.resolved(config), f, indent=2, sort_keys=True)
     groups = [seeds] if config.parallel_seeds else [[s] for s in seeds]
     results = {}
     for group in groups:

@@ -78,7 +78,10 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
       if splits is None:
         splits = experiment.load_splits(cfg)
       experiment.run_experiment(cfg, sub, splits=splits)
-    results[name] = analysis.load_metrics(sub)
+    seeds = range(config.seed, config.seed + config.num_seeds)
+    results[name] = {s: r for s, r in analysis.load_metrics(sub).items() if s in seeds}
+    if not results[name]:
+      raise ValueError(f"{sub!r} holds none of the seeds {list(seeds)}")
   thresholds = tuple(sorted({float(config.stabilizing_threshold),
                              *(float(t) for t in stabilizing_thresholds)}))
   rows = analysis.summarize(results, target=config.report_accuracy,

@@ -190,3 +190,24 @@ def test_fields_added_later_count_at_the_values_older_runs_ran_with():
   newer = json.loads(json.dumps(current))
   newer["train"]["min_steps"] = 300
   assert config_lib.differences(stored, newer) == ["train.min_steps: 0 -> 300"]
+
+
+def test_seeds_are_added_to_a_finished_workdir_and_reports_cover_the_named_seeds(tmp_path,
+                                                                                   splits):
+  from experiments import compare
+  one = tiny_config(num_seeds=1, report_accuracy=0.3)
+  compare.compare(one, str(tmp_path), ["random"])
+  first = (tmp_path / "random" / "seed_0" / "metrics.jsonl").read_bytes()
+  two = tiny_config(num_seeds=2, report_accuracy=0.3)
+  _, results = compare.compare(two, str(tmp_path), ["random"], return_results=True)
+  assert sorted(results["random"]) == [0, 1]
+  assert (tmp_path / "random" / "seed_0" / "metrics.jsonl").read_bytes() == first  # kept
+  # Seed 1 alone in another workdir makes exactly the same run.
+  alone = tiny_config(seed=1, num_seeds=1, report_accuracy=0.3)
+  _, other = compare.compare(alone, str(tmp_path / "alone"), ["random"], return_results=True)
+  assert ([r["selected"] for r in other["random"][1]]
+          == [r["selected"] for r in results["random"][1]])
+  _, back = compare.compare(one, str(tmp_path), ["random"], plot_only=True, return_results=True)
+  assert sorted(back["random"]) == [0]
+  with pytest.raises(ValueError, match=r"holds none of the seeds \[7\]"):
+    compare.compare(tiny_config(seed=7, num_seeds=1), str(tmp_path), ["random"], plot_only=True)
