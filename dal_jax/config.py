@@ -138,6 +138,9 @@ FIELDS: dict[str, Field] = {
     "distributed": _f(False, "jax.distributed.initialize() first (multi-host)", _BOOL),
     "parallel_seeds": _f(False, "run the seeds as one stacked program per round (same "
                          "results)", _BOOL),
+    "workers": _f(1, "runs trained at the same time in threads: the strategies of a comparison "
+                  "(else the seeds of a run); the same results, sooner on a CPU whose cores "
+                  "one run leaves partly idle", _int_at_least(1)),
     # Run.
     "seed": _f(0, "first seed", _int_at_least(0)),
     "num_seeds": _f(3, "seeds seed, seed+1, ...", _int_at_least(1)),
@@ -175,7 +178,8 @@ TRAIN_FIELDS: dict[str, Field] = {
 # run without the field ran this way).
 # Top-level fields added after runs were first stored, at the values those runs ran with.
 LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
-                 "report_counting": "labels", "protocol": "", "cold_start": "random"}
+                 "report_counting": "labels", "protocol": "", "cold_start": "random",
+                 "workers": 1}
 
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}
@@ -183,7 +187,8 @@ LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
 # Fields that may change between a run and its resumption without changing its results (a
 # seed's run depends on its own number only, so seeds may be added to a finished workdir).
 RESUMABLE_FIELDS = ("progress", "num_devices", "distributed", "checkpoints_to_keep",
-                    "report_accuracy", "report_counting", "protocol", "seed", "num_seeds")
+                    "report_accuracy", "report_counting", "protocol", "seed", "num_seeds",
+                    "workers")
 
 
 def model_options(name: str) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 ``run_experiment(config, workdir)`` validates the config (:mod:`dal_jax.config`), takes the
 workdir's lock, checks the checkpoints already there against the config, builds the method,
 learner and data once, and runs every seed's rounds through :func:`dal_jax.loop.al_round`: one
-seed after another, or (``parallel_seeds``) all seeds as one stack — the same code with a stack
-of G seeds instead of one. Files are described in :mod:`dal_jax.workdir`.
+seed after another, ``workers`` seeds at a time in threads, or (``parallel_seeds``) all seeds as
+one stack — the same code with a stack of G seeds instead of one. Files are described in
+:mod:`dal_jax.workdir`.
 
 A killed run resumes from its latest checkpoint and, because round r's randomness is
 ``fold_in(key, r)``, ends with the same labeled set as an uninterrupted run.
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -230,6 +232,49 @@ class SeedRun:
                                     self.run.splits.pool_source)
 
 
+def run_concurrently(tasks: Sequence[Callable[[], Any]], workers: int) -> list[Any]:
+  """Runs ``tasks`` (no-argument callables), at most ``workers`` at a time in threads, and
+  returns their results in order; the first task to raise stops the others from starting and
+  its exception is raised here.
+
+  Independent runs give the same results in threads as one after another (each is the same
+  compiled computation on its own data); on XLA:CPU they finish sooner, because one
+  computation's operations keep only part of the cores busy (Gal CNN training on 2 cores: 37 ms
+  per step on both threads, 42 ms on one). The threads are daemons and the waiting here wakes
+  twice a second, so Ctrl-C stops the process (every round is checkpointed; the same command
+  resumes exactly).
+  """
+  if workers <= 1 or len(tasks) <= 1:
+    return [t() for t in tasks]
+  results: list[Any] = [None] * len(tasks)
+  errors: list[BaseException] = []
+  pending = iter(enumerate(tasks))
+  lock = threading.Lock()
+
+  def worker():
+    while not errors:
+      with lock:
+        nxt = next(pending, None)
+      if nxt is None:
+        return
+      i, task = nxt
+      try:
+        results[i] = task()
+      except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+        errors.append(e)
+
+  threads = [threading.Thread(target=worker, daemon=True, name=f"dal-worker-{i}")
+             for i in range(min(workers, len(tasks)))]
+  for t in threads:
+    t.start()
+  for t in threads:
+    while t.is_alive():
+      t.join(0.5)
+  if errors:
+    raise errors[0]
+  return results
+
+
 def run_seeds(run: Run, seeds: list[int], workdir: str, *,
               max_rounds: int | None = None) -> dict[int, list[dict[str, Any]]]:
   """Runs (or resumes) seeds as one stack: each round, the live seeds at the lowest round go
@@ -308,8 +353,10 @@ def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
       json.dump(config_lib.resolved(config), f, indent=2, sort_keys=True)
     groups = [seeds] if config.parallel_seeds else [[s] for s in seeds]
     results = {}
-    for group in groups:
-      results.update(run_seeds(run, group, workdir, max_rounds=max_rounds))
+    for part in run_concurrently(
+        [lambda g=g: run_seeds(run, g, workdir, max_rounds=max_rounds) for g in groups],
+        config.workers):
+      results.update(part)
     return results
   finally:
     lock.release()

@@ -20,10 +20,12 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
+import functools
 import json
 import os
 import socket
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -78,10 +80,24 @@ def from_leaves(template, leaves) -> Any:
   return jax.tree.unflatten(jax.tree.structure(template), out)
 
 
+# Orbax's checkpoint operations coordinate through process-wide signals that two threads must
+# not interleave (runs trained side by side in threads, ``config.workers``): one at a time.
+_ORBAX = threading.RLock()
+
+
+def _serialized(method):
+  @functools.wraps(method)
+  def wrapper(*args, **kwargs):
+    with _ORBAX:
+      return method(*args, **kwargs)
+  return wrapper
+
+
 class SeedCheckpoints:
   """Orbax checkpoints of one seed: ``state`` (array leaves) and ``meta`` (JSON: schema
-  version, resolved config, round records)."""
+  version, resolved config, round records). Safe to use from several threads."""
 
+  @_serialized
   def __init__(self, directory: str, keep: int):
     if keep < 1:
       raise ValueError(f"checkpoints_to_keep must be >= 1, got {keep}")
@@ -89,9 +105,11 @@ class SeedCheckpoints:
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
+  @_serialized
   def latest(self) -> int | None:
     return self.manager.latest_step()
 
+  @_serialized
   def meta(self) -> dict[str, Any] | None:
     """The latest checkpoint's metadata, or None without checkpoints."""
     step = self.latest()
@@ -106,11 +124,13 @@ class SeedCheckpoints:
                        f"schema {config_lib.SCHEMA_VERSION}) or is damaged: resume it with the "
                        "version that wrote it, or use a new --workdir") from None
 
+  @_serialized
   def save(self, step: int, tree, meta: dict[str, Any]) -> None:
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave({"leaves": to_leaves(tree)}), meta=ocp.args.JsonSave(meta)))
     self.manager.wait_until_finished()
 
+  @_serialized
   def restore(self, template) -> tuple[Any, dict[str, Any]]:
     step = self.latest()
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"leaves": to_leaves(template)})
@@ -123,6 +143,7 @@ class SeedCheckpoints:
                        "seed") from None
     return from_leaves(template, out["state"]["leaves"]), out["meta"]
 
+  @_serialized
   def close(self) -> None:
     self.manager.close()
 

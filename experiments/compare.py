@@ -70,14 +70,19 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
     for _, cfg in strategies:
       config_lib.check(cfg)
       experiment.build_method(cfg)
-  splits = None
+  if not plot_only:
+    splits = experiment.load_splits(strategies[0][1])
+    concurrent = config.workers > 1 and len(strategies) > 1
+    tasks = []
+    for name, cfg in strategies:
+      if concurrent:  # the strategies run side by side, each one's seeds in turn
+        cfg = config_lib.with_overrides(cfg, ["workers=1"], context=f"strategy {name!r}")
+      tasks.append(lambda cfg=cfg, sub=os.path.join(workdir, name): experiment.run_experiment(
+          cfg, sub, splits=splits))
+    experiment.run_concurrently(tasks, config.workers if concurrent else 1)
   results = {}
   for name, cfg in strategies:
     sub = os.path.join(workdir, name)
-    if not plot_only:
-      if splits is None:
-        splits = experiment.load_splits(cfg)
-      experiment.run_experiment(cfg, sub, splits=splits)
     seeds = range(config.seed, config.seed + config.num_seeds)
     results[name] = {s: r for s, r in analysis.load_metrics(sub).items() if s in seeds}
     if not results[name]:

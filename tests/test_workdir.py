@@ -211,3 +211,39 @@ def test_seeds_are_added_to_a_finished_workdir_and_reports_cover_the_named_seeds
   assert sorted(back["random"]) == [0]
   with pytest.raises(ValueError, match=r"holds none of the seeds \[7\]"):
     compare.compare(tiny_config(seed=7, num_seeds=1), str(tmp_path), ["random"], plot_only=True)
+
+
+def test_run_concurrently_keeps_order_and_raises_the_first_error():
+  import threading
+  names = []
+
+  def task(i):
+    names.append(threading.current_thread().name)
+    time.sleep(0.05 * (3 - i))
+    return i * i
+
+  assert experiment.run_concurrently([lambda i=i: task(i) for i in range(4)], 2) == [0, 1, 4, 9]
+  assert {n.startswith("dal-worker") for n in names} == {True}
+
+  def bad():
+    raise ValueError("task failed")
+
+  with pytest.raises(ValueError, match="task failed"):
+    experiment.run_concurrently([lambda: 1, bad, lambda: 3], 2)
+  assert experiment.run_concurrently([lambda: 5], 4) == [5]
+
+
+def test_concurrent_workers_give_the_same_runs(tmp_path, splits):
+  from experiments import compare
+  strategies = ["random", "margin"]
+  _, one = compare.compare(tiny_config(num_seeds=2, report_accuracy=0.3), str(tmp_path / "a"),
+                           strategies, return_results=True)
+  _, two = compare.compare(tiny_config(num_seeds=2, report_accuracy=0.3, workers=2),
+                           str(tmp_path / "b"), strategies, return_results=True)
+  seeds = experiment.run_experiment(tiny_config(acquisition="margin", num_seeds=2, workers=2),
+                                    str(tmp_path / "c"), splits=splits)
+  for s in (0, 1):
+    for name in strategies:
+      assert ([r["selected"] for r in one[name][s]] == [r["selected"] for r in two[name][s]])
+      assert ([r["accuracy"] for r in one[name][s]] == [r["accuracy"] for r in two[name][s]])
+    assert [r["selected"] for r in seeds[s]] == [r["selected"] for r in one["margin"][s]]

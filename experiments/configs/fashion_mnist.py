@@ -9,12 +9,15 @@ stopping, the full 10k test set, 3 seeds. Training: at least max(300 steps, 20 e
 early stopping on validation accuracy may stop, at most 1,000 steps, the best weights restored;
 score acquisitions pick their batch by power sampling (Kirsch et al. 2023) — the two changes
 issue 13's ablations found (``experiments/results/ablation_fashion_mnist``). These are
-``dal_jax.config``'s defaults; every field can be overridden with ``--config.<field>=<value>``
-(``--help`` lists them).
+``dal_jax.config``'s defaults, except that two runs train side by side in threads
+(``workers=2``: the same results, about a third less wall time on a 2-core CPU); every field
+can be overridden with ``--config.<field>=<value>`` (``--help`` lists them).
 """
 
 from dal_jax import config
 
 
 def get_config():
-  return config.default_config()
+  c = config.default_config()
+  c.workers = 2
+  return c

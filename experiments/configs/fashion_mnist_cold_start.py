@@ -17,6 +17,7 @@ from dal_jax import config
 
 def get_config():
   c = config.default_config()
+  c.workers = 2  # two runs side by side in threads (the same results, sooner on 2 cores)
   c.initial_size, c.query_size, c.budget = 10, 10, 60
   c.initial_balanced = False
   c.num_seeds = 5
