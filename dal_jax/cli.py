@@ -4,7 +4,9 @@ and a resumable Ctrl-C."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import threading
 import traceback
 from typing import Callable
 
@@ -42,7 +44,13 @@ def guarded(main: Callable[[], None]) -> None:
   try:
     main()
   except KeyboardInterrupt:
-    print("\ninterrupted — run the same command to resume", file=sys.stderr)
+    print("\ninterrupted — run the same command to resume", file=sys.stderr, flush=True)
+    if any(t.name.startswith("dal-worker") and t.is_alive() for t in threading.enumerate()):
+      # Runs still training in worker threads (config.workers) cannot be stopped, and the
+      # interpreter's shutdown under them crashes: leave at once, as a kill would (every round is
+      # checkpointed; the same command resumes exactly).
+      sys.stdout.flush()
+      os._exit(130)
     sys.exit(130)
   except (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError) as e:
     if DEBUG.value:

@@ -240,9 +240,10 @@ def run_concurrently(tasks: Sequence[Callable[[], Any]], workers: int) -> list[A
   Independent runs give the same results in threads as one after another (each is the same
   compiled computation on its own data); on XLA:CPU they finish sooner, because one
   computation's operations keep only part of the cores busy (Gal CNN training on 2 cores: 37 ms
-  per step on both threads, 42 ms on one). The threads are daemons and the waiting here wakes
-  twice a second, so Ctrl-C stops the process (every round is checkpointed; the same command
-  resumes exactly).
+  per step on both threads, 42 ms on one). The threads are daemons ("dal-worker-i") and the waiting
+  here wakes twice a second, so Ctrl-C reaches the caller; the command-line tools then leave at
+  once (``dal_jax.cli.guarded``; every round is checkpointed and the same command resumes
+  exactly).
   """
   if workers <= 1 or len(tasks) <= 1:
     return [t() for t in tasks]

@@ -247,3 +247,24 @@ def test_concurrent_workers_give_the_same_runs(tmp_path, splits):
       assert ([r["selected"] for r in one[name][s]] == [r["selected"] for r in two[name][s]])
       assert ([r["accuracy"] for r in one[name][s]] == [r["accuracy"] for r in two[name][s]])
     assert [r["selected"] for r in seeds[s]] == [r["selected"] for r in one["margin"][s]]
+
+
+def test_ctrl_c_with_seeds_in_worker_threads_exits_cleanly_and_resumes(tmp_path):
+  metrics = tmp_path / "run" / "seed_1" / "metrics.jsonl"
+  cmd = _run(tmp_path / "run", "--config.workers=2", "--config.num_seeds=2", budget=80)
+  proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130 and "Traceback" not in err
+  assert err.strip().endswith("interrupted — run the same command to resume")
+  again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  for seed in (0, 1):
+    rounds = _rounds(tmp_path / "run" / f"seed_{seed}" / "metrics.jsonl")
+    assert rounds == list(range(len(rounds))) and len(rounds) == 15  # 10 + 14 x 5 = 80 labels
