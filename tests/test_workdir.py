@@ -113,6 +113,22 @@ def test_out_of_range_fields_are_refused(tmp_path, splits):
   assert not (tmp_path / "seed_0").exists()
 
 
+def _interrupt_after_first_round(cmd, metrics):
+  """Starts ``cmd``, sends Ctrl-C once ``metrics`` holds a round, and checks the exit: code 130,
+  no traceback, the one-line resume message."""
+  proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130 and "Traceback" not in err
+  assert err.strip().endswith("interrupted — run the same command to resume")
+
+
 def test_command_line_errors_help_resume_message_and_ctrl_c(tmp_path):
   bad = subprocess.run(_run(tmp_path / "x", "--config.query_size=0"), cwd=REPO, env=ENV,
                        capture_output=True, text=True, timeout=300)
@@ -126,17 +142,7 @@ def test_command_line_errors_help_resume_message_and_ctrl_c(tmp_path):
     assert text in helped.stdout
   # Ctrl-C: a one-line message, no traceback; the same command resumes and says from where.
   metrics = tmp_path / "run" / "seed_0" / "metrics.jsonl"
-  proc = subprocess.Popen(_run(tmp_path / "run", budget=60), cwd=REPO, env=ENV,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130 and "Traceback" not in err
-  assert err.strip().endswith("interrupted — run the same command to resume")
+  _interrupt_after_first_round(_run(tmp_path / "run", budget=60), metrics)
   again = subprocess.run(_run(tmp_path / "run", budget=60), cwd=REPO, env=ENV,
                          capture_output=True, text=True, timeout=300)
   assert again.returncode == 0, again.stderr[-2000:]
@@ -250,19 +256,8 @@ def test_concurrent_workers_give_the_same_runs(tmp_path, splits):
 
 
 def test_ctrl_c_with_seeds_in_worker_threads_exits_cleanly_and_resumes(tmp_path):
-  metrics = tmp_path / "run" / "seed_1" / "metrics.jsonl"
   cmd = _run(tmp_path / "run", "--config.workers=2", "--config.num_seeds=2", budget=80)
-  proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130 and "Traceback" not in err
-  assert err.strip().endswith("interrupted — run the same command to resume")
+  _interrupt_after_first_round(cmd, tmp_path / "run" / "seed_1" / "metrics.jsonl")
   again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0, again.stderr[-2000:]
   for seed in (0, 1):
