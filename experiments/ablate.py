@@ -95,7 +95,10 @@ def summarize(results, acquisitions, reference_variant: str = ""):
              "round0_nll": _round0(runs, "nll"), "round0_ece": _round0(runs, "ece"),
              "pool_bald": analysis.diagnostics({acq: runs})[acq][0]["pool_bald"]}
       if ref is not None and acq != acquisitions[0]:
-        row["auc_minus_ref"] = analysis.paired_to_reference(runs, ref)["auc_diff"]
+        try:
+          row["auc_minus_ref"] = analysis.paired_to_reference(runs, ref)["auc_diff"]
+        except ValueError:  # another labeled-set grid (a variant of k or budget): no pairing
+          pass
       rows.append(row)
   return rows
 
