@@ -11,7 +11,9 @@ The IDX format (LeCun et al., http://yann.lecun.com/exdb/mnist/): big-endian hea
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import hashlib
 import os
 import re
@@ -176,6 +178,8 @@ def idx_builder(name: str, source_dir: str, data_dir: str | None) -> DalIdxImage
     check_idx_dir(source_dir)
     print(f"dal_jax: preparing {source_dir} (content key {key}) into {builder.data_dir}",
           file=sys.stderr, flush=True)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    # tfds prints "Downloading and preparing dataset" although nothing is downloaded: hidden.
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder

@@ -9,6 +9,7 @@ that could not be decoded (their records hold zeros and are dropped by the reade
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sys
 from typing import Callable
@@ -60,7 +61,9 @@ def pool_builder(key: str, items, size, channels, data_dir, decode) -> DalImageP
   if not builder.is_prepared():
     print(f"dal_jax: decoding {len(items)} images into {builder.data_dir} (once per content)",
           file=sys.stderr, flush=True)
-    with contextlib.redirect_stdout(sys.stderr):  # tfds prints; stdout is the tool's answer
+    # tfds prints "Downloading and preparing dataset" although nothing is downloaded: hidden
+    # (and stdout is the tool's answer).
+    with contextlib.redirect_stdout(io.StringIO()):
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder

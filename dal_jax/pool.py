@@ -21,6 +21,7 @@ refused.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -40,7 +41,10 @@ class Pool(NamedTuple):
     ids: the N stable IDs.
     paths: the N source files (``""`` for array rows).
     known: ID -> class name for items that come labeled (class folders, manifest labels).
-    skipped: ``(path, reason)`` of images that could not be decoded.
+    skipped: ``(path, reason)`` of files that are not in the pool: undecodable images, missing
+      files and dangling links, names that are not UTF-8 or hold a line break.
+    digests: the N items' content digests (SHA-256 of the file's bytes, or of an array row), so
+      a project notices an item whose content changed under the same ID.
   """
 
   x: np.ndarray
@@ -48,6 +52,7 @@ class Pool(NamedTuple):
   paths: list[str]
   known: dict[str, str]
   skipped: list[tuple[str, str]]
+  digests: list[str]
 
 
 class _Item(NamedTuple):
@@ -64,7 +69,19 @@ def _read_text(path: str) -> str:
     raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def _scan_folder(root: str, class_names, labels_from_folders: bool) -> list[_Item]:
+def _bad_name(name: str) -> str | None:
+  """Why a file name cannot be an item ID (IDs go into CSV, JSON and Label Studio), or None."""
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError:
+    return "its name is not valid UTF-8; rename it"
+  if any(c in name for c in "\r\n\x00"):
+    return "its name holds a line break; rename it"
+  return None
+
+
+def _scan_folder(root: str, class_names, labels_from_folders: bool,
+                 skipped: list[tuple[str, str]]) -> list[_Item]:
   items = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -73,6 +90,10 @@ def _scan_folder(root: str, class_names, labels_from_folders: bool) -> list[_Ite
         continue
       path = os.path.join(dirpath, name)
       rel = os.path.relpath(path, root).replace(os.sep, "/")
+      reason = _bad_name(rel)
+      if reason:
+        skipped.append((ascii(path)[1:-1], reason))
+        continue
       label = None
       if labels_from_folders and "/" in rel:
         top = rel.split("/", 1)[0]
@@ -105,7 +126,15 @@ def _scan_manifest(path: str) -> list[_Item]:
   for line_no, row in rows:
     if not isinstance(row, dict) or not row.get("path"):
       raise ValueError(f"{path}, line {line_no}: no 'path'")
+    for field in ("path", "id", "label"):
+      if row.get(field) is not None and not isinstance(row[field], str):
+        raise ValueError(f"{path}, line {line_no}: '{field}' must be a string, got "
+                         f"{json.dumps(row[field])}")
     item_id = str(row.get("id") or row["path"])
+    reason = _bad_name(item_id)
+    if reason:
+      raise ValueError(f"{path}, line {line_no}: id {item_id!r} cannot be used: "
+                       + reason.replace("its name", "it"))
     if item_id in seen:
       raise ValueError(f"{path}, line {line_no}: duplicate id {item_id!r}")
     seen.add(item_id)
@@ -126,43 +155,94 @@ def _load_array(path: str, class_names) -> Pool:
     if key is None:
       raise ValueError(f"{path}: an .npz pool needs an 'x' (or 'images') array; has "
                        f"{sorted(loaded.files)}")
-    x = loaded[key]
-    ids = [str(i) for i in loaded["ids"]] if "ids" in loaded else None
-    ykey = "y" if "y" in loaded else "labels" if "labels" in loaded else None
-    labels = loaded[ykey] if ykey else None
+    try:
+      x = loaded[key]
+      ids = [str(i) for i in loaded["ids"].reshape(-1)] if "ids" in loaded else None
+      ykey = "y" if "y" in loaded else "labels" if "labels" in loaded else None
+      labels = loaded[ykey] if ykey else None
+    except Exception as e:  # zipfile, numpy and pickle refusals of damaged members
+      raise ValueError(f"{path}: a member cannot be read ({type(e).__name__}: {e}); arrays "
+                       "must be plain numbers or strings") from None
   else:
     x = loaded
+  if x.dtype.kind not in "uif" or x.dtype.kind == "f" and x.dtype.itemsize > 8:
+    raise ValueError(f"{path}: pool arrays must hold numbers (uint8, or floats in [0, 1]); got "
+                     f"dtype {x.dtype}")
   if x.ndim == 3:
     x = x[..., None]
   if x.ndim != 4 or x.shape[0] == 0 or x.shape[-1] not in (1, 3):
     raise ValueError(f"{path}: pool arrays must be [N, H, W] or [N, H, W, C] with C 1 or 3 and "
                      f"N >= 1; got {x.shape}")
+  digests = [hashlib.sha256(row.tobytes()).hexdigest() for row in x]
   if x.dtype == np.uint8:
     x = x.astype(np.float32) / 255.0
+  elif x.dtype.kind != "f":
+    raise ValueError(f"{path}: integer pool arrays must be uint8; got {x.dtype} (scale other "
+                     "integers to floats in [0, 1])")
   x = np.asarray(x, np.float32)
   if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
     raise ValueError(f"{path}: float pool arrays must hold values in [0, 1] (or use uint8)")
-  ids = ids or [str(i) for i in range(x.shape[0])]
-  if len(ids) != x.shape[0] or len(set(ids)) != len(ids):
-    raise ValueError(f"{path}: 'ids' must be {x.shape[0]} distinct names")
+  ids = ids if ids is not None else [str(i) for i in range(x.shape[0])]
+  if len(ids) != x.shape[0] or len(set(ids)) != len(ids) or any(
+      not i or _bad_name(i) for i in ids):
+    raise ValueError(f"{path}: 'ids' must be {x.shape[0]} distinct non-empty names without "
+                     "line breaks")
   known = {}
   if labels is not None:
     if labels.shape != (x.shape[0],):
       raise ValueError(f"{path}: labels must be shaped [{x.shape[0]}], got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+      raise ValueError(f"{path}: labels must be integer class indices (-1: unlabeled); got "
+                       f"dtype {labels.dtype}")
     for i, y in zip(ids, labels.tolist()):
       if y >= 0:  # negative: unlabeled
         if not class_names or y >= len(class_names):
           raise ValueError(f"{path}: label {y} of item {i!r} is not a class index "
                            f"[0, {len(class_names or [])})")
         known[i] = class_names[y]
-  return Pool(x=x, ids=ids, paths=[""] * len(ids), known=known, skipped=[])
+  return Pool(x=x, ids=ids, paths=[""] * len(ids), known=known, skipped=[], digests=digests)
+
+
+def _intensities(img) -> np.ndarray | None:
+  """A high-bit-depth grayscale image as floats in [0, 1] scaled by its type's range (16-bit:
+  65535; 32-bit integer: 2^31 - 1, or 2^32 - 1 when the TIFF says unsigned; float: as is), or
+  None for 8-bit modes (Pillow converts those). Raises ``ValueError`` for values the type
+  cannot mean as intensities."""
+  if img.mode.startswith("I;16"):
+    return np.asarray(img, np.float64) / 65535.0
+  if img.mode == "I":
+    arr = np.asarray(img)
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None and tags.get(339) in (1, (1,)):  # TIFF SampleFormat: unsigned
+      return arr.astype(np.uint32).astype(np.float64) / (2**32 - 1)
+    if arr.min() < 0:
+      raise ValueError("a signed 32-bit image with negative values (intensities must be >= 0)")
+    return arr.astype(np.float64) / (2**31 - 1)
+  if img.mode == "F":
+    arr = np.asarray(img, np.float64)
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+      raise ValueError("a floating-point image with values outside [0, 1] (or NaN)")
+    return arr
+  return None
 
 
 def decode_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
-  """One image as ``[H, W, C]`` uint8: Pillow decodes, converts (L or RGB) and resizes."""
+  """One image as ``[H, W, C]`` uint8: Pillow decodes, converts (L or RGB) and resizes.
+
+  16-bit and 32-bit integer images (microscopy, medical, depth) are scaled by their type's full
+  range and floating-point images are read as intensities in [0, 1], before the 8-bit
+  quantisation: never saturated by a plain mode conversion."""
   from PIL import Image
 
   with Image.open(path) as img:
+    img.load()
+    wide = _intensities(img)
+    if wide is not None:
+      img = Image.fromarray(wide.astype(np.float32), mode="F")
+      if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+      arr = np.clip(np.rint(np.asarray(img, np.float64) * 255), 0, 255).astype(np.uint8)
+      return arr[..., None] if channels == 1 else np.repeat(arr[..., None], 3, axis=-1)
     img = img.convert("L" if channels == 1 else "RGB")
     if img.size != (size[1], size[0]):
       img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -185,24 +265,39 @@ def _decode_all(items: list[_Item], size, channels, progress: bool):
   return images, ok
 
 
+def file_digest(path: str) -> str:
+  """SHA-256 of a file's bytes (hex)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
 def _cached_decode(items: list[_Item], size, channels, data_dir, progress: bool):
-  """Decoded images through the tfds cache keyed by the files' content and the target shape."""
-  from dal_jax import _idx_builder
+  """Decoded images through the tfds cache keyed by the files' content and the target shape:
+  ``(images [n, H, W, C] uint8, {path: reason} of undecodable files, digests [n])``."""
   from dal_jax import _pool_builder
 
-  missing = [it.path for it in items if not os.path.isfile(it.path)]
-  if missing:
-    raise ValueError(f"pool file {missing[0]!r} does not exist"
-                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-  key = _idx_builder.content_key([it.path for it in items])
-  key = f"{key}_{size[0]}x{size[1]}x{channels}"
+  digests = [file_digest(it.path) for it in items]
+  h = hashlib.sha256()
+  for it, d in zip(items, digests):
+    h.update(f"{os.path.basename(it.path)}\0{d}\0".encode())
+  key = f"{h.hexdigest()[:12]}_{size[0]}x{size[1]}x{channels}"
   builder = _pool_builder.pool_builder(key, items, size, channels, data_dir,
                                        lambda: _decode_all(items, size, channels, progress))
-  source = builder.as_data_source()["train"]
-  records = source.__getitems__(list(range(len(source))))
-  images = np.stack([r["image"] for r in records])
-  reasons = json.loads(builder.info.metadata["skipped"]) if builder.info.metadata else {}
-  return images, reasons
+  try:
+    source = builder.as_data_source()["train"]
+    records = source.__getitems__(list(range(len(source))))
+    images = np.stack([r["image"] for r in records])
+    reasons = json.loads(builder.info.metadata["skipped"]) if builder.info.metadata else {}
+    if images.shape != (len(items), *size, channels) or not isinstance(reasons, dict):
+      raise ValueError(f"holds {images.shape}")
+  except Exception as e:  # array_record / tfds raise many types for damaged files
+    raise ValueError(f"the decoded-pool cache {builder.data_dir} is damaged "
+                     f"({type(e).__name__}); delete that folder and it is decoded again"
+                     ) from None
+  return images, reasons, digests
 
 
 def load_pool(source: str, *, image_size: tuple[int, int] = (28, 28), channels: int = 1,
@@ -227,8 +322,9 @@ def load_pool(source: str, *, image_size: tuple[int, int] = (28, 28), channels: 
   if len(image_size) != 2 or min(image_size) < 1:
     raise ValueError(f"image_size must be (height, width) >= 1, got {image_size}")
   source = os.path.abspath(os.path.expanduser(source))
+  unusable: list[tuple[str, str]] = []
   if os.path.isdir(source):
-    items = _scan_folder(source, class_names, labels_from_folders)
+    items = _scan_folder(source, class_names, labels_from_folders, unusable)
   elif not os.path.exists(source):
     raise ValueError(f"pool source {source!r} does not exist (a folder of images, .npy/.npz, or "
                      ".csv/.jsonl manifest)")
@@ -238,13 +334,24 @@ def load_pool(source: str, *, image_size: tuple[int, int] = (28, 28), channels: 
     items = _scan_manifest(source)
   else:
     raise ValueError(f"pool source {source!r}: expected a folder, .npy/.npz, or .csv/.jsonl")
-  images, reasons = _cached_decode(items, tuple(image_size), channels, data_dir, progress)
+  for it in items:
+    if not os.path.isfile(it.path):
+      unusable.append((it.path, "dangling link" if os.path.islink(it.path) else "missing file"))
+  missing = {p for p, _ in unusable}
+  items = [it for it in items if it.path not in missing]
+  if items:
+    images, reasons, digests = _cached_decode(items, tuple(image_size), channels, data_dir,
+                                              progress)
+  else:
+    images, reasons, digests = None, {}, []
   keep = [i for i, it in enumerate(items) if it.path not in reasons]
-  skipped = [(it.path, reasons[it.path]) for it in items if it.path in reasons]
+  skipped = unusable + [(it.path, f"cannot decode ({reasons[it.path]})") for it in items
+                        if it.path in reasons]
   for path, reason in skipped:
-    print(f"dal_jax: skipped {path}: cannot decode ({reason})", file=sys.stderr, flush=True)
+    print(f"dal_jax: skipped {path}: {reason}", file=sys.stderr, flush=True)
   if not keep:
-    raise ValueError(f"pool {source!r}: none of its {len(items)} images could be decoded")
+    raise ValueError(f"pool {source!r}: none of its {len(items) + len(unusable)} images could "
+                     "be read" + (f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
   bad = {it.label for it in items if it.label is not None and class_names
          and it.label not in class_names}
   if bad:
@@ -253,4 +360,5 @@ def load_pool(source: str, *, image_size: tuple[int, int] = (28, 28), channels: 
   kept = [items[i] for i in keep]
   return Pool(x=images[keep].astype(np.float32) / 255.0, ids=[it.id for it in kept],
               paths=[it.path for it in kept],
-              known={it.id: it.label for it in kept if it.label is not None}, skipped=skipped)
+              known={it.id: it.label for it in kept if it.label is not None}, skipped=skipped,
+              digests=[digests[i] for i in keep])

@@ -16,19 +16,22 @@ A *project* is a directory; the same steps are the ``dal-jax`` command line tool
 
 Layout::
 
-  PROJECT/project.json      pool source and shape, classes, the run config, the seed
-  PROJECT/pool.csv          the pool's items: position, id, path (users only ever see ids)
-  PROJECT/labels.jsonl      the label log: one JSON event per answer, append-only
-  PROJECT/state.json        completed rounds, the pending query, status history
-  PROJECT/method_state.npz  the method's state (a learned acquisition's networks, hooks)
+  PROJECT/project.db        the project's state, one SQLite database: classes, config, pool
+                            source and items (with content digests), the label log, completed
+                            rounds, the pending query, status history, the method's state
+  PROJECT/label_config.xml  the Label Studio labeling config
   PROJECT/queries/          query_NNN.csv and query_NNN_tasks.json (Label Studio import)
-  PROJECT/export/           the exported model and every pool item's prediction
+  PROJECT/export/           the exported model, every pool item's prediction, the label log
 
-Nothing labeled is ever lost: answers are appended to ``labels.jsonl`` by writing the old bytes
-plus the new lines to a temporary file, fsync and rename (a crash leaves the old log or the new
-one, never a torn one); every answer is checked before anything is written; the labeled set is
-rebuilt from the log (the last answer per item wins, earlier ones stay as its history); ingesting
-a file twice adds nothing; a second process on the project is refused (``.lock``).
+Nothing labeled is ever lost: every command commits its changes to the database in one
+transaction (a crash or kill leaves the state before the command or after it, never a mix);
+every answer is checked before anything is written; the label log is append-only and the
+labeled set is rebuilt from it (the last answer per item wins, earlier ones stay as its
+history; ``skip`` on a labeled item withdraws its label); ingesting a file twice adds nothing;
+a second process on the project is refused (``.lock``), and so is a second ``init``. The pool
+may change between commands: new files join, removed ones leave with their labels kept in the
+history, and an item whose content changed loses its label with a note. Projects of the
+earlier five-file layout (version 1) are migrated on first open, nothing lost.
 
 Rounds follow the simulated loop exactly: a project with seed s draws its cold-start set and its
 round keys as ``experiment.SeedRun`` does for seed s, so a scripted annotator answering from
@@ -52,6 +55,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dal_jax import _project_store as store_lib
 from dal_jax import config as config_lib
 from dal_jax import learner as learner_lib
 from dal_jax import loop as loop_lib
@@ -61,8 +65,8 @@ from dal_jax import training
 from dal_jax import workdir as workdir_lib
 
 SKIP_ANSWERS = ("skip", "unsure", "?")
+LABEL_CONTROL = "label"  # the name of the class choice in Label Studio configs and answer CSVs
 COLD_STARTS = loop_lib.COLD_STARTS
-PROJECT_VERSION = 1
 _PROJECT_DEFAULTS = {"model": "mlp", "acquisition": "entropy", "mc_samples": 0,
                      "pool_subsample": 0, "val_size": 0}
 
@@ -144,23 +148,31 @@ def make_config(config_file: str | None = None, overrides: dict[str, Any] | None
 class Project:
   """An open project (holds its lock until :meth:`close`). Use :func:`create` / :func:`open`."""
 
-  def __init__(self, path: str, *, progress: bool = True):
+  def __init__(self, path: str, *, progress: bool = True, lock=None):
     self.path = os.path.abspath(path)
-    if not os.path.exists(os.path.join(self.path, "project.json")):
-      raise ValueError(f"{self.path} is not a dal_jax project (no project.json); create one with "
-                       "`dal-jax init`")
-    self.lock = workdir_lib.WorkdirLock(self.path)
+    has_db = os.path.exists(self._file(store_lib.DB_FILE))
+    if not has_db and not os.path.exists(self._file("project.json")):
+      raise ValueError(f"{self.path} is not a dal_jax project (no {store_lib.DB_FILE}); create "
+                       "one with `dal-jax init`")
+    self.lock = lock or workdir_lib.WorkdirLock(self.path, what="project")
     self.progress = progress
-    meta = _read_json(self._file("project.json"), "project.json")
-    if meta.get("version") != PROJECT_VERSION:
-      raise ValueError(f"{self._file('project.json')}: project version {meta.get('version')} is "
-                       f"not {PROJECT_VERSION}")
-    self.meta = meta
+    try:
+      if not os.path.exists(self._file(store_lib.DB_FILE)):
+        _migrate_v1(self.path, self._say)
+      self.db = store_lib.Store(self.path)
+      meta = self.db.meta()
+      for key in ("classes", "config", "pool", "round", "queries", "pending"):
+        if key not in meta:
+          raise ValueError(f"{self.db.path} has no {key!r}; restore the project folder from a "
+                           "backup")
+    except BaseException:
+      self.lock.release()
+      raise
     self.classes: list[str] = meta["classes"]
     self.config = ml_collections.ConfigDict(meta["config"])
     self._pool = None
 
-  # ---- files
+  # ---- files and state
 
   def _file(self, *parts: str) -> str:
     return os.path.join(self.path, *parts)
@@ -170,53 +182,88 @@ class Project:
       print(msg, file=sys.stderr, flush=True)
 
   @property
+  def meta(self) -> dict[str, Any]:
+    """The project's settings and state as committed (classes, config, pool, round, queries,
+    pending, history, pool_changes)."""
+    return self.db.meta()
+
+  @property
   def pool(self) -> pool_lib.Pool:
-    """The decoded pool, checked against ``pool.csv`` (the same IDs in the same order)."""
+    """The decoded pool. When its files changed since the last use, the project follows: new
+    files join, removed ones leave (their labels end, the history keeps them) and an item whose
+    content changed loses its label with a note (:meth:`_sync_pool`)."""
     if self._pool is None:
       p = self.meta["pool"]
       pool = pool_lib.load_pool(p["source"], image_size=tuple(p["image_size"]),
                                 channels=p["channels"], class_names=self.classes,
                                 labels_from_folders=p["labels_from_folders"],
                                 data_dir=p.get("data_dir"), progress=self.progress)
-      with open(self._file("pool.csv"), encoding="utf-8") as f:
-        stored = [row["id"] for row in csv.DictReader(f)]
-      if stored != pool.ids:
-        gone = sorted(set(stored) - set(pool.ids))[:5]
-        new = sorted(set(pool.ids) - set(stored))[:5]
-        raise ValueError(f"the pool at {p['source']} changed since `init` (missing: {gone}, "
-                         f"new: {new}); create a new project for a new pool")
+      self._sync_pool(pool)
       self._pool = pool
     return self._pool
 
-  def _state(self) -> dict[str, Any]:
-    return _read_json(self._file("state.json"), "state.json")
+  def _sync_pool(self, pool: pool_lib.Pool) -> None:
+    stored = self.db.items()
+    current = list(zip(pool.ids, pool.paths, pool.digests))
+    if [(i, d) for i, _, d in stored] == [(i, d) for i, _, d in current]:
+      if [p for _, p, _ in stored] != pool.paths:  # the project's pool folder moved
+        self.db.commit(items=current)
+      return
+    old = {i: d for i, _, d in stored}
+    now = dict(zip(pool.ids, pool.digests))
+    joined = [i for i in pool.ids if i not in old]
+    left = [i for i in old if i not in now]
+    changed = [i for i in pool.ids if i in old and old[i] and old[i] != now[i]]
+    labels, time_ = self.labels(), _now()
+    events = [{"event": "withdraw", "id": i, "previous": labels[i], "reason": why,
+               "round": self.meta["round"], "source": "pool", "time": time_}
+              for why, ids in (("left the pool", left), ("content changed", changed))
+              for i in ids if i in labels]
+    events += [{"event": "label", "id": i, "label": pool.known[i], "round": self.meta["round"],
+                "source": "pool", "time": time_} for i in joined if i in pool.known]
+    meta = self.meta
+    change = {"time": time_, "joined": len(joined), "left": len(left), "changed": len(changed),
+              "labels_withdrawn": sum(e["event"] == "withdraw" for e in events),
+              "examples": {"joined": joined[:5], "left": left[:5], "changed": changed[:5]}}
+    updates = {"pool_changes": meta.get("pool_changes", []) + [change]}
+    pending = meta["pending"]
+    if pending:
+      gone = set(left) | set(changed)
+      if gone & set(pending["ids"]):
+        pending = dict(pending, ids=[i for i in pending["ids"] if i not in gone],
+                       all_ids=[i for i in pending["all_ids"] if i not in gone])
+        updates["pending"] = pending if pending["ids"] else None
+        if not pending["ids"] and pending["round"] is not None:
+          updates["round"] = meta["round"] + 1
+    if any(change[k] for k in ("joined", "left", "changed")):
+      self.db.commit(meta=updates, events=events, items=current)
+      self._say(f"the pool changed since the last use: {len(joined)} new items, {len(left)} "
+                f"removed, {len(changed)} changed ({change['labels_withdrawn']} labels "
+                "withdrawn, kept in the history)")
+    else:  # digests first recorded (a project migrated from version 1)
+      self.db.commit(items=current)
 
   def events(self) -> list[dict[str, Any]]:
-    """The label log, oldest first."""
-    out = []
-    with open(self._file("labels.jsonl"), encoding="utf-8") as f:
-      for n, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            out.append(json.loads(line))
-          except json.JSONDecodeError:
-            raise ValueError(f"{self._file('labels.jsonl')}, line {n} is corrupt") from None
-    return out
+    """The label log, oldest first (``label``, ``relabel``, ``skip`` and ``withdraw`` events)."""
+    return self.db.events()
 
   def labels(self) -> dict[str, str]:
-    """ID -> current class (the last answer of each item; skips leave labels as they are)."""
+    """ID -> current class (the last answer of each item; a withdrawal ends its label; skips of
+    unlabeled items leave labels as they are)."""
     current: dict[str, str] = {}
     for e in self.events():
       if e["event"] in ("label", "relabel"):
         current[e["id"]] = e["label"]
+      elif e["event"] == "withdraw":
+        current.pop(e["id"], None)
     return current
 
-  def _append_events(self, events: list[dict[str, Any]]) -> None:
-    path = self._file("labels.jsonl")
-    with open(path, "rb") as f:
-      old = f.read()
-    new = b"".join((json.dumps(e, sort_keys=True) + "\n").encode() for e in events)
-    atomic_write(path, old + new)
+  def write_log(self, out) -> int:
+    """Writes the label log as JSON lines to the text stream ``out``; returns the count."""
+    events = self.events()
+    for e in events:
+      out.write(json.dumps(e, sort_keys=True) + "\n")
+    return len(events)
 
   # ---- the loop pieces
 
@@ -224,14 +271,15 @@ class Project:
     init_key, run_key = jax.random.split(jax.random.key(int(self.config.seed)))
     return init_key, run_key
 
-  def _build(self):
+  def _build(self, config=None):
     from dal_jax import experiment
 
+    config = config or self.config
     pool = self.pool
-    model = experiment.model_for(self.config, pool.x.shape[1:], len(self.classes))
-    method = experiment.build_method(self.config)
-    learner = learner_lib.Learner(model=model, config=training.TrainConfig(**self.config.train),
-                                  terms=method.loss_terms, chunk_size=self.config.chunk_size)
+    model = experiment.model_for(config, pool.x.shape[1:], len(self.classes))
+    method = experiment.build_method(config)
+    learner = learner_lib.Learner(model=model, config=training.TrainConfig(**config.train),
+                                  terms=method.loss_terms, chunk_size=config.chunk_size)
     return model, method, learner
 
   def _plain_learner(self) -> learner_lib.Learner:
@@ -243,7 +291,14 @@ class Project:
     return learner_lib.Learner(model=model, config=training.TrainConfig(**self.config.train),
                                chunk_size=self.config.chunk_size)
 
-  def _loop_state(self, method, setup, state_json) -> loop_lib.LoopState:
+  def _setup(self, model):
+    # A project's budget is its pool: nothing more can ever be labeled (methods size their
+    # state by it, e.g. DFAL's slots for adversarial copies).
+    return loop_lib.make_setup(model, jnp.asarray(self.pool.x), len(self.classes),
+                               len(self.pool.ids))
+
+  def _loop_state(self, method, setup, round_: int, *, fresh: bool = False
+                  ) -> loop_lib.LoopState:
     pool, index = self.pool, {i: n for n, i in enumerate(self.pool.ids)}
     init_key, run_key = self._keys()
     n = len(pool.ids)
@@ -251,27 +306,38 @@ class Project:
     labels = np.full(n, loop_lib.UNKNOWN, np.int32)
     acquired = np.full(n, -1, np.int32)
     for e in self.events():
+      j = index.get(e["id"])
+      if j is None:
+        continue
       if e["event"] in ("label", "relabel"):
-        j = index[e["id"]]
         if not labeled[j]:
           acquired[j] = e["round"]
         labeled[j], labels[j] = True, self.classes.index(e["label"])
+      elif e["event"] == "withdraw":
+        labeled[j], labels[j], acquired[j] = False, loop_lib.UNKNOWN, -1
     template = loop_lib.init_method_state(method, init_key, setup)
     methods = template
-    if os.path.exists(self._file("method_state.npz")):
-      with np.load(self._file("method_state.npz")) as z:
+    blob = None if fresh else self.db.blob("method_state")
+    if blob is not None:
+      with np.load(io.BytesIO(blob)) as z:
         leaves = [z[f"a{i}"] for i in range(len(z.files))]
-      methods = workdir_lib.from_leaves(template, leaves)
+      want = [(np.shape(t), np.asarray(t).dtype) for t in workdir_lib.to_leaves(template)]
+      if [(v.shape, v.dtype) for v in leaves] == want:
+        methods = workdir_lib.from_leaves(template, leaves)
+      else:
+        self._say("the method's stored state does not fit the pool as it is now (the pool "
+                  "changed): it starts afresh")
     return loop_lib.LoopState(
         labeled=jnp.asarray(labeled), labels=jnp.asarray(labels),
-        acquired_round=jnp.asarray(acquired), round=jnp.int32(state_json["round"]),
+        acquired_round=jnp.asarray(acquired), round=jnp.int32(round_),
         key=run_key, done=jnp.array(False), methods=methods)
 
-  def _save_method_state(self, methods) -> None:
+  @staticmethod
+  def _method_blob(methods) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **{f"a{i}": np.asarray(v) for i, v in
                      enumerate(workdir_lib.to_leaves(methods))})
-    atomic_write(self._file("method_state.npz"), buf.getvalue())
+    return buf.getvalue()
 
   # ---- query
 
@@ -280,46 +346,56 @@ class Project:
     rank, score, predicted class and its probability, an empty ``label`` column for the
     annotator) and ``query_NNN_tasks.json`` (Label Studio tasks with the model's prediction
     as a pre-annotation). Without labels yet, the cold start picks them (``cold_start`` of
-    ``project.json``: random, or k-means / core-set on the inputs). Returns the CSV path."""
-    state_json = self._state()
-    if state_json["pending"]:
-      p = state_json["pending"]
-      raise ValueError(f"query {p['query']:03d} ({self._rel(p['file'])}) is still pending: "
-                       f"{len(p['ids'])} items unanswered; ingest the answers first (mark items "
-                       f"you cannot label as 'skip')")
+    the project: random, or k-means / core-set / TypiClust / ProbCover on the inputs).
+
+    The pending query, the method's advanced state and a new ``acquisition`` are committed
+    together at the end: an interrupted query changes nothing, and running it again selects
+    the same items. Returns the CSV path."""
+    meta = self.meta
+    if meta["pending"]:
+      p = meta["pending"]
+      raise ValueError(f"query {p['query']:03d} ({self._rel(self._file(p['file']))}) is still "
+                       f"pending: {len(p['ids'])} items unanswered; ingest the answers first "
+                       "(mark items you cannot label as 'skip')")
+    config, switched = self.config, False
     if acquisition and acquisition != self.config.acquisition:
-      self._switch_acquisition(acquisition)
+      config, switched = self._with_acquisition(acquisition), True
     pool = self.pool
     labels = self.labels()
-    k = int(k or self.config.query_size)
+    k = int(config.query_size if k is None else k)
     n_unlabeled = len(pool.ids) - len(labels)
     if not 1 <= k <= n_unlabeled:
-      raise ValueError(f"k={k} must be in [1, {n_unlabeled}] (unlabeled items left)")
-    qnum = state_json["queries"] + 1
+      raise ValueError(f"-k {k} is not allowed: expected 1 <= k <= {n_unlabeled} (the unlabeled "
+                       "items left)")
+    qnum = meta["queries"] + 1
     init_key, _ = self._keys()
-    model, method, learner = self._build()
+    model, method, learner = self._build(config)
+    updates: dict[str, Any] = {}
+    blobs: dict[str, bytes | None] = {}
+    if switched:
+      updates["config"] = config_lib.resolved(config)
+      blobs["method_state"] = None  # the old method's state does not carry over
     if not labels:
-      cold = self.meta.get("cold_start", "random")
+      cold = meta.get("cold_start", "random")
       self._say(f"no labels yet: cold start ({cold}) picks {k} of {len(pool.ids)} items")
       chosen = loop_lib.cold_start_indices(init_key, cold, pool.x, k,
-                                           subsample=self.config.pool_subsample)
+                                           subsample=config.pool_subsample)
       rows = [(int(j), None, None, None) for j in chosen]
       round_ = None
     else:
-      setup = loop_lib.make_setup(model, jnp.asarray(pool.x), len(self.classes), 10**9)
-      state = self._loop_state(method, setup, state_json)
-      rc = loop_lib.RoundConfig(query_size=k, mc_samples=self.config.mc_samples,
-                                pool_subsample=self.config.pool_subsample, budget=10**9,
-                                ensemble_size=self.config.ensemble_size)
+      state = self._loop_state(method, self._setup(model), meta["round"], fresh=switched)
+      rc = loop_lib.RoundConfig(query_size=k, mc_samples=config.mc_samples,
+                                pool_subsample=config.pool_subsample, budget=len(pool.ids),
+                                ensemble_size=config.ensemble_size)
       self._say(f"round {int(state.round)}: training on {len(labels)} labels, then scoring "
-                f"{n_unlabeled} unlabeled items with {self.config.acquisition}")
+                f"{n_unlabeled} unlabeled items with {config.acquisition}")
       data = loop_lib.LoopData(x_pool=jnp.asarray(pool.x))
       (state,), (q,), variables = loop_lib.propose(
           [state], method=method, learner=learner, data=data, config=rc,
           num_classes=len(self.classes))
       if q.stop is not None:
         raise ValueError(f"the run stops: {q.stop} (nothing selected)")
-      self._save_method_state(state.methods)
+      blobs["method_state"] = self._method_blob(state.methods)
       probs = self._probabilities(learner, variables, data.x_pool[np.asarray(q.indices)])
       rows = [(int(j), float(-(p * np.log(np.maximum(p, 1e-12))).sum()), int(p.argmax()),
                float(p.max())) for j, p in zip(q.indices, probs)]
@@ -328,15 +404,18 @@ class Project:
                 f"selected {k} ({q.metrics['time_score'] + q.metrics['time_select']:.1f}s)")
     csv_path = self._write_query(qnum, rows)
     ids = [pool.ids[j] for j, *_ in rows]
-    state_json.update(queries=qnum, pending={"query": qnum, "round": round_, "file": csv_path,
-                                             "ids": ids, "all_ids": ids})
-    _write_json(self._file("state.json"), state_json)
+    updates.update(queries=qnum, pending={
+        "query": qnum, "round": round_, "file": os.path.relpath(csv_path, self.path),
+        "ids": ids, "all_ids": ids})
+    self.db.commit(meta=updates, blobs=blobs)
+    if switched:
+      self.config = config
+      self._say(f"acquisition is now {acquisition} (stored in the project)")
     self._say(f"wrote {self._rel(csv_path)} and {self._rel(csv_path[:-4] + '_tasks.json')}")
     return csv_path
 
-  def _switch_acquisition(self, acquisition: str) -> None:
-    """Uses another acquisition from now on (stored in ``project.json``); the old method's
-    state (a learned acquisition's networks) does not carry over."""
+  def _with_acquisition(self, acquisition: str) -> ml_collections.ConfigDict:
+    """The config with another acquisition (checked; stored by the query that uses it)."""
     config = ml_collections.ConfigDict(self.config.to_dict())
     config.acquisition = acquisition
     if acquisition not in config.methods:
@@ -346,12 +425,7 @@ class Project:
     config_lib.check(config)
     from dal_jax import experiment
     experiment.build_method(config)  # unknown names and bad options fail here, before any write
-    self.meta["config"] = config_lib.resolved(config)
-    _write_json(self._file("project.json"), self.meta)
-    if os.path.exists(self._file("method_state.npz")):
-      os.remove(self._file("method_state.npz"))
-    self.config = config
-    self._say(f"acquisition is now {acquisition} (stored in project.json)")
+    return config
 
   def _rel(self, path: str) -> str:
     return os.path.relpath(path, os.getcwd())
@@ -390,28 +464,39 @@ class Project:
   # ---- ingest
 
   def ingest(self, file: str) -> dict[str, Any]:
-    """Reads answers (a CSV with ``id`` and ``label`` columns, or a Label Studio JSON export)
-    and appends them to the label log. Everything is checked first: an unknown ID or class, a
-    conflicting duplicate, an empty, non-UTF-8 or truncated file raises ``ValueError`` naming
-    the row or task, and the log is left as it was. ``skip`` / ``unsure`` answers (and tasks
-    skipped in Label Studio) send items back to the pool. Returns what changed."""
+    """Reads answers (a CSV with ``id`` and ``label`` columns, or a Label Studio JSON or CSV
+    export) and appends them to the label log. Everything is checked first: an unknown ID or
+    class, a conflicting duplicate, an empty, non-UTF-8 or truncated file raises ``ValueError``
+    naming the row or task, and nothing changes. ``skip`` / ``unsure`` answers (and tasks
+    skipped in Label Studio) send pending items back to the pool and withdraw the label of an
+    item labeled before (the history keeps it). The events, the round and the method's state
+    commit in one transaction. Returns what changed."""
     answers = read_answers(file, self.classes, set(self.pool.ids))
-    state_json = self._state()
-    pending = state_json["pending"]
+    meta = self.meta
+    pending = meta["pending"]
     pending_ids = set(pending["ids"]) if pending else set()
     current = self.labels()
-    round_now = state_json["round"]
+    round_now = meta["round"]
     acquired = round_now + 1 if pending and pending["round"] is not None else round_now
-    events, summary = [], {"new": 0, "relabeled": 0, "unchanged": 0, "skipped": 0, "extra": 0}
+    events = []
+    summary = {"new": 0, "relabeled": 0, "unchanged": 0, "skipped": 0, "withdrawn": 0,
+               "extra": 0}
     source = os.path.basename(file)
     for item_id, (answer, where) in answers.items():
+      old = current.get(item_id)
       if answer is None:  # skip / unsure
-        if item_id in pending_ids:
+        if old is not None:
+          events.append({"event": "withdraw", "id": item_id, "previous": old, "round": acquired,
+                         "reason": "skipped by the annotator", "source": source,
+                         "time": _now()})
+          summary["withdrawn"] += 1
+        elif item_id in pending_ids:
           events.append({"event": "skip", "id": item_id, "round": acquired, "source": source,
                          "time": _now()})
           summary["skipped"] += 1
+        else:
+          summary["unchanged"] += 1
         continue
-      old = current.get(item_id)
       if old == answer:
         summary["unchanged"] += 1
         continue
@@ -421,66 +506,78 @@ class Project:
       summary["new" if old is None else "relabeled"] += 1
       if item_id not in pending_ids and old is None:
         summary["extra"] += 1
-    answered = {e["id"] for e in events} | {i for i, (a, _) in answers.items()
-                                            if a is not None and current.get(i) == a}
+    answered = {i for i, _ in answers.items()}
     still = [i for i in (pending["ids"] if pending else []) if i not in answered]
-    if events:
-      self._append_events(events)
+    updates: dict[str, Any] = {}
+    blobs: dict[str, bytes] = {}
     if pending:
       if still:
-        pending["ids"] = still
+        updates["pending"] = dict(pending, ids=still)
       else:
         if pending["round"] is not None:
-          self._finish_round(state_json, pending)
-        state_json["pending"] = None
-      _write_json(self._file("state.json"), state_json)
+          after = dict(current)
+          for e in events:
+            if e["event"] in ("label", "relabel"):
+              after[e["id"]] = e["label"]
+            elif e["event"] == "withdraw":
+              after.pop(e["id"], None)
+          blob = self._after_answers(pending, after, events)
+          if blob is not None:
+            blobs["method_state"] = blob
+          updates["round"] = round_now + 1
+        updates["pending"] = None
+    if events or updates:
+      self.db.commit(meta=updates, events=events, blobs=blobs)
     summary["pending"] = len(still)
     self._say(f"{source}: {summary['new']} new labels ({summary['extra']} outside the pending "
               f"query), {summary['relabeled']} relabeled (history kept), {summary['skipped']} "
-              f"skipped (back in the pool), {summary['unchanged']} unchanged; {len(still)} "
-              "pending items unanswered")
+              f"skipped (back in the pool), {summary['withdrawn']} withdrawn, "
+              f"{summary['unchanged']} unchanged; {len(still)} pending items unanswered")
     return summary
 
-  def _finish_round(self, state_json, pending) -> None:
-    """The pending model query is answered: hooks see the answers, the round advances."""
+  def _after_answers(self, pending, labels: dict[str, str], events) -> bytes | None:
+    """The method's state once the pending model query is answered (its hooks see the
+    answers), or None for methods without such hooks."""
     model, method, _ = self._build()
     hooks = [h for h in method.hooks if h.after_answers is not None]
-    if hooks:
-      setup = loop_lib.make_setup(model, jnp.asarray(self.pool.x), len(self.classes), 10**9)
-      state = self._loop_state(method, setup, state_json)
-      labels = self.labels()
-      index = {i: n for n, i in enumerate(self.pool.ids)}
-      answered = [i for i in pending["all_ids"] if i in labels]
-      idx = np.array([index[i] for i in answered], np.int64)
-      ys = np.array([self.classes.index(labels[i]) for i in answered], np.int32)
-      methods = dict(state.methods)
-      for h in hooks:
-        methods[h.name] = h.after_answers(methods[h.name], idx, ys)
-      self._save_method_state(methods)
-    state_json["round"] += 1
+    if not hooks:
+      return None
+    state = self._loop_state(method, self._setup(model), self.meta["round"])
+    index = {i: n for n, i in enumerate(self.pool.ids)}
+    answered = [i for i in pending["all_ids"] if i in labels]
+    idx = np.array([index[i] for i in answered], np.int64)
+    ys = np.array([self.classes.index(labels[i]) for i in answered], np.int32)
+    methods = dict(state.methods)
+    for h in hooks:
+      methods[h.name] = h.after_answers(methods[h.name], idx, ys)
+    return self._method_blob(methods)
 
   # ---- status and export
 
   def status(self, *, folds: int = 5, plot: bool = True) -> dict[str, Any]:
-    """Labeled count, class histogram, the pending query and a cross-validated accuracy
-    estimate from the labels alone (``folds`` models on stacked folds); appends the estimate to
-    the history and plots the learning curve (``status.png``)."""
-    labels, state_json = self.labels(), self._state()
+    """Labeled count, class histogram, the pending query, what changed in the pool, and a
+    cross-validated accuracy estimate from the labels alone (``folds`` models on stacked
+    folds); appends the estimate to the history and plots the learning curve
+    (``status.png``)."""
+    pool = self.pool
+    labels, meta = self.labels(), self.meta
     hist = {c: 0 for c in self.classes}
     for c in labels.values():
       hist[c] += 1
-    out = {"pool": len(self.pool.ids), "labeled": len(labels), "classes": hist,
-           "round": state_json["round"],
-           "pending": len(state_json["pending"]["ids"]) if state_json["pending"] else 0,
+    changes = meta.get("pool_changes", [])
+    out = {"pool": len(pool.ids), "labeled": len(labels), "classes": hist,
+           "round": meta["round"],
+           "pending": len(meta["pending"]["ids"]) if meta["pending"] else 0,
+           "skipped_files": len(pool.skipped),
+           "pool_changes": changes[-1] if changes else None,
            "cv_accuracy": None}
     if len(labels) >= 2 * folds and sum(v > 0 for v in hist.values()) >= 2:
       out["cv_accuracy"] = self._cross_validate(labels, folds)
-      history = [h for h in state_json.get("history", []) if h["labeled"] != len(labels)]
-      state_json["history"] = history + [{"labeled": len(labels),
-                                          "cv_accuracy": out["cv_accuracy"], "time": _now()}]
-      _write_json(self._file("state.json"), state_json)
+      history = [h for h in meta.get("history", []) if h["labeled"] != len(labels)]
+      history += [{"labeled": len(labels), "cv_accuracy": out["cv_accuracy"], "time": _now()}]
+      self.db.commit(meta={"history": history})
       if plot:
-        out["plot"] = self._plot(state_json["history"])
+        out["plot"] = self._plot(history)
     return out
 
   def _cross_validate(self, labels: dict[str, str], folds: int) -> float:
@@ -517,8 +614,9 @@ class Project:
 
   def export(self) -> str:
     """Trains on every label, saves the model (orbax, ``export/model``) with ``export.json``,
-    and writes ``export/predictions.csv`` (every pool item's predicted class, its probability
-    and its label if known). Load it back with :func:`load_model`. Returns the folder."""
+    writes ``export/predictions.csv`` (every pool item's predicted class, its probability
+    and its label if known) and ``export/labels.jsonl`` (the label log, readable). Load it
+    back with :func:`load_model`. Returns the folder."""
     labels = self.labels()
     if not labels:
       raise ValueError("nothing is labeled yet: query and ingest first")
@@ -548,10 +646,14 @@ class Project:
       w.writerow([pool.ids[j], pool.paths[j], self.classes[int(p.argmax())], f"{p.max():.6f}",
                   labels.get(pool.ids[j], "")])
     atomic_write(os.path.join(out, "predictions.csv"), buf.getvalue().encode())
+    log = io.StringIO()
+    self.write_log(log)
+    atomic_write(os.path.join(out, "labels.jsonl"), log.getvalue().encode())
     self._say(f"exported the model and {len(pool.ids)} predictions to {self._rel(out)}")
     return out
 
   def close(self) -> None:
+    self.db.close()
     self.lock.release()
 
   def __enter__(self):
@@ -573,9 +675,11 @@ def _data_uri(image: np.ndarray) -> str:
 
 def label_config(classes: list[str]) -> str:
   """A Label Studio labeling config for a project's tasks (one choice per class)."""
-  choices = "\n".join(f'    <Choice value="{c}"/>' for c in classes)
-  return ('<View>\n  <Image name="image" value="$image"/>\n'
-          f'  <Choices name="label" toName="image" choice="single" showInline="true">\n'
+  from xml.sax.saxutils import quoteattr
+
+  choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
+  return (f'<View>\n  <Image name="image" value="$image"/>\n'
+          f'  <Choices name="{LABEL_CONTROL}" toName="image" choice="single" showInline="true">\n'
           f"{choices}\n  </Choices>\n</View>\n")
 
 
@@ -584,9 +688,10 @@ def label_config(classes: list[str]) -> str:
 
 def read_answers(path: str, classes: list[str], ids: set[str]
                  ) -> dict[str, tuple[str | None, str]]:
-  """``id -> (class or None for skip, where)`` from a CSV (``id``, ``label``) or a Label Studio
-  JSON export; rows without an answer are ignored. Raises ``ValueError`` naming the file and the
-  row / task for unknown IDs or classes, conflicting duplicates, or an unreadable file."""
+  """``id -> (class or None for skip, where)`` from a CSV (``id``, ``label``), a Label Studio
+  CSV export (``item_id``, ``label``) or a Label Studio JSON export; rows without an answer are
+  ignored. Raises ``ValueError`` naming the file and the row / task for unknown IDs or classes,
+  conflicting duplicates, or an unreadable file."""
   if not os.path.isfile(path):
     raise ValueError(f"answers file {path!r} does not exist")
   with open(path, "rb") as f:
@@ -621,14 +726,31 @@ def read_answers(path: str, classes: list[str], ids: set[str]
   return answers
 
 
+# Columns of Label Studio's CSV export besides the task's data and the control's answer.
+_LABEL_STUDIO_CSV = {"annotation_id", "annotator", "created_at", "updated_at", "lead_time"}
+
+
 def _csv_rows(path: str, text: str):
+  """``(where, id, answer)`` per row. The item's ID is the ``item_id`` column where there is
+  one (Label Studio's CSV export: its ``id`` column is Label Studio's task number), else
+  ``id``."""
   reader = csv.DictReader(io.StringIO(text))
-  if reader.fieldnames is None or not {"id", "label"} <= set(reader.fieldnames):
-    raise ValueError(f"{path}: answers need 'id' and 'label' columns; got {reader.fieldnames}")
+  fields = set(reader.fieldnames or [])
+  id_col = "item_id" if "item_id" in fields else "id"
+  if id_col not in fields or LABEL_CONTROL not in fields:
+    raise ValueError(f"{path}: answers need 'id' (or 'item_id') and 'label' columns; got "
+                     f"{reader.fieldnames}")
+  if id_col == "id" and fields & _LABEL_STUDIO_CSV:
+    raise ValueError(f"{path}: a Label Studio CSV export without an 'item_id' column: its 'id' "
+                     "column is Label Studio's task number, not the item's; import the tasks "
+                     "from a dal_jax query_NNN_tasks.json, or export JSON")
   for n, row in enumerate(reader, 2):
-    if row["id"] is None or row.get("label", "") is None:
+    values = [v for k, v in row.items() if k is not None]
+    if all(v is None or not str(v).strip() for v in values) and not row.get(None):
+      continue  # an empty row (spreadsheets add ",,," rows)
+    if row[id_col] is None or row.get(LABEL_CONTROL) is None:
       raise ValueError(f"{path}, row {n}: too few columns")
-    yield f"row {n}", row["id"], row["label"]
+    yield f"row {n}", row[id_col], row[LABEL_CONTROL]
 
 
 def _label_studio_rows(path: str, text: str):
@@ -647,8 +769,14 @@ def _label_studio_rows(path: str, text: str):
         "item_id" not in task["data"]):
       raise ValueError(f"{path}, {where}: no data.item_id (export tasks imported from a dal_jax "
                        "query_NNN_tasks.json)")
-    item_id = str(task["data"]["item_id"])
+    item_id = task["data"]["item_id"]
+    if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
+      raise ValueError(f"{path}, {where}: data.item_id must be a string, got "
+                       f"{json.dumps(item_id)}")
+    item_id = str(item_id)
     annotations = task.get("annotations") or []
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+      raise ValueError(f"{path}, {where}: 'annotations' must be a list of objects")
     done = [a for a in annotations if not a.get("was_cancelled")]
     if not done:
       if annotations or task.get("skipped"):  # skipped / cancelled in Label Studio
@@ -656,28 +784,37 @@ def _label_studio_rows(path: str, text: str):
       continue
     choices = set()
     for a in done:
-      for r in a.get("result") or []:
+      results = a.get("result") or []
+      if not isinstance(results, list):
+        raise ValueError(f"{path}, {where}: an annotation's 'result' must be a list")
+      for r in results:
+        if not isinstance(r, dict):
+          raise ValueError(f"{path}, {where}: an annotation result must be an object")
+        if r.get("from_name", LABEL_CONTROL) != LABEL_CONTROL:
+          continue  # another control of the labeling config (a quality flag, a comment)
         value = r.get("value") or {}
-        for c in value.get("choices") or []:
-          choices.add(c)
+        picked = value.get("choices") if isinstance(value, dict) else None
+        if picked is not None and (not isinstance(picked, list) or not all(
+            isinstance(c, str) for c in picked)):
+          raise ValueError(f"{path}, {where}: value.choices must be a list of class names")
+        choices.update(picked or [])
     if len(choices) > 1:
       raise ValueError(f"{path}, {where}: annotations disagree ({sorted(choices)}) on id "
                        f"{item_id!r}; resolve them in Label Studio first")
     yield where, item_id, (choices.pop() if choices else "skip")
 
 
-# ---- creating, opening, exported models
+# ---- creating, opening, migrating, exported models
 
 
 def create(path: str, *, pool: str, classes: list[str], config_file: str | None = None,
            overrides: dict[str, Any] | None = None, image_size: tuple[int, int] = (28, 28),
            channels: int = 1, labels_from_folders: bool = False, cold_start: str = "random",
            data_dir: str | None = None, progress: bool = True) -> Project:
-  """Creates a project directory (the config, the pool manifest, an empty label log) and opens
-  it. Raises ``ValueError`` if ``path`` already holds a project."""
+  """Creates a project directory (the config, the pool's items, an empty label log) and opens
+  it. Raises ``ValueError`` if ``path`` already holds a project or another process is creating
+  or using one there (the lock is taken before anything is checked or written)."""
   path = os.path.abspath(path)
-  if os.path.exists(os.path.join(path, "project.json")):
-    raise ValueError(f"{path} already holds a project; open it instead")
   classes = [c.strip() for c in classes if c.strip()]
   if len(classes) < 2 or len(set(classes)) != len(classes):
     raise ValueError(f"classes must be >= 2 distinct names, got {classes}")
@@ -686,45 +823,131 @@ def create(path: str, *, pool: str, classes: list[str], config_file: str | None 
     raise ValueError(f"{bad} are reserved answers (skip); choose other class names")
   if cold_start not in COLD_STARTS:
     raise ValueError(f"cold_start must be one of {COLD_STARTS}, got {cold_start!r}")
+  if os.path.exists(os.path.join(path, store_lib.DB_FILE)) or os.path.exists(
+      os.path.join(path, "project.json")):
+    raise ValueError(f"{path} already holds a project; open it instead")
   config = make_config(config_file, overrides)
-  loaded = pool_lib.load_pool(pool, image_size=tuple(image_size), channels=channels,
-                              class_names=classes, labels_from_folders=labels_from_folders,
-                              data_dir=data_dir, progress=progress)
   os.makedirs(path, exist_ok=True)
-  lock = workdir_lib.WorkdirLock(path)
+  lock = workdir_lib.WorkdirLock(path, what="project")
   try:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["position", "id", "path"])
-    for n, (i, p) in enumerate(zip(loaded.ids, loaded.paths)):
-      w.writerow([n, i, p])
-    atomic_write(os.path.join(path, "pool.csv"), buf.getvalue().encode())
-    events = [{"event": "label", "id": i, "label": c, "round": 0, "source": "pool",
-               "time": _now()} for i, c in sorted(loaded.known.items())]
-    atomic_write(os.path.join(path, "labels.jsonl"),
-                 b"".join((json.dumps(e, sort_keys=True) + "\n").encode() for e in events))
-    _write_json(os.path.join(path, "state.json"),
-                {"round": 0, "queries": 0, "pending": None, "history": []})
+    if os.path.exists(os.path.join(path, store_lib.DB_FILE)) or os.path.exists(
+        os.path.join(path, "project.json")):  # made by another `init` while this one started
+      raise ValueError(f"{path} already holds a project; open it instead")
+    loaded = pool_lib.load_pool(pool, image_size=tuple(image_size), channels=channels,
+                                class_names=classes, labels_from_folders=labels_from_folders,
+                                data_dir=data_dir, progress=progress)
     with open(os.path.join(path, "label_config.xml"), "w", encoding="utf-8") as f:
       f.write(label_config(classes))
-    _write_json(os.path.join(path, "project.json"), {
-        "version": PROJECT_VERSION, "classes": classes, "cold_start": cold_start,
-        "created": _now(), "config": config_lib.resolved(config),
+    events = [{"event": "label", "id": i, "label": c, "round": 0, "source": "pool",
+               "time": _now()} for i, c in sorted(loaded.known.items())]
+    store_lib.create(path, meta={
+        "classes": classes, "cold_start": cold_start, "created": _now(),
+        "config": config_lib.resolved(config),
         "pool": {"source": os.path.abspath(pool), "image_size": list(image_size),
                  "channels": channels, "labels_from_folders": labels_from_folders,
-                 "data_dir": data_dir, "items": len(loaded.ids),
-                 "skipped": [p for p, _ in loaded.skipped]}})
-  finally:
+                 "data_dir": data_dir},
+        "round": 0, "queries": 0, "pending": None, "history": [], "pool_changes": []},
+        items=list(zip(loaded.ids, loaded.paths, loaded.digests)), events=events)
+    if progress:
+      print(f"created {path}: {len(loaded.ids)} items ({len(loaded.known)} labeled), classes "
+            f"{', '.join(classes)}" + (f"; {len(loaded.skipped)} files skipped"
+                                       if loaded.skipped else ""), file=sys.stderr)
+    return Project(path, progress=progress, lock=lock)
+  except BaseException:
     lock.release()
-  if progress:
-    print(f"created {path}: {len(loaded.ids)} items ({len(loaded.known)} labeled), classes "
-          f"{', '.join(classes)}" + (f"; {len(loaded.skipped)} undecodable images skipped"
-                                     if loaded.skipped else ""), file=sys.stderr)
-  return Project(path, progress=progress)
+    raise
+
+
+def _migrate_v1(path: str, say) -> None:
+  """Moves a version-1 project (``project.json``, ``state.json``, ``labels.jsonl``,
+  ``pool.csv``, ``method_state.npz``) into ``project.db``. Every file is checked first, and the
+  files are cross-checked (a log that lacks the rounds ``state.json`` has completed is
+  refused); the old files move to ``PROJECT/v1/`` once the database is in place."""
+  def file(name):
+    return os.path.join(path, name)
+
+  meta = _read_json(file("project.json"), "project.json")
+  if not isinstance(meta, dict) or meta.get("version") != 1:
+    raise ValueError(f"{file('project.json')}: not a dal_jax project of version 1 (version "
+                     f"{meta.get('version') if isinstance(meta, dict) else None!r})")
+  for key, kind in (("classes", list), ("config", dict), ("pool", dict)):
+    if not isinstance(meta.get(key), kind):
+      raise ValueError(f"{file('project.json')}: {key!r} must be a JSON {kind.__name__}")
+  classes = meta["classes"]
+  state = _read_json(file("state.json"), "state.json")
+  if not isinstance(state, dict) or not all(isinstance(state.get(k), int) and state[k] >= 0
+                                            for k in ("round", "queries")):
+    raise ValueError(f"{file('state.json')}: needs integer 'round' and 'queries' >= 0")
+  pending = state.get("pending")
+  if pending is not None and not (isinstance(pending, dict) and isinstance(
+      pending.get("ids"), list) and isinstance(pending.get("query"), int)):
+    raise ValueError(f"{file('state.json')}: 'pending' must be null or a query with 'ids'")
+  try:
+    with open(file("pool.csv"), encoding="utf-8") as f:
+      items = [(r["id"], r["path"], "") for r in csv.DictReader(f)]
+  except (OSError, KeyError, UnicodeDecodeError, csv.Error) as e:
+    raise ValueError(f"{file('pool.csv')} cannot be read ({type(e).__name__}: {e})") from None
+  ids = {i for i, _, _ in items}
+  events = []
+  try:
+    with open(file("labels.jsonl"), encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"{file('labels.jsonl')} cannot be read ({e})") from None
+  for n, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      e = json.loads(line)
+    except json.JSONDecodeError:
+      raise ValueError(f"{file('labels.jsonl')}, line {n} is corrupt") from None
+    ok = (isinstance(e, dict) and e.get("event") in ("label", "relabel", "skip")
+          and e.get("id") in ids and isinstance(e.get("round"), int)
+          and (e["event"] == "skip" or e.get("label") in classes))
+    if not ok:
+      raise ValueError(f"{file('labels.jsonl')}, line {n}: not a label event of this project "
+                       "(event label/relabel/skip, a pool id, a round, a class)")
+    events.append(e)
+  last_round = max((e["round"] for e in events), default=0)
+  if last_round < state["round"] or (state["queries"] > (1 if pending else 0) and not events):
+    raise ValueError(f"{file('labels.jsonl')} holds answers up to round {last_round} but "
+                     f"{file('state.json')} has completed round {state['round']} after "
+                     f"{state['queries']} queries: the log was truncated or emptied; restore "
+                     "labels.jsonl from a backup (nothing was changed)")
+  blobs = {}
+  if os.path.exists(file("method_state.npz")):
+    with open(file("method_state.npz"), "rb") as f:
+      blob = f.read()
+    try:
+      with np.load(io.BytesIO(blob)) as z:
+        [z[k] for k in z.files]
+    except Exception as e:  # zipfile / numpy raise several types for damaged archives
+      raise ValueError(f"{file('method_state.npz')} is damaged ({type(e).__name__}); delete it "
+                       "to start the method's state afresh") from None
+    blobs["method_state"] = blob
+  if pending is not None:
+    pending = dict(pending, file=os.path.join("queries", os.path.basename(
+        str(pending.get("file", "")))), all_ids=pending.get("all_ids", pending["ids"]))
+  pool = {k: meta["pool"].get(k) for k in ("source", "image_size", "channels",
+                                           "labels_from_folders", "data_dir")}
+  store_lib.create(path, meta={
+      "classes": classes, "cold_start": meta.get("cold_start", "random"),
+      "created": meta.get("created", _now()), "config": meta["config"], "pool": pool,
+      "round": state["round"], "queries": state["queries"], "pending": pending,
+      "history": state.get("history", []), "pool_changes": [],
+      "migrated": {"from_version": 1, "time": _now()}}, items=items, events=events,
+      blobs=blobs)
+  os.makedirs(file("v1"), exist_ok=True)
+  for name in ("project.json", "state.json", "labels.jsonl", "pool.csv", "method_state.npz"):
+    if os.path.exists(file(name)):
+      os.replace(file(name), os.path.join(path, "v1", name))
+  say(f"migrated {path} to one database ({store_lib.DB_FILE}: {len(events)} label events, round "
+      f"{state['round']}); the old files are in {file('v1')}")
 
 
 def open_project(path: str, *, progress: bool = True) -> Project:
-  """Opens an existing project (refused while another process holds it)."""
+  """Opens an existing project (refused while another process holds it; a version-1 project is
+  migrated first)."""
   return Project(path, progress=progress)
 
 

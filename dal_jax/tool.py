@@ -5,6 +5,7 @@
   dal-jax ingest PROJECT FILE          # a CSV (id,label) or a Label Studio JSON export
   dal-jax status PROJECT
   dal-jax export PROJECT
+  dal-jax log PROJECT                  # the label log as JSON lines
 
 See :mod:`dal_jax.project` for what each step does and the files it writes.
 """
@@ -12,6 +13,7 @@ See :mod:`dal_jax.project` for what each step does and the files it writes.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -61,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
   export = sub.add_parser("export", help="train on every label; save the model and predictions")
   export.add_argument("project")
+
+  log = sub.add_parser("log", help="print the label log (every answer, withdrawal and skip) as "
+                       "JSON lines")
+  log.add_argument("project")
   return p
 
 
@@ -92,15 +98,23 @@ def _image_size(text: str) -> tuple[int, int]:
   return h, w
 
 
+INTERRUPTED = ("interrupted — the project is as it was before this command (its state commits "
+               "as a whole); run the command again")
+
+
 def run(argv: list[str]) -> int:
   args = _parser().parse_args(argv)
-  from absl import logging as absl_logging
+  try:
+    from absl import logging as absl_logging
 
-  absl_logging.set_verbosity(absl_logging.ERROR)  # tfds's notes on custom configs
-  if args.quiet:
-    import tensorflow_datasets as tfds
-    tfds.disable_progress_bar()
-  from dal_jax import project as project_lib
+    absl_logging.set_verbosity(absl_logging.ERROR)  # tfds's notes on custom configs
+    if args.quiet:
+      import tensorflow_datasets as tfds
+      tfds.disable_progress_bar()
+    from dal_jax import project as project_lib
+  except KeyboardInterrupt:
+    print("\n" + INTERRUPTED, file=sys.stderr)
+    return 130
 
   progress = not args.quiet
   try:
@@ -125,18 +139,36 @@ def run(argv: list[str]) -> int:
         print(json.dumps(p.status(), indent=1, sort_keys=True))
       elif args.command == "export":
         print(p.export())
+      elif args.command == "log":
+        p.write_log(sys.stdout)
     return 0
   except KeyboardInterrupt:
-    print("\ninterrupted — nothing was written by the interrupted step", file=sys.stderr)
+    print("\n" + INTERRUPTED, file=sys.stderr)
     return 130
   except (ValueError, OSError) as e:
     if args.debug:
       traceback.print_exc()
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {_one_line(e)}", file=sys.stderr)
     return 2
+  except Exception as e:  # a bug: still one line (the traceback with --debug)
+    if args.debug:
+      traceback.print_exc()
+    print(f"error: internal error ({type(e).__name__}: {_one_line(e)}); nothing was committed; "
+          "run with --debug for the traceback and report it", file=sys.stderr)
+    return 3
+
+
+def _one_line(e: BaseException) -> str:
+  text = str(e)
+  if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+    return f"no space left on the device ({e.filename or 'writing'}); nothing was committed"
+  return text.splitlines()[0] if text.strip() else type(e).__name__
 
 
 def main() -> None:
+  from dal_jax import _signals
+
+  _signals.exit_on_ctrl_c(INTERRUPTED)
   sys.exit(run(sys.argv[1:]))
 
 

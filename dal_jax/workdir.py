@@ -39,7 +39,7 @@ class WorkdirLock:
   """An exclusive ``flock`` on ``workdir/.lock`` for the life of the process (released by the
   kernel when the process dies, SIGKILL included)."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, *, what: str = "workdir"):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, ".lock")
     self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -50,8 +50,9 @@ class WorkdirLock:
         raise
       holder = os.pread(self.fd, 4096, 0).decode(errors="replace").strip() or "unknown"
       os.close(self.fd)
-      raise ValueError(f"workdir {workdir!r} is in use by another dal_jax process ({holder}); "
-                       "wait for it to finish or use another --workdir") from None
+      other = "use another --workdir" if what == "workdir" else f"use another {what}"
+      raise ValueError(f"{what} {workdir!r} is in use by another dal_jax process ({holder}); "
+                       f"wait for it to finish or {other}") from None
     os.ftruncate(self.fd, 0)
     os.pwrite(self.fd, (f"pid {os.getpid()} on {socket.gethostname()}, started "
                         f"{datetime.datetime.now().isoformat(timespec='seconds')}: "

@@ -1,6 +1,7 @@
 """Label your own data: pools of images / arrays / manifests, the project API and `dal-jax`."""
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -110,8 +111,11 @@ def _project(tmp_path, images, **kw):
 
 
 def _log(p):
-  with open(os.path.join(p.path, "labels.jsonl"), "rb") as f:
-    return f.read()
+  """Everything a project has committed: its log, settings and state, the method's state."""
+  import sqlite3
+  with sqlite3.connect(os.path.join(p.path, "project.db")) as db:
+    return [list(db.execute(f"SELECT * FROM {t} ORDER BY 1")) for t in
+            ("meta", "items", "events", "blobs")]
 
 
 def _write(path, data):
@@ -138,7 +142,7 @@ def test_bad_answer_files_are_refused_and_the_log_is_unchanged(tmp_path, images)
       "not utf-8": (b"id,label\n\xff\xfe\xfa,coat\n", "not UTF-8"),
       "truncated json": (b'[{"id": 1, "data": {"item_id": "x"}, "annotations": [{"res',
                          "not valid JSON .*truncated export"),
-      "no columns": (b"name,klass\na,b\n", "need 'id' and 'label' columns"),
+      "no columns": (b"name,klass\na,b\n", r"need 'id' \(or 'item_id'\) and 'label' columns"),
   }
   for name, (content, match) in cases.items():
     path = _write(tmp_path / f"{name.replace(' ', '_')}.{'json' if 'json' in name else 'csv'}",
@@ -160,13 +164,13 @@ def test_ingest_is_idempotent_keeps_history_and_returns_skips_to_the_pool(tmp_pa
       + f"{rows[4]},skip\n{rows[5]},\n{outside},{truth[outside]}\n").encode())
   s = p.ingest(path)
   assert s == {"new": 5, "extra": 1, "relabeled": 0, "skipped": 1, "unchanged": 0,
-               "pending": 1}
+               "withdrawn": 0, "pending": 1}
   log = _log(p)
   assert p.ingest(path)["new"] == 0 and _log(p) == log  # the same file again: nothing changes
   # Relabeling keeps the old answer in the log; the current label is the new one.
   wrong = next(c for c in CLASSES if c != truth[rows[0]])
   p.ingest(_write(tmp_path / "b.csv", f"id,label\n{rows[0]},{wrong}\n{rows[5]},unsure\n".encode()))
-  assert _log(p).startswith(log)  # appended, never rewritten
+  assert _log(p)[2][:len(log[2])] == log[2]  # appended, never rewritten
   history = [e for e in p.events() if e["id"] == rows[0]]
   assert [e["label"] for e in history] == [truth[rows[0]], wrong]
   assert p.labels()[rows[0]] == wrong
@@ -177,21 +181,58 @@ def test_ingest_is_idempotent_keeps_history_and_returns_skips_to_the_pool(tmp_pa
   p.close()
 
 
-def test_a_crash_while_ingesting_leaves_the_previous_state(tmp_path, images, monkeypatch):
-  p, truth = _project(tmp_path, images)
-  q = p.query(5)
-  before, state = _log(p), open(os.path.join(p.path, "state.json"), "rb").read()
+class _FailingDb:
+  """A connection that fails at its ``n``-th statement (the write boundaries of a commit)."""
 
-  def crash(src, dst):
-    raise OSError("disk full (simulated)")
+  def __init__(self, conn, n):
+    self.conn, self.n = conn, n
 
-  monkeypatch.setattr(os, "replace", crash)
-  with pytest.raises(OSError, match="simulated"):
-    p.ingest(answer(q, truth, tmp_path / "a.csv"))
-  monkeypatch.undo()
-  assert _log(p) == before
-  assert open(os.path.join(p.path, "state.json"), "rb").read() == state
-  assert p.ingest(str(tmp_path / "a.csv"))["new"] == 5  # and it can simply be run again
+  def execute(self, *args):
+    self.n -= 1
+    if self.n == 0:
+      raise OSError("disk full (simulated)")
+    return self.conn.execute(*args)
+
+  def executemany(self, *args):
+    return self.execute(*args) if self.n == 1 else self.conn.executemany(*args)
+
+  def __getattr__(self, name):
+    return getattr(self.conn, name)
+
+
+def test_a_failure_at_any_write_of_ingest_or_query_leaves_the_previous_state(tmp_path, images):
+  p, truth = _project(tmp_path, images, acquisition="dal", **{"methods.dal.steps": 5})
+  p.ingest(answer(p.query(6), truth, tmp_path / "a.csv"))
+  conn = p.db.conn
+  before = _log(p)
+  query = None
+  for n in range(1, 30):  # fail each statement of the query's commit in turn
+    p.db.conn = _FailingDb(conn, n)
+    try:
+      query = p.query(4)
+      break
+    except OSError:
+      assert _log(p) == before, n
+  assert n > 3 and query is not None  # the loop reached a commit that went through
+  p.db.conn = conn
+  first = open(query, encoding="utf-8").read()
+  after_query = _log(p)
+  assert after_query != before
+  # The same query, had it been interrupted: the same batch from the same stored method state.
+  p.db.commit(meta={"pending": None, "queries": 1}, blobs={"method_state": dict(before[3]).get(
+      "method_state")})
+  assert open(p.query(4), encoding="utf-8").read() == first
+  ans = answer(query, truth, tmp_path / "b.csv")
+  mid = _log(p)
+  for n in range(1, 30):
+    p.db.conn = _FailingDb(conn, n)
+    try:
+      p.ingest(ans)
+      break
+    except OSError:
+      assert _log(p) == mid, n
+  p.db.conn = conn
+  assert p.meta["round"] == 1 and p.meta["pending"] is None and len(p.labels()) == 10
   p.close()
 
 
@@ -289,20 +330,19 @@ def test_switching_the_acquisition_is_stored_and_starts_a_fresh_method_state(tmp
   p, truth = _project(tmp_path, images)
   p.ingest(answer(p.query(10), truth, tmp_path / "a.csv"))
   p.ingest(answer(p.query(4, acquisition="dal"), truth, tmp_path / "b.csv"))
-  assert os.path.exists(os.path.join(p.path, "method_state.npz"))  # DAL's classifier
+  assert p.db.blob("method_state") is not None  # DAL's classifier
   p.close()
   with project_lib.open_project(p.path, progress=False) as again:
     assert again.config.acquisition == "dal"
     again.ingest(answer(again.query(4), truth, tmp_path / "c.csv"))  # still DAL, warm state
-    with np.load(os.path.join(p.path, "method_state.npz")) as z:
+    with np.load(io.BytesIO(again.db.blob("method_state"))) as z:
       assert len(z.files) > 0
     again.query(4, acquisition="margin")
-    with np.load(os.path.join(p.path, "method_state.npz")) as z:
+    with np.load(io.BytesIO(again.db.blob("method_state"))) as z:
       assert z.files == []  # margin's own (empty) state, not DAL's networks
     with pytest.raises(ValueError, match="unknown method 'nope'"):
-      again._switch_acquisition("nope")
-  meta = json.load(open(os.path.join(p.path, "project.json"), encoding="utf-8"))
-  assert meta["config"]["acquisition"] == "margin"
+      again._with_acquisition("nope")
+    assert again.meta["config"]["acquisition"] == "margin"
 
 
 def test_typiclust_cold_start_picks_the_first_query(tmp_path, images):

@@ -108,7 +108,7 @@ def test_project_api_example_runs(tmp_path, monkeypatch):
   monkeypatch.syspath_prepend(REPO)
   scope = {}
   exec(compile(_example("project-api", "python"), "README project example", "exec"), scope)  # noqa: S102
-  labels = [line for line in (tmp_path / "shirts_nb" / "labels.jsonl").read_text().splitlines()]
+  labels = (tmp_path / "shirts_nb" / "export" / "labels.jsonl").read_text().splitlines()
   assert len(labels) == 40
   names, probs = scope["model"].predict(["shop/images/shoot_0/day_0/img_0000.png"])
   assert names[0] in scope["fashion_folder"].CLASSES and probs.shape == (1, 10)
