@@ -192,10 +192,12 @@ RESUMABLE_FIELDS = ("progress", "num_devices", "distributed", "checkpoints_to_ke
 
 
 def model_options(name: str) -> dict[str, Any]:
-  """A built-in model's keyword options with their defaults."""
+  """A registered model's keyword options with their defaults (a built-in model's from its
+  class; a model registered from user code, from its factory's keyword-only arguments)."""
   cls = {"mlp": models_lib.MLP, "gal_cnn": models_lib.GalCNN,
-         "resnet18": models_lib.ResNet18}[name]
-  return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+         "resnet18": models_lib.ResNet18}.get(name)
+  fn = cls.__init__ if cls is not None else models_lib.MODELS[name]
+  return {p.name: p.default for p in inspect.signature(fn).parameters.values()
           if p.kind == p.KEYWORD_ONLY and p.name != "rngs" and p.default is not p.empty}
 
 
@@ -285,6 +287,15 @@ def check(config) -> None:
     _check_field(f"train.{name}", field, config.train[name])
   if config.model not in models_lib.MODELS:
     raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
+  options = plain(config.models.get(config.model, {})) if "models" in config else {}
+  if not isinstance(options, dict):
+    raise ValueError(f"config.models.{config.model} must hold the model's options")
+  unknown = sorted(set(options) - set(model_options(config.model)))
+  if unknown:
+    raise ValueError(f"model {config.model!r} has no options {unknown}; valid: "
+                     f"{sorted(model_options(config.model))}")
+  models_lib.check_options(config.model, {k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in options.items()})
   acq_lib.get_selector(resolved_selector(config.selector, config.acquisition)
                        if config.acquisition in methods_lib.names() else "top_k", config.beta)
   if 0 < config.pool_subsample < config.query_size:

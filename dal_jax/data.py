@@ -111,7 +111,7 @@ def _load_tfds(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
     directory = _prepared_dir(name, data_dir)
     if directory is None:
       raise ValueError(f"unknown dataset {name!r}: not one of {sorted(BUILTIN_DATASETS)} or "
-                       f"'idx:<dir>', not a tfds builder ({e}), and not a prepared dataset "
+                       f"'idx:<dir>', not a tfds builder ({type(e).__name__}), and not a prepared dataset "
                        f"directory under data_dir={data_dir!r}") from e
     builder = tfds.builder_from_directory(directory)  # prepared files, builder code not needed
   if not builder.is_prepared():

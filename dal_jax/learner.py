@@ -251,13 +251,14 @@ class Learner(NamedTuple):
     done_steps = 0
     while done_steps < config.max_steps and active.any():
       new_states, losses = states, []
-      for _ in range(chunk):
+      this = min(chunk, config.max_steps - done_steps)  # max_steps is an upper bound
+      for _ in range(this):
         new_states, metrics = _stacked_step(new_states, data_keys, x, y, p, pu,
                                             train_step=step_fn, batch_size=config.batch_size,
                                             mesh=mesh, layout=layout,
                                             unlabeled_batch_size=u_batch)
         losses.append(metrics["loss"])
-      done_steps += chunk
+      done_steps += this
       act = jnp.asarray(active)
       states = _select(act, new_states, states)
       chunk_loss = jnp.mean(jnp.stack(losses), axis=0)

@@ -289,12 +289,52 @@ MODELS: dict[str, Callable[..., Model]] = {
 }
 
 
+def _rate(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0
+
+
+def _count(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _counts(v, length=None) -> bool:
+  return (isinstance(v, (tuple, list)) and len(v) >= 1 and all(_count(x) for x in v)
+          and (length is None or len(v) == length))
+
+
+# What each built-in model's options allow: (check, what is allowed).
+OPTION_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "mlp": {"hidden": (_counts, "a non-empty tuple of layer widths >= 1"),
+            "dropout": (_rate, "a dropout rate in [0, 1)")},
+    "gal_cnn": {"filters": (_count, "an integer >= 1"), "hidden": (_count, "an integer >= 1"),
+                "dropout": (lambda v: isinstance(v, (tuple, list)) and len(v) == 2
+                            and all(_rate(x) for x in v),
+                            "two dropout rates in [0, 1): (after the convolutions, before the "
+                            "head)"),
+                "conv_dropout": (_rate, "a dropout rate in [0, 1)"),
+                "fold_masks": (lambda v: isinstance(v, bool), "True or False")},
+    "resnet18": {"width": (_count, "an integer >= 1"),
+                 "blocks": (lambda v: _counts(v, 4), "four block counts >= 1"),
+                 "dropout": (_rate, "a dropout rate in [0, 1)")},
+}
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+  """Raises ``ValueError`` naming the first option of a built-in model outside its range."""
+  for key, value in options.items():
+    check = OPTION_CHECKS.get(name, {}).get(key)
+    if check is not None and not check[0](value):
+      raise ValueError(f"config.models.{name}.{key}={value!r} is not allowed: expected "
+                       f"{check[1]}")
+
+
 def get_model(name: str, input_shape, num_classes: int, **kwargs) -> Model:
   """Builds a registered model by name (see :func:`_get_model`); the same arguments give the
   same :class:`Model` object, so compiled programs are reused across runs in one process."""
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  check_options(name, kwargs)
   try:
     return _get_model(name, tuple(int(s) for s in input_shape), int(num_classes),
                       tuple(sorted(kwargs.items())))

@@ -464,7 +464,8 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
   chunk = max(1, min(config.eval_every, config.max_steps))
   while int(state.step) < config.max_steps:
     state, m = train_steps(state, data_key, x, y, weights, train_step=step_fn,
-                           num_steps=chunk, batch_size=config.batch_size,
+                           num_steps=min(chunk, config.max_steps - int(state.step)),
+                           batch_size=config.batch_size,
                            unlabeled_weights=u_weights, unlabeled_batch_size=u_batch)
     loss = float(m["loss"])
     if not np.isfinite(loss):

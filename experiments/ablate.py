@@ -160,5 +160,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.import_modules(sys.argv)
-  app.run(main)
+  cli.run_app(main)

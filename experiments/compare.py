@@ -163,5 +163,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.import_modules(sys.argv)
-  app.run(main)
+  cli.run_app(main)

@@ -311,6 +311,8 @@ def checked_select(acq: Acquisition, state, outputs, *, key, k: int, where=None)
   range, none outside ``where``. A broken contract raises naming the acquisition."""
   k = _scores.count(k)
   indices, state = acq.select(state, outputs, key=key, k=k, where=where)
+  if isinstance(indices, jax.core.Tracer) or isinstance(where, jax.core.Tracer):
+    return indices, state  # under jit: checked by shape only (-1 marks unfillable slots)
   idx = np.asarray(indices)
   n = None if where is None else int(np.shape(where)[0])
   bad = (idx.shape != (k,) or len(set(idx.tolist())) != k or (idx < 0).any()

@@ -25,7 +25,14 @@ def _is_concrete(x) -> bool:
 
 
 def count(k, name: str = "k", minimum: int = 1) -> int:
-  """``k`` as a Python int (NumPy integers accepted); anything else, or ``k < minimum``, raises."""
+  """``k`` as a Python int (NumPy integers and concrete 0-d integer JAX arrays accepted);
+  anything else, or ``k < minimum``, raises. ``k`` fixes an output shape, so a traced value is
+  refused (pass it as a static argument of ``jit``)."""
+  if isinstance(k, jax.core.Tracer):
+    raise ValueError(f"{name} must be a static integer >= {minimum} (it fixes the output "
+                     "shape), got a traced value; pass it as a static argument of jit")
+  if isinstance(k, jax.Array) and k.ndim == 0 and jnp.issubdtype(k.dtype, jnp.integer):
+    k = int(k)
   if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
     raise ValueError(f"{name} must be an integer >= {minimum}, got {k!r} ({type(k).__name__})")
   if k < minimum:

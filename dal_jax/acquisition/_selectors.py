@@ -56,13 +56,22 @@ def top_k(scores: ArrayLike, k: int) -> jax.Array:
     k: number of points to select (static).
 
   Returns:
-    ``[k]`` int32 pool indices, distinct, in decreasing score order.
+    ``[k]`` int32 pool indices, distinct, in decreasing score order. Under ``jit`` (scores not
+    known when tracing) slots that no candidate can fill are -1, never a masked point.
 
   Raises:
     ValueError: if k exceeds the number of candidates, or scores are not ``[N]`` / contain NaN.
   """
   scores = _validate(scores, k)
-  return jax.lax.top_k(scores, count(k))[1]
+  values, idx = jax.lax.top_k(scores, count(k))
+  return _no_masked(values, idx)
+
+
+def _no_masked(values: jax.Array, idx: jax.Array) -> jax.Array:
+  # Outside jit a k larger than the candidates is refused (``_validate``); under jit the scores
+  # are unknown until run time, and the slots no candidate fills hold -1 rather than a masked
+  # (already labeled) point.
+  return jnp.where(values > -jnp.inf, idx, -1)
 
 
 _ZERO_WEIGHT_FLOOR = -1e30
@@ -75,7 +84,7 @@ def _gumbel_top_k(key: jax.Array, log_weights: jax.Array, candidates: jax.Array,
   g = jax.random.gumbel(key, log_weights.shape, dtype=log_weights.dtype)
   log_weights = jnp.clip(log_weights, _ZERO_WEIGHT_FLOOR, -_ZERO_WEIGHT_FLOOR)
   perturbed = jnp.where(candidates, log_weights + g, -jnp.inf)
-  return jax.lax.top_k(perturbed, k)[1]
+  return _no_masked(*jax.lax.top_k(perturbed, k))
 
 
 def power_log_weights(scores: jax.Array, beta: float) -> jax.Array:
