@@ -745,8 +745,8 @@ def _csv_rows(path: str, text: str):
                      "column is Label Studio's task number, not the item's; import the tasks "
                      "from a dal_jax query_NNN_tasks.json, or export JSON")
   for n, row in enumerate(reader, 2):
-    values = [v for k, v in row.items() if k is not None]
-    if all(v is None or not str(v).strip() for v in values) and not row.get(None):
+    values = [v for k, v in row.items() if k is not None] + list(row.get(None) or [])
+    if all(v is None or not str(v).strip() for v in values):
       continue  # an empty row (spreadsheets add ",,," rows)
     if row[id_col] is None or row.get(LABEL_CONTROL) is None:
       raise ValueError(f"{path}, row {n}: too few columns")
