@@ -497,3 +497,39 @@ def test_max_steps_is_an_upper_bound():
   stacked = learner_lib.Learner(model=m, config=cfg).fit(
       x, y, jnp.asarray(np.arange(40)[None] < 20), keys=jax.random.split(jax.random.key(0), 1))
   assert stacked.steps.tolist() == [30]
+
+
+def test_bad_pool_arrays_manifests_and_caches_are_one_line(tmp_path):
+  x = np.zeros((4, 5, 5), np.uint8)
+  cases = {
+      "float labels": (dict(x=x, y=np.array([0.0, 1.0, -1.0, 2.0])), "labels must be integer"),
+      "nan labels": (dict(x=x, y=np.array([0, np.nan, 1, 2])), "labels must be integer"),
+      "string labels": (dict(x=x, y=np.array(["a", "b", "c", "a"])), "labels must be integer"),
+      "int16 images": (dict(x=x.astype(np.int16)), "integer pool arrays must be uint8"),
+  }
+  for name, (arrays, match) in cases.items():
+    path = tmp_path / f"{name.replace(' ', '_')}.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=match) as err:
+      pool_lib.load_pool(str(path), class_names=CLASSES)
+    assert str(path) in str(err.value) and "\n" not in str(err.value), name
+  np.save(tmp_path / "empty.npy", np.zeros((0,), np.uint8))
+  with pytest.raises(ValueError, match=r"empty.npy: pool arrays must be \[N, H, W\]"):
+    pool_lib.load_pool(str(tmp_path / "empty.npy"))
+  (tmp_path / "m.jsonl").write_text(json.dumps({"path": 7}) + "\n")
+  with pytest.raises(ValueError, match=r"m.jsonl, line 1: 'path' must be a string, got 7"):
+    pool_lib.load_pool(str(tmp_path / "m.jsonl"))
+  # A damaged decoded-pool cache is named (and decoding again is one deletion away).
+  root = tmp_path / "imgs"
+  for n in range(3):
+    _png(str(root / f"{n}.png"), 50 * n)
+  pool_lib.load_pool(str(root), image_size=(6, 6), data_dir=str(tmp_path / "tfds"),
+                     progress=False)
+  for dirpath, _, files in os.walk(tmp_path / "tfds"):
+    for f in files:
+      if ".array_record" in f:
+        with open(os.path.join(dirpath, f), "r+b") as fh:
+          fh.truncate(10)
+  with pytest.raises(ValueError, match="decoded-pool cache .* is damaged"):
+    pool_lib.load_pool(str(root), image_size=(6, 6), data_dir=str(tmp_path / "tfds"),
+                       progress=False)
