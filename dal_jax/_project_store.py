@@ -101,7 +101,11 @@ class Store:
              blobs: dict[str, bytes | None] | None = None,
              items: list[tuple[str, str, str]] | None = None) -> None:
     """Writes everything given in one transaction (all of it, or nothing on any error)."""
-    _write(self.conn, meta=meta, events=events, blobs=blobs, items=items)
+    try:
+      _write(self.conn, meta=meta, events=events, blobs=blobs, items=items)
+    except sqlite3.Error as e:  # a full disk, a read-only folder, a damaged file
+      raise ValueError(f"{self.path}: the change could not be committed ({e}); nothing was "
+                       "changed") from None
 
   def close(self) -> None:
     self.conn.close()
@@ -126,7 +130,8 @@ def _write(conn, *, meta=None, events=(), blobs=None, items=None) -> None:
                        [(n, *item) for n, item in enumerate(items)])
     conn.execute("COMMIT")
   except BaseException:
-    conn.execute("ROLLBACK")
+    if conn.in_transaction:
+      conn.execute("ROLLBACK")
     raise
 
 
@@ -138,14 +143,21 @@ def create(project_dir: str, *, meta: dict[str, Any], items: list[tuple[str, str
   tmp = f"{final}.tmp.{os.getpid()}"
   if os.path.exists(tmp):
     os.remove(tmp)
-  conn = _connect(tmp)
   try:
-    conn.executescript(_TABLES)
-    conn.execute(f"PRAGMA user_version = {SCHEMA}")
-    _write(conn, meta=meta, events=events, blobs=blobs, items=items)
-  finally:
-    conn.close()
-  os.replace(tmp, final)
+    conn = _connect(tmp)
+    try:
+      conn.executescript(_TABLES)
+      conn.execute(f"PRAGMA user_version = {SCHEMA}")
+      _write(conn, meta=meta, events=events, blobs=blobs, items=items)
+    finally:
+      conn.close()
+    os.replace(tmp, final)
+  except (sqlite3.Error, OSError) as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if isinstance(e, OSError):
+      raise
+    raise ValueError(f"{final} could not be written ({e}); nothing was created") from None
   fd = os.open(project_dir, os.O_RDONLY)
   try:
     os.fsync(fd)

@@ -11,7 +11,7 @@ from typing import Callable
 
 from absl import flags
 
-from dal_jax import _signals
+from dal_jax import _commandline
 from dal_jax import config as config_lib
 
 IMPORT = flags.DEFINE_multi_string(
@@ -27,7 +27,7 @@ def import_modules(argv: list[str]) -> None:
   """Imports ``--import=module`` modules before flags are parsed, so what they register (and
   the config options of their methods) exists when the config file is read. From here on,
   Ctrl-C prints the resume line and exits at once (:mod:`dal_jax._signals`)."""
-  _signals.exit_on_ctrl_c(RESUME)
+  _commandline.exit_on_ctrl_c(RESUME)
   for i, arg in enumerate(argv):
     name = None
     if arg.startswith("--import="):
@@ -65,7 +65,9 @@ def guarded(main: Callable[[], None]) -> None:
   to resume (at once, as a kill would: every round is checkpointed and the same command resumes
   exactly; letting the interpreter shut down under running JAX, orbax or worker threads
   crashed)."""
-  _signals.exit_on_ctrl_c(RESUME)
+  _commandline.exit_on_ctrl_c(RESUME)
+  if not DEBUG.value:
+    _commandline.quiet_library_logs()
   try:
     main()
   except KeyboardInterrupt:  # raised before the handler was installed
@@ -75,5 +77,5 @@ def guarded(main: Callable[[], None]) -> None:
   except (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError) as e:
     if DEBUG.value:
       traceback.print_exc()
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {_commandline.one_line(e)}", file=sys.stderr)
     sys.exit(2)

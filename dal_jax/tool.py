@@ -13,11 +13,12 @@ See :mod:`dal_jax.project` for what each step does and the files it writes.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
 import traceback
+
+from dal_jax import _commandline
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -107,7 +108,7 @@ def run(argv: list[str]) -> int:
   try:
     from absl import logging as absl_logging
 
-    absl_logging.set_verbosity(absl_logging.ERROR)  # tfds's notes on custom configs
+    absl_logging.set_verbosity(absl_logging.WARNING if args.debug else absl_logging.FATAL)
     if args.quiet:
       import tensorflow_datasets as tfds
       tfds.disable_progress_bar()
@@ -148,27 +149,18 @@ def run(argv: list[str]) -> int:
   except (ValueError, OSError) as e:
     if args.debug:
       traceback.print_exc()
-    print(f"error: {_one_line(e)}", file=sys.stderr)
+    print(f"error: {_commandline.one_line(e)}", file=sys.stderr)
     return 2
   except Exception as e:  # a bug: still one line (the traceback with --debug)
     if args.debug:
       traceback.print_exc()
-    print(f"error: internal error ({type(e).__name__}: {_one_line(e)}); nothing was committed; "
-          "run with --debug for the traceback and report it", file=sys.stderr)
+    print(f"error: internal error ({type(e).__name__}: {_commandline.one_line(e)}); nothing "
+          "was committed; run with --debug for the traceback and report it", file=sys.stderr)
     return 3
 
 
-def _one_line(e: BaseException) -> str:
-  text = str(e)
-  if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-    return f"no space left on the device ({e.filename or 'writing'}); nothing was committed"
-  return text.splitlines()[0] if text.strip() else type(e).__name__
-
-
 def main() -> None:
-  from dal_jax import _signals
-
-  _signals.exit_on_ctrl_c(INTERRUPTED)
+  _commandline.exit_on_ctrl_c(INTERRUPTED)
   sys.exit(run(sys.argv[1:]))
 
 

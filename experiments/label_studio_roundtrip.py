@@ -9,7 +9,11 @@ Not part of the test suite (it installs and runs another program). It
 3. starts Label Studio on localhost, creates a project with the class names through its HTTP API,
    imports ``query_NNN_tasks.json``, submits one annotation per task as an annotator would (one
    task is skipped), exports the project as JSON,
-4. ingests the export and checks the label log holds exactly the submitted answers.
+4. ingests the export and checks the label log holds exactly the submitted answers; the
+   labeling config carries a second ``<Choices>`` control (a quality flag) that every annotation
+   also answers, and is not read as a class;
+5. exports the same project as Label Studio CSV (its ``id`` column is Label Studio's task number,
+   ``item_id`` the item's) and ingests it: every label must be the same item's same label.
 
 Usage::
 
@@ -49,12 +53,17 @@ def ensure_venv(venv: str) -> str:
   return version
 
 
-def http(method: str, url: str, body=None):
+def http(method: str, url: str, body=None, *, raw: bool = False):
   data = None if body is None else json.dumps(body).encode()
   req = urllib.request.Request(url, data=data, method=method, headers={
       "Authorization": f"Token {TOKEN}", "Content-Type": "application/json"})
   with urllib.request.urlopen(req, timeout=120) as r:
-    return json.loads(r.read() or b"null")
+    body = r.read()
+  return body if raw else json.loads(body or b"null")
+
+
+QUALITY = ('  <Choices name="quality" toName="image" choice="single">\n'
+           '    <Choice value="blurry"/>\n    <Choice value="sharp"/>\n  </Choices>\n</View>')
 
 
 def wait_up(base: str, proc, timeout: float = 300) -> None:
@@ -105,7 +114,8 @@ def main() -> int:
   try:
     wait_up(base, proc)
     ls_project = http("POST", base + "/api/projects", {
-        "title": "dal_jax round trip", "label_config": project_lib.label_config(CLASSES)})
+        "title": "dal_jax round trip",
+        "label_config": project_lib.label_config(CLASSES).replace("</View>", QUALITY)})
     pid = ls_project["id"]
     imported = http("POST", f"{base}/api/projects/{pid}/import", tasks)
     result["imported"] = imported.get("task_count")
@@ -118,9 +128,11 @@ def main() -> int:
         http("POST", f"{base}/api/tasks/{t['id']}/annotations",
              {"result": [], "was_cancelled": True})
         continue
-      http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": [{
-          "from_name": "label", "to_name": "image", "type": "choices",
-          "value": {"choices": [truth[item]]}}]})
+      http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": [
+          {"from_name": "label", "to_name": "image", "type": "choices",
+           "value": {"choices": [truth[item]]}},
+          {"from_name": "quality", "to_name": "image", "type": "choices",
+           "value": {"choices": ["blurry" if n % 2 else "sharp"]}}]})
       submitted[item] = truth[item]
     export = http("GET", f"{base}/api/projects/{pid}/export?exportType=JSON")
     export_path = os.path.join(work, "label_studio_export.json")
@@ -128,10 +140,19 @@ def main() -> int:
       json.dump(export, f)
     summary = p.ingest(export_path)
     labels = p.labels()
-    result.update(summary=summary, submitted=len(submitted),
-                  ok=all(labels.get(i) == c for i, c in submitted.items())
-                  and summary["new"] == len(submitted) and summary["skipped"] == 1
-                  and summary["pending"] == 0)
+    json_ok = (all(labels.get(i) == c for i, c in submitted.items())
+               and summary["new"] == len(submitted) and summary["skipped"] == 1
+               and summary["pending"] == 0)
+    csv_export = http("GET", f"{base}/api/projects/{pid}/export?exportType=CSV", raw=True)
+    csv_path = os.path.join(work, "label_studio_export.csv")
+    with open(csv_path, "wb") as f:
+      f.write(csv_export)
+    result["csv_columns"] = csv_export.decode().splitlines()[0]
+    csv_summary = p.ingest(csv_path)
+    csv_ok = (p.labels() == labels and csv_summary["new"] == 0
+              and csv_summary["relabeled"] == 0 and csv_summary["unchanged"] >= len(submitted))
+    result.update(summary=summary, csv_summary=csv_summary, submitted=len(submitted),
+                  json_ok=json_ok, csv_ok=csv_ok, ok=json_ok and csv_ok)
   finally:
     proc.terminate()
     try:

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -397,8 +396,7 @@ def test_ctrl_c_during_a_query_exits_at_once_and_changes_nothing(tmp_path):
       line = proc.stderr.readline()
       assert line, seen.decode(errors="replace")
       seen += line
-    time.sleep(0.2)  # into the training steps
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # training is running (10**6 steps): the query is not done
     _, err = proc.communicate(timeout=120)
     err = err.decode()
     assert proc.returncode == 130, err
@@ -533,3 +531,38 @@ def test_bad_pool_arrays_manifests_and_caches_are_one_line(tmp_path):
   with pytest.raises(ValueError, match="decoded-pool cache .* is damaged"):
     pool_lib.load_pool(str(root), image_size=(6, 6), data_dir=str(tmp_path / "tfds"),
                        progress=False)
+
+
+def test_a_full_disk_at_commit_is_one_line_and_changes_nothing(tmp_path):
+  pool, truth = npz_pool(tmp_path / "x.npz")
+  with make(tmp_path, pool) as p:
+    q = p.query(4)
+    before = committed(p)
+    real = p.db.conn
+
+    class Full:
+      def __getattr__(self, name):
+        return getattr(real, name)
+
+      def execute(self, sql, *args):
+        if sql == "COMMIT":
+          raise sqlite3.OperationalError("database or disk is full")
+        return real.execute(sql, *args)
+
+    p.db.conn = Full()
+    with pytest.raises(ValueError, match=r"project.db: the change could not be committed "
+                       r"\(database or disk is full\); nothing was changed"):
+      p.ingest(answers(q, truth, tmp_path / "a.csv"))
+    p.db.conn = real
+    assert committed(p) == before
+    assert p.ingest(str(tmp_path / "a.csv"))["new"] == 4
+
+
+def test_preparing_a_pool_prints_no_download_note(tmp_path, capfd):
+  root = tmp_path / "imgs"
+  for n in range(2):
+    _png(str(root / f"{n}.png"), 9 * n)
+  pool_lib.load_pool(str(root), image_size=(6, 6), data_dir=str(tmp_path / "tfds"),
+                     progress=False)
+  out, err = capfd.readouterr()
+  assert "Downloading" not in out + err and "decoding 2 images" in err
