@@ -13,12 +13,22 @@ from absl import flags
 
 from dal_jax import _commandline
 from dal_jax import config as config_lib
+from dal_jax import parallel
 
 IMPORT = flags.DEFINE_multi_string(
     "import", [], "module to import before the run, e.g. one that registers your own "
     "acquisition or method (repeatable)")
 DEBUG = flags.DEFINE_bool("debug", False, "show the full traceback of an error")
 RESUME = "interrupted — run the same command to resume"
+COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "a run over several processes: host:port of process 0 "
+    "(default: $JAX_COORDINATOR_ADDRESS, or detected on Cloud TPU / SLURM / Open MPI); run the "
+    "same command in every process with --config.distributed=True")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                     "processes of the run (default: $JAX_NUM_PROCESSES)")
+PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                  "this process's id in [0, num_processes) (default: "
+                                  "$JAX_PROCESS_ID)")
 
 CONFIG_HELP = ("experiment config file (experiments/configs/*.py).\n" + config_lib.describe())
 
@@ -49,9 +59,17 @@ def run_app(main: Callable[[list[str]], None]) -> None:
   from absl import app
 
   import_modules(sys.argv)
+  started = []
+
+  def run_main(argv):
+    started.append(True)
+    main(argv)
+
   try:
-    app.run(main)
+    app.run(run_main)
   except (AttributeError, KeyError) as e:
+    if started:  # not a flag: an error of the run itself
+      raise
     overrides = [a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--config.")]
     name = str(e).strip("\"'")
     bad = [o for o in overrides if name in o.split(".")] or overrides
@@ -68,6 +86,10 @@ def guarded(main: Callable[[], None]) -> None:
   _commandline.exit_on_ctrl_c(RESUME)
   if not DEBUG.value:
     _commandline.quiet_library_logs()
+  for flag, env in ((COORDINATOR, parallel.ENV_ADDRESS), (NUM_PROCESSES, parallel.ENV_COUNT),
+                    (PROCESS_ID, parallel.ENV_ID)):
+    if flag.value is not None:
+      os.environ[env] = str(flag.value)
   try:
     main()
   except KeyboardInterrupt:  # raised before the handler was installed

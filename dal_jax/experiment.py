@@ -213,6 +213,8 @@ class SeedRun:
 
   def record(self, state, metrics: dict[str, Any], variables) -> None:
     config = self.run.config
+    parallel.check_same_everywhere(metrics.get("selected", []), f"[{self.tag}] round "
+                                   f"{metrics['round']}'s selection")
     metrics.update(seed=self.seed, acquisition=config.acquisition, time=time.time(),
                    num_devices=self.run.num_devices, ensemble_size=config.ensemble_size)
     records = self.records + [metrics]
@@ -350,8 +352,9 @@ def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
     splits = splits or load_splits(config)
     run = build(config, splits)
     # For reading only (the checkpoints carry the config that counts): the latest invocation.
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_lib.resolved(config), f, indent=2, sort_keys=True)
+    if parallel.is_writer():
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config_lib.resolved(config), f, indent=2, sort_keys=True)
     groups = [seeds] if config.parallel_seeds else [[s] for s in seeds]
     results = {}
     for part in run_concurrently(

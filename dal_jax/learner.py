@@ -343,11 +343,12 @@ class Learner(NamedTuple):
         xc = jnp.pad(xc, pad)
       if mesh is not None and mesh.size > 1:
         spec = (None, parallel.AXIS) if per_model_x else (parallel.AXIS,)
-        xc = jax.device_put(xc, jax.sharding.NamedSharding(mesh,
-                                                           jax.sharding.PartitionSpec(*spec)))
-      lp, pre, named = _stacked_chunk(variables, xc, sample_keys, apply=self.model.apply,
-                                      mc_samples=mc_samples, with_pre_logits=with_pre_logits,
-                                      outputs=outputs, terms=self.terms, per_model_x=per_model_x)
+        xc = parallel.put(xc, jax.sharding.NamedSharding(mesh,
+                                                         jax.sharding.PartitionSpec(*spec)))
+      lp, pre, named = parallel.everywhere(_stacked_chunk(
+          variables, xc, sample_keys, apply=self.model.apply, mc_samples=mc_samples,
+          with_pre_logits=with_pre_logits, outputs=outputs, terms=self.terms,
+          per_model_x=per_model_x), mesh)
       out_lp.append(lp[:, :, :valid])
       out_named.append({k: v[:, :valid] for k, v in named.items()})
       if with_pre_logits:

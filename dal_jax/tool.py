@@ -118,6 +118,11 @@ def run(argv: list[str]) -> int:
     return 130
 
   progress = not args.quiet
+  if os.environ.get("JAX_NUM_PROCESSES", "1").strip() not in ("", "1"):
+    print("error: dal-jax projects run in one process (JAX_NUM_PROCESSES is "
+          f"{os.environ['JAX_NUM_PROCESSES']}); run it without the multi-process settings",
+          file=sys.stderr)
+    return 2
   try:
     if args.command == "init":
       p = project_lib.create(args.project, pool=args.pool, classes=_classes(args),

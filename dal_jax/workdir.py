@@ -37,9 +37,13 @@ from dal_jax import config as config_lib
 
 class WorkdirLock:
   """An exclusive ``flock`` on ``workdir/.lock`` for the life of the process (released by the
-  kernel when the process dies, SIGKILL included)."""
+  kernel when the process dies, SIGKILL included). In a run over several processes, process 0
+  holds it for the run (the others wait for it at JAX's barriers)."""
 
   def __init__(self, workdir: str, *, what: str = "workdir"):
+    self.fd = None
+    if jax.process_count() > 1 and jax.process_index() != 0:
+      return
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, ".lock")
     self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -70,14 +74,21 @@ def _is_key(x) -> bool:
 
 
 def to_leaves(tree) -> list[Any]:
-  """Array leaves of a pytree, PRNG keys as their key data (what orbax can store)."""
-  return [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(tree)]
+  """Array leaves of a pytree, PRNG keys as their key data (what orbax can store). With several
+  processes the leaves are host copies (each process holds the same values; orbax writes them
+  once)."""
+  leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(tree)]
+  if jax.process_count() > 1:
+    from dal_jax import parallel
+    leaves = [parallel.host_value(x) if isinstance(x, jax.Array) else x for x in leaves]
+  return leaves
 
 
 def from_leaves(template, leaves) -> Any:
   """Inverse of :func:`to_leaves` with ``template``'s structure and key types."""
-  out = [jax.random.wrap_key_data(v, impl=jax.random.key_impl(t)) if _is_key(t) else v
-         for t, v in zip(jax.tree.leaves(template), leaves)]
+  out = [jax.random.wrap_key_data(v, impl=jax.random.key_impl(t)) if _is_key(t)
+         else jax.numpy.asarray(v) if isinstance(t, jax.Array) and not isinstance(v, jax.Array)
+         else v for t, v in zip(jax.tree.leaves(template), leaves)]
   return jax.tree.unflatten(jax.tree.structure(template), out)
 
 
@@ -180,6 +191,8 @@ class MetricsFile:
     os.replace(tmp, self.path)
 
   def append(self, record: dict[str, Any]) -> None:
+    if jax.process_index() != 0:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
       f.flush()
@@ -188,11 +201,15 @@ class MetricsFile:
   def sync(self, records: list[dict[str, Any]]) -> None:
     """Makes the file hold exactly ``records`` (the checkpointed rounds) unless it already does
     (lines of rounds past the checkpoint, torn lines and missing rounds are repaired)."""
+    if jax.process_index() != 0:
+      return
     lines, intact = self.read()
     if not intact or lines != records:
       self.rewrite(records)
 
 
 def write_final_state(path: str, state, pool_source) -> None:
+  if jax.process_index() != 0:
+    return
   np.savez(path, labeled=np.asarray(state.labeled), labels=np.asarray(state.labels),
            acquired_round=np.asarray(state.acquired_round), pool_source=pool_source)

@@ -23,6 +23,7 @@ from dal_jax import analysis
 from dal_jax import cli
 from dal_jax import config as config_lib
 from dal_jax import experiment
+from dal_jax import parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, cli.CONFIG_HELP, lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the strategies' workdirs")
@@ -98,6 +99,8 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
   paired = analysis.format_paired(rows)
   if paired:
     table += "\n\n" + paired
+  if not parallel.is_writer():  # a run over several processes: process 0 writes the reports
+    return (table, results) if return_results else table
   analysis.plot_curves(results, os.path.join(workdir, "comparison.png"),
                        title=title(config))
   names, penalty = analysis.penalty_matrix({"this": results})
@@ -137,8 +140,9 @@ def compare_settings(config, workdir: str, acquisitions, settings, **kwargs) -> 
   report = ("Means ± 95% t-intervals over seeds.\n\n" + "\n\n".join(parts)
             + "\n\n## All settings\n\n"
             + analysis.format_penalty_matrix(names, penalty, len(parsed)) + "\n")
-  with open(os.path.join(workdir, "settings.md"), "w") as f:
-    f.write(report)
+  if parallel.is_writer():
+    with open(os.path.join(workdir, "settings.md"), "w") as f:
+      f.write(report)
   return report
 
 
