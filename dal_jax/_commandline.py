@@ -15,6 +15,16 @@ import os
 import signal
 
 
+RESUME = "interrupted — run the same command to resume"
+
+
+def entry_point(module_name: str) -> None:
+  """Called first by an ``experiments`` command-line module: when it runs as the program,
+  Ctrl-C from here on (the slow imports that follow included) is the resume line."""
+  if module_name == "__main__":
+    exit_on_ctrl_c(RESUME)
+
+
 def exit_on_ctrl_c(message: str) -> None:
   """Makes SIGINT print ``message`` on stderr and end the process with status 130."""
   data = ("\n" + message + "\n").encode()

@@ -19,7 +19,7 @@ IMPORT = flags.DEFINE_multi_string(
     "import", [], "module to import before the run, e.g. one that registers your own "
     "acquisition or method (repeatable)")
 DEBUG = flags.DEFINE_bool("debug", False, "show the full traceback of an error")
-RESUME = "interrupted — run the same command to resume"
+RESUME = _commandline.RESUME
 COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "a run over several processes: host:port of process 0 "
     "(default: $JAX_COORDINATOR_ADDRESS, or detected on Cloud TPU / SLURM / Open MPI); run the "

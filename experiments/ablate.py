@@ -15,6 +15,10 @@ drop, round-0 NLL and ECE and the mean pool BALD, and for every acquisition but 
 paired AUC difference to the first (the same seeds share their initial set) with a 95% interval.
 """
 
+from dal_jax import _commandline
+
+_commandline.entry_point(__name__)  # first: Ctrl-C during the imports below is one line
+
 import json
 import os
 import sys

@@ -10,6 +10,10 @@ comparison is written to ``workdir/comparison.png``, ``comparison.md`` and ``com
 ``--plot_only`` just redraws from existing results.
 """
 
+from dal_jax import _commandline
+
+_commandline.entry_point(__name__)  # first: Ctrl-C during the imports below is one line
+
 import json
 import os
 import sys

@@ -7,6 +7,10 @@ r"""Runs one active learning experiment (all its seeds) in a workdir; rerun to r
 method first.
 """
 
+from dal_jax import _commandline
+
+_commandline.entry_point(__name__)  # first: Ctrl-C during the imports below is one line
+
 import sys
 
 from absl import app
