@@ -7,9 +7,11 @@ a fresh process writes the pool with ``dal_jax.streaming.write_pool`` (in chunks
 it with MC-dropout BALD of the Gal et al. CNN (S = 20, random weights: throughput does not
 depend on them) through ``dal_jax.streaming.stream_scores`` and takes the top 100. It reports
 items/s of the scoring (compilation excluded by a warm-up chunk) and the process's peak resident
-memory. Held in memory per item: one float32 score and one candidate flag, so peak RSS should
-grow by about 5 bytes per item, while the pool itself (784 bytes per item as uint8, 3,136 as
-float32) never is.
+memory. Held in memory per item is O(1): a float32 score, a candidate flag and the reader's
+bookkeeping, never the pool itself (784 bytes per item as uint8, 3,136 as float32).
+
+Measured on the 2-core CPU machine (JAX 0.10.2): 4,499 items/s at 100k and 4,879 at 1M, peak
+RSS 749 MiB and 802 MiB: 62 bytes per item of growth, where the pool in memory would be 3.1 GB.
 """
 
 import json
