@@ -236,10 +236,14 @@ class Project:
         if not pending["ids"] and pending["round"] is not None:
           updates["round"] = meta["round"] + 1
     if any(change[k] for k in ("joined", "left", "changed")):
-      self.db.commit(meta=updates, events=events, items=current)
+      # Items joining or leaving move pool positions, in which a method's state may index the
+      # pool (DFAL's adversarial copies): it starts afresh.
+      blobs = {"method_state": None} if joined or left else {}
+      self.db.commit(meta=updates, events=events, items=current, blobs=blobs)
       self._say(f"the pool changed since the last use: {len(joined)} new items, {len(left)} "
                 f"removed, {len(changed)} changed ({change['labels_withdrawn']} labels "
-                "withdrawn, kept in the history)")
+                "withdrawn, kept in the history)"
+                + ("; the method's state starts afresh" if blobs else ""))
     else:  # digests first recorded (a project migrated from version 1)
       self.db.commit(items=current)
 

@@ -141,6 +141,7 @@ def test_pool_changes_join_leave_and_withdraw_changed_labels_with_a_note(tmp_pat
     q = ids_of(qcsv)
     p.ingest(answers(qcsv, truth, tmp_path / "a.csv"))
     labeled = sorted(p.labels())
+    p.db.commit(blobs={"method_state": b"a method's state in pool positions"})
   changed, removed = labeled[0], labeled[1]
   _png(str(root / changed), 255)                      # overwritten: a white square
   os.remove(root / removed)                           # deleted
@@ -156,6 +157,7 @@ def test_pool_changes_join_leave_and_withdraw_changed_labels_with_a_note(tmp_pat
     assert withdrawn == {changed: "content changed", removed: "left the pool"}
     history = [e["event"] for e in p.events() if e["id"] == changed]
     assert history == ["label", "withdraw"]  # the old label stays in the history
+    assert p.db.blob("method_state") is None  # positions moved: the method starts afresh
     status = p.status(plot=False)
     assert status["pool_changes"]["joined"] == 1 and status["pool_changes"]["left"] == 1
     assert status["pool_changes"]["changed"] == 1 and status["skipped_files"] == 1
