@@ -510,7 +510,7 @@ class Project:
       summary["new" if old is None else "relabeled"] += 1
       if item_id not in pending_ids and old is None:
         summary["extra"] += 1
-    answered = {i for i, _ in answers.items()}
+    answered = set(answers)
     still = [i for i in (pending["ids"] if pending else []) if i not in answered]
     updates: dict[str, Any] = {}
     blobs: dict[str, bytes] = {}
