@@ -110,6 +110,10 @@ FIELDS: dict[str, Field] = {
     "pool_subsample": _f(5000, "score this many random unlabeled candidates per round (0: all)",
                          _int_at_least(0)),
     "chunk_size": _f(1024, "pool points per compiled prediction call", _int_at_least(1)),
+    "pool_on_disk": _f(False, "keep the pool in an array_record file in the workdir, not in "
+                       "memory: rounds train on the labeled items read by index and score the "
+                       "pool chunk by chunk (with several processes, each reads only its "
+                       "devices' rows)", _BOOL),
     # Protocol and stopping.
     "initial_size": _f(20, "initial labeled points", _int_at_least(1)),
     "initial_balanced": _f(True, "class-balanced initial set (Gal et al. 2017; simulation only; "
@@ -179,7 +183,7 @@ TRAIN_FIELDS: dict[str, Field] = {
 # Top-level fields added after runs were first stored, at the values those runs ran with.
 LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
                  "report_counting": "labels", "protocol": "", "cold_start": "random",
-                 "workers": 1}
+                 "workers": 1, "pool_on_disk": False}
 
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}

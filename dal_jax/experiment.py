@@ -13,6 +13,7 @@ A killed run resumes from its latest checkpoint and, because round r's randomnes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -32,6 +33,7 @@ from dal_jax import models as models_lib
 from dal_jax import parallel
 from dal_jax import selfsup
 from dal_jax import stopping
+from dal_jax import streaming
 from dal_jax import training
 from dal_jax import workdir as workdir_lib
 
@@ -127,7 +129,39 @@ def pool_embeddings(config, splits: data_lib.Splits):
   return (embeddings if config.embeddings else None), encoder
 
 
-def build(config, splits: data_lib.Splits) -> Run:
+def pool_on_disk(x: np.ndarray, path: str) -> streaming.RecordPool:
+  """The pool ``x`` as ``path.array_record`` (written once by process 0, as uint8 when the
+  values are k/255 exactly, else float32; reused while its digest matches) read back lazily."""
+  x = np.asarray(x, np.float32)
+  digest = hashlib.sha256(x.tobytes()).hexdigest()
+  if parallel.is_writer():
+    try:
+      current = streaming.RecordPool(path).meta.get("digest")
+    except ValueError:
+      current = None
+    if current != digest:
+      as_bytes = np.round(x * 255.0)
+      exact = bool(np.array_equal((as_bytes / 255.0).astype(np.float32), x))
+      values = as_bytes.astype(np.uint8) if exact else x
+      tmp = path + ".writing"
+      streaming.write_pool(tmp, (values[i:i + 4096] for i in range(0, len(values), 4096)),
+                           shape=x.shape[1:], dtype="uint8" if exact else "float32",
+                           meta={"digest": digest})
+      os.replace(tmp + ".array_record", path + ".array_record")
+      os.replace(tmp + ".json", path + ".json")
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("dal_jax pool on disk")
+  pool = streaming.RecordPool(path)
+  if pool.meta.get("digest") != digest:
+    raise ValueError(f"{path}.array_record does not hold this run's pool (another run wrote it "
+                     "meanwhile?)")
+  return pool
+
+
+def build(config, splits: data_lib.Splits, *, workdir: str | None = None) -> Run:
+  """Everything a config's seeds share. ``workdir`` holds the pool file when
+  ``config.pool_on_disk`` asks for one."""
   pool = splits.pool
   model = build_model(config, splits)
   embeddings, encoder = pool_embeddings(config, splits)
@@ -142,8 +176,15 @@ def build(config, splits: data_lib.Splits) -> Run:
                             target_accuracy=config.target_accuracy,
                             warm_start=config.warm_start, ensemble_size=config.ensemble_size)
   has_val, has_test = len(splits.val) > 0, len(splits.test) > 0
+  if config.pool_on_disk:
+    if workdir is None:
+      raise ValueError("config.pool_on_disk needs a workdir to keep the pool in")
+    x_pool = pool_on_disk(pool.x, os.path.join(workdir, "pool"))
+    splits = splits._replace(pool=data_lib.Dataset(x_pool, pool.y, pool.num_classes))
+  else:
+    x_pool = jnp.asarray(pool.x)
   data = loop_lib.LoopData(
-      x_pool=jnp.asarray(pool.x),
+      x_pool=x_pool,
       x_val=jnp.asarray(splits.val.x) if has_val else None,
       y_val=jnp.asarray(splits.val.y) if has_val else None,
       x_test=jnp.asarray(splits.test.x) if has_test else None,
@@ -349,8 +390,8 @@ def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
   try:
     seeds = [config.seed + i for i in range(config.num_seeds)]
     check_workdir(config, workdir, seeds)
-    splits = splits or load_splits(config)
-    run = build(config, splits)
+    run = build(config, splits or load_splits(config), workdir=workdir)
+    splits = None  # only the run's (a pool on disk is not held in memory)
     # For reading only (the checkpoints carry the config that counts): the latest invocation.
     if parallel.is_writer():
       with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ import numpy as np
 
 from dal_jax import parallel
 from dal_jax import predict as predict_lib
+from dal_jax import streaming
 from dal_jax import training
 from dal_jax.models import Model
 
@@ -170,7 +171,8 @@ class Learner(NamedTuple):
 
   def init(self, keys: jax.Array, x_example) -> Any:
     """Stacked ``{"model", "terms"}`` variables of ``keys.shape[0]`` models."""
-    return jax.vmap(lambda k: training.initialize(self.model, k, x_example[:1], self.terms))(keys)
+    x1 = jnp.asarray(streaming.materialize(x_example[:1]))
+    return jax.vmap(lambda k: training.initialize(self.model, k, x1, self.terms))(keys)
 
   def fit(self, x, y, labeled, *, keys: jax.Array, val: tuple[Any, Any] | None = None,
           init=None, unlabeled=None) -> StackedFit:
@@ -291,7 +293,8 @@ class Learner(NamedTuple):
     Args:
       variables: stacked variables (M models).
       x: ``[N, ...]`` inputs shared by every model, or with ``per_model_x`` ``[M, N, ...]``
-        (model m predicts ``x[m]``: parallel seeds scoring their own candidates).
+        (model m predicts ``x[m]``: parallel seeds scoring their own candidates); an array or a
+        view of a pool on disk (:class:`dal_jax.streaming.Rows`), read chunk by chunk.
       keys: ``[M]`` dropout keys (model m uses ``split(keys[m], S)``); required when
         ``mc_samples > 0``.
       mc_samples: S MC-dropout samples (0: one deterministic pass).
@@ -302,57 +305,97 @@ class Learner(NamedTuple):
     Returns:
       :class:`Predictions`.
     """
+    parts = list(self.predict_chunks(variables, x, keys=keys, mc_samples=mc_samples,
+                                     with_pre_logits=with_pre_logits, outputs=outputs,
+                                     per_model_x=per_model_x))
+    return Predictions(
+        jnp.concatenate([p.log_probs for _, p in parts], axis=2),
+        jnp.concatenate([p.pre_logits for _, p in parts], axis=1) if with_pre_logits else None,
+        {k: jnp.concatenate([p.outputs[k] for _, p in parts], axis=1) for k in outputs})
+
+  def predict_chunks(self, variables, x, *, keys: jax.Array | None = None, mc_samples: int = 0,
+                     with_pre_logits: bool = False, outputs: tuple[str, ...] = (),
+                     per_model_x: bool = False) -> Iterator[tuple[int, Predictions]]:
+    """:meth:`predict` one chunk at a time: yields ``(start, Predictions)`` of the pool points
+    ``start, start + 1, ...`` (``log_probs`` ``[M, S, n, C]``), so a caller can reduce each
+    chunk (to scores) and never hold ``[M, S, N, C]`` for the pool. The chunks' values are
+    exactly those of :meth:`predict`."""
     m = jax.tree.leaves(variables)[0].shape[0]
     if mc_samples > 0 and (keys is None or keys.shape != (m,)):
       raise ValueError(f"MC-dropout prediction (mc_samples > 0) needs `keys` shaped [{m}]")
-    if not self.vectorized:
-      outs = [predict_lib.predict(self.model, index(variables["model"], i),
-                                  x[i] if per_model_x else x,
-                                  key=keys[i] if mc_samples else None, mc_samples=mc_samples,
-                                  chunk_size=self.chunk_size, with_pre_logits=with_pre_logits,
-                                  outputs=outputs, terms=self.terms,
-                                  term_params=index(variables["terms"], i)) for i in range(m)]
-      return Predictions(jnp.stack([o.log_probs for o in outs]),
-                         jnp.stack([o.pre_logits for o in outs]) if with_pre_logits else None,
-                         {k: jnp.stack([o.extras[k] for o in outs]) for k in outputs})
-    return self._predict_vectorized(variables, x, keys=keys, mc_samples=mc_samples,
-                                    with_pre_logits=with_pre_logits, outputs=tuple(outputs),
-                                    per_model_x=per_model_x)
-
-  def _predict_vectorized(self, variables, x, *, keys, mc_samples, with_pre_logits, outputs,
-                          per_model_x) -> Predictions:
-    mesh = self.mesh
+    if mc_samples < 0:
+      raise ValueError(f"mc_samples must be >= 0, got {mc_samples}")
     axis = 1 if per_model_x else 0
     n = x.shape[axis]
     if n == 0:
       raise ValueError("cannot predict an empty pool")
+    if self.chunk_size < 1:
+      raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
+    outputs = tuple(outputs)
     chunk = min(self.chunk_size, n)
-    if mesh is not None and mesh.size > 1:
-      chunk = parallel.pad_to_multiple(chunk, mesh.size)
-    m = jax.tree.leaves(variables)[0].shape[0]
-    sample_keys = (jax.vmap(lambda k: jax.random.split(k, mc_samples))(keys) if mc_samples
-                   else jnp.zeros((m, 0), jnp.uint32))
-    variables = parallel.replicate(variables, mesh)
-    out_lp, out_pre, out_named = [], [], []
-    for start in range(0, n, chunk):
-      xc = jnp.asarray(x[:, start:start + chunk] if per_model_x else x[start:start + chunk])
-      valid = xc.shape[axis]
-      if valid < chunk:
-        pad = [(0, 0)] * xc.ndim
-        pad[axis] = (0, chunk - valid)
-        xc = jnp.pad(xc, pad)
+    if self.vectorized:
+      mesh = self.mesh
       if mesh is not None and mesh.size > 1:
-        spec = (None, parallel.AXIS) if per_model_x else (parallel.AXIS,)
-        xc = parallel.put(xc, jax.sharding.NamedSharding(mesh,
-                                                         jax.sharding.PartitionSpec(*spec)))
+        chunk = parallel.pad_to_multiple(chunk, mesh.size)
+      sample_keys = (jax.vmap(lambda k: jax.random.split(k, mc_samples))(keys) if mc_samples
+                     else jnp.zeros((m, 0), jnp.uint32))
+      variables = parallel.replicate(variables, mesh)
+    for start in range(0, n, chunk):
+      if not self.vectorized:
+        yield start, self._predict_one_by_one(variables, x, start, chunk, keys=keys,
+                                              mc_samples=mc_samples,
+                                              with_pre_logits=with_pre_logits,
+                                              outputs=outputs, per_model_x=per_model_x)
+        continue
+      xc, valid = _chunk_input(x, start, chunk, axis, mesh)
       lp, pre, named = parallel.everywhere(_stacked_chunk(
           variables, xc, sample_keys, apply=self.model.apply, mc_samples=mc_samples,
           with_pre_logits=with_pre_logits, outputs=outputs, terms=self.terms,
           per_model_x=per_model_x), mesh)
-      out_lp.append(lp[:, :, :valid])
-      out_named.append({k: v[:, :valid] for k, v in named.items()})
-      if with_pre_logits:
-        out_pre.append(pre[:, :valid])
-    return Predictions(jnp.concatenate(out_lp, axis=2),
-                       jnp.concatenate(out_pre, axis=1) if with_pre_logits else None,
-                       {k: jnp.concatenate([o[k] for o in out_named], axis=1) for k in outputs})
+      yield start, Predictions(lp[:, :, :valid], pre[:, :valid] if with_pre_logits else None,
+                               {k: v[:, :valid] for k, v in named.items()})
+
+  def _predict_one_by_one(self, variables, x, start, chunk, *, keys, mc_samples,
+                          with_pre_logits, outputs, per_model_x) -> Predictions:
+    """One chunk, model by model (``predict.predict`` of each model on that chunk)."""
+    m = jax.tree.leaves(variables)[0].shape[0]
+    if per_model_x:
+      xc = jnp.asarray(streaming.materialize(x[:, start:start + chunk]))
+    else:
+      xc = jnp.asarray(streaming.materialize(x[start:start + chunk]))
+    outs = [predict_lib.predict(self.model, index(variables["model"], i),
+                                xc[i] if per_model_x else xc,
+                                key=keys[i] if mc_samples else None, mc_samples=mc_samples,
+                                chunk_size=chunk, pad_to=chunk,
+                                with_pre_logits=with_pre_logits, outputs=outputs,
+                                terms=self.terms, term_params=index(variables["terms"], i))
+            for i in range(m)]
+    return Predictions(jnp.stack([o.log_probs for o in outs]),
+                       jnp.stack([o.pre_logits for o in outs]) if with_pre_logits else None,
+                       {k: jnp.stack([o.extras[k] for o in outs]) for k in outputs})
+
+
+def _chunk_input(x, start: int, chunk: int, axis: int, mesh):
+  """``(chunk of x padded with zeros to `chunk` along `axis`, valid rows)``, placed on the mesh
+  split along `axis`. From a view of a pool on disk, each device's rows are read for that device
+  alone, so with several processes each process reads only the rows of its own devices."""
+  n = x.shape[axis]
+  valid = min(chunk, n - start)
+  sharded = mesh is not None and mesh.size > 1
+  spec = (None, parallel.AXIS) if axis == 1 else (parallel.AXIS,)
+  if sharded and streaming.is_rows(x):
+    shape = list(x.shape)
+    shape[axis] = chunk
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+    return jax.make_array_from_callback(
+        tuple(shape), sharding,
+        lambda idx: streaming.rows_block(x, idx, axis=axis, start=start, chunk=chunk)), valid
+  block = (slice(None),) * axis + (slice(start, start + chunk),)
+  xc = jnp.asarray(streaming.materialize(x[block]))
+  if valid < chunk:
+    pad = [(0, 0)] * xc.ndim
+    pad[axis] = (0, chunk - valid)
+    xc = jnp.pad(xc, pad)
+  if sharded:
+    xc = parallel.put(xc, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec)))
+  return xc, valid

@@ -28,6 +28,7 @@ import numpy as np
 from dal_jax import acquisition as acq_lib
 from dal_jax import learner as learner_lib
 from dal_jax import metrics as metrics_lib
+from dal_jax import streaming
 from dal_jax.data import OOD_LABEL
 from dal_jax.methods import Method
 from dal_jax.methods import Setup
@@ -152,20 +153,25 @@ def cold_start_indices(key: jax.Array, name: str, embeddings, size: int, *,
   """
   if name not in COLD_STARTS:
     raise ValueError(f"unknown cold start {name!r}; valid: {list(COLD_STARTS)}")
-  emb = np.asarray(embeddings, np.float32)
-  n = emb.shape[0]
+  if not streaming.is_rows(embeddings):
+    embeddings = np.asarray(embeddings, np.float32)
+  n = embeddings.shape[0]
   if not 1 <= size <= n:
     raise ValueError(f"initial_size={size} must be in [1, {n}]")
   if name == "random":
     return initial_indices(key, np.zeros(n, np.int32), size, balanced=False, num_classes=1)
-  emb = emb.reshape(n, -1)
-  if not np.isfinite(emb).all():
-    raise ValueError(f"cold start {name!r}: the embeddings hold NaN or inf")
   cands = np.arange(n)
   if 0 < subsample < n:
     key, k_sub = jax.random.split(key)
     cands = np.sort(np.asarray(jax.random.permutation(k_sub, n))[:max(subsample, size)])
-  sub = jnp.asarray(emb[cands])
+  # Of a pool on disk only the candidates are read (and checked).
+  on_disk = streaming.is_rows(embeddings)
+  emb = embeddings[cands].numpy() if on_disk else embeddings
+  emb = emb.reshape(emb.shape[0], -1)
+  if not np.isfinite(emb).all():
+    raise ValueError(f"cold start {name!r}: the embeddings hold NaN or inf")
+  emb = emb if on_disk else emb[cands]
+  sub = jnp.asarray(emb)
   chosen = acq_lib.acquire(name, {"pre_logits": sub, "embeddings": sub}, key=key, k=size,
                            where=jnp.ones(len(cands), bool))
   return np.sort(cands[np.asarray(chosen)])
@@ -173,7 +179,7 @@ def cold_start_indices(key: jax.Array, name: str, embeddings, size: int, *,
 
 def make_setup(model, x_pool, num_classes: int, budget: int) -> Setup:
   """The :class:`dal_jax.methods.Setup` of a pool and model (shapes only; nothing is run)."""
-  x1 = x_pool[:1]
+  x1 = jnp.asarray(streaming.materialize(x_pool[:1]))
   variables = jax.eval_shape(model.init, jax.random.key(0), x1)
   pre = jax.eval_shape(lambda v: model.apply(v, x1, train=False)[1]["pre_logits"], variables)
   spec = acq_lib.Spec(input_shape=tuple(x1.shape[1:]), pre_logits_dim=int(pre.shape[-1]),
@@ -279,7 +285,14 @@ def query_size(state: LoopState, config: RoundConfig) -> int:
 
 class LoopData(NamedTuple):
   """Device arrays of the fixed splits (pool labels are only known through the oracle). The
-  validation and test sets are optional."""
+  validation and test sets are optional.
+
+  ``x_pool`` may be a pool on disk (:class:`dal_jax.streaming.RecordPool`) instead of an array:
+  each round then trains on the labeled items read by index, scores the candidates chunk by
+  chunk (score acquisitions never hold more than a chunk's predictions; batch methods read
+  their candidates, ``pool_subsample`` of them), and methods that need every pool input at once
+  (semi-supervised training on the unlabeled pool, CEAL) are refused.
+  """
 
   x_pool: jax.Array
   x_val: jax.Array | None = None
@@ -325,6 +338,12 @@ class RoundContext(NamedTuple):
     """``[G, ...] -> [M, ...]``: each seed's array repeated for its members."""
     return jnp.repeat(jnp.asarray(per_seed), self.members, axis=0)
 
+  def pool_inputs(self, positions) -> jax.Array:
+    """The inputs of pool items ``positions`` (any integer array shape), read from disk when
+    the pool is there."""
+    x = self.data.x_pool[np.asarray(positions)]
+    return jnp.asarray(streaming.materialize(x))
+
   def predict(self, variables, x, *, per_seed: bool = False) -> jax.Array:
     """Deterministic predictions ``[G, E, N, C]`` of ``x [N, ...]`` (or ``[G, N, ...]``)."""
     out = self.learner.predict(variables, self.per_model(x) if per_seed else x,
@@ -369,27 +388,46 @@ def _round_keys(state: LoopState):
 
 
 def _training_set(states, method: Method, data: LoopData, members: int):
-  """``(x [N + Σ P_g], labels [M, ·], trainable [M, ·], unlabeled [M, ·])``: the pool plus each
-  seed's extra examples (hooks' ``train_extra``), every model seeing only its own seed's."""
+  """``(x [N' + Σ P_g], labels [M, ·], trainable [M, ·], unlabeled [M, ·])``: the pool (N' = N)
+  plus each seed's extra examples (hooks' ``train_extra``), every model seeing only its own
+  seed's. From a pool on disk, only the items some seed trains on are read (N' of them)."""
+  if streaming.is_rows(data.x_pool):
+    positions = np.nonzero(np.any(np.stack([np.asarray(s.trainable) for s in states]), 0))[0]
+    base = jnp.asarray(data.x_pool[positions].numpy())
+    take = lambda a: a[positions]  # noqa: E731
+  else:
+    base, take = data.x_pool, lambda a: a  # noqa: E731
   extras = [[h.train_extra(s.methods[h.name]) for h in method.hooks if h.train_extra]
             for s in states]
-  xs, labels, trainable = [data.x_pool], [], []
+  xs, labels, trainable = [base], [], []
   sizes = [sum(int(y.shape[0]) for _, y in e) for e in extras]
   total = sum(sizes)
   offset = 0
   for s, e, size in zip(states, extras, sizes):
-    xs += [x.astype(data.x_pool.dtype) for x, _ in e]
+    xs += [x.astype(base.dtype) for x, _ in e]
     y_e = [y for _, y in e]
     own = jnp.concatenate(y_e) if y_e else jnp.zeros((0,), jnp.int32)
     pad = lambda a, fill: jnp.concatenate([jnp.full((offset,), fill, a.dtype), a,  # noqa: E731
                                            jnp.full((total - offset - size,), fill, a.dtype)])
-    labels.append(jnp.concatenate([s.labels, pad(own, UNKNOWN)]))
-    trainable.append(jnp.concatenate([s.trainable, pad(own >= 0, False)]))
+    labels.append(jnp.concatenate([take(s.labels), pad(own, UNKNOWN)]))
+    trainable.append(jnp.concatenate([take(s.trainable), pad(own >= 0, False)]))
     offset += size
-  x = jnp.concatenate(xs) if total else data.x_pool
-  unlabeled = [jnp.concatenate([~s.labeled, jnp.zeros((total,), bool)]) for s in states]
+  x = jnp.concatenate(xs) if total else base
+  unlabeled = [jnp.concatenate([take(~s.labeled), jnp.zeros((total,), bool)]) for s in states]
   rep = lambda a: jnp.repeat(jnp.stack(a), members, axis=0)  # noqa: E731
   return x, rep(labels), rep(trainable), rep(unlabeled)
+
+
+def _check_pool_on_disk(method: Method, learner: learner_lib.Learner, data: LoopData) -> None:
+  if not streaming.is_rows(data.x_pool):
+    return
+  whole = [h.name for h in method.hooks if h.whole_pool]
+  if learner.unlabeled_ratio:
+    whole += [t.name for t in learner.terms if t.unlabeled_ratio]
+  if whole:
+    raise ValueError(f"method {method.name!r} ({', '.join(whole)}) uses every pool input at once, "
+                     "so it does not run on a pool on disk; use a pool in memory "
+                     "(config.pool_on_disk=False)")
 
 
 def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig) -> str | None:
@@ -403,6 +441,39 @@ def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig)
   if int(jnp.sum(~state.labeled)) < query_size(state, config):
     return "pool_exhausted"
   return None
+
+
+def _mean_bald(log_probs, where) -> float:
+  """Diagnostic: how much the MC samples / members disagree on the candidates."""
+  bald = acq_lib.bald(log_probs, where=where)
+  return float(jnp.sum(jnp.where(where, bald, 0.0)) / jnp.maximum(jnp.sum(where), 1))
+
+
+def _scores_by_chunk(acquisition, learner, variables, x_cands, where, members, predict):
+  """Per active seed ``(scores [W], mean BALD or None)`` of the candidates of a pool on disk,
+  read and predicted one chunk at a time (``item_score`` on each chunk's outputs): the same
+  values as scoring all candidates at once, holding one chunk's predictions."""
+  width = x_cands.shape[1]
+  scores = [np.empty(width, np.float32) for _ in range(x_cands.shape[0])]
+  bald_sum, count = np.zeros(len(scores)), np.zeros(len(scores))
+  x_models = x_cands[np.repeat(np.arange(len(scores)), members)]
+  for start, p in learner.predict_chunks(variables, x_models, **predict):
+    n = p.log_probs.shape[2]
+    for j in range(len(scores)):
+      block = slice(j * members, (j + 1) * members)
+      out = {"log_probs": learner_lib.ensemble_log_probs(p.log_probs[block])}
+      if p.pre_logits is not None:
+        out["pre_logits"] = p.pre_logits[j * members]
+      out.update({k: v[j * members] for k, v in p.outputs.items()})
+      w = where[j][start:start + n]
+      scores[j][start:start + n] = np.asarray(acquisition.item_score(out, w))
+      if out["log_probs"].shape[0] > 1:
+        bald = acq_lib.bald(out["log_probs"], where=w)
+        bald_sum[j] += float(jnp.sum(jnp.where(w, bald, 0.0)))
+        count[j] += float(jnp.sum(w))
+  multi = members * max(predict["mc_samples"], 1) > 1
+  return [(jnp.asarray(sc), float(b / max(c, 1)) if multi else None)
+          for sc, b, c in zip(scores, bald_sum, count)]
 
 
 def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib.Learner,
@@ -427,6 +498,7 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   check_round_config(config)
   if not states or len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
     raise ValueError("propose needs at least one state; all at the same round and not done")
+  _check_pool_on_disk(method, learner, data)
   g_count, members = len(states), config.ensemble_size
   rnd = int(states[0].round)
   keys = [_round_keys(s) for s in states]
@@ -496,17 +568,24 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   models = np.array([g * members + e for g in active for e in range(members)])
   active_vars = (variables if len(active) == g_count
                  else jax.tree.map(lambda v: v[models], variables))
+  sub_ctx = ctx._replace(states=tuple(states[g] for g in active))
+  where = [~states[g].labeled[cands[j]] & valid[j] for j, g in enumerate(active)]
+  predict = dict(keys=sub_ctx.per_model(jnp.stack([keys[g][2] for g in active])),
+                 mc_samples=config.mc_samples if needs.log_probs else 0,
+                 with_pre_logits=needs.pre_logits, outputs=needs.outputs, per_model_x=True)
+  on_disk = streaming.is_rows(data.x_pool)
   x_cands = None  # [G_active, W, ...], gathered only for acquisitions that read it
   if needs.predictions or needs.inputs or needs.model:
-    x_cands = jnp.stack([data.x_pool[c] for c in cands])
-  preds = None
-  if needs.predictions:
-    sub_ctx = ctx._replace(states=tuple(states[g] for g in active))
-    preds = learner.predict(
-        active_vars, sub_ctx.per_model(x_cands), per_model_x=True,
-        keys=sub_ctx.per_model(jnp.stack([keys[g][2] for g in active])),
-        mc_samples=config.mc_samples if needs.log_probs else 0,
-        with_pre_logits=needs.pre_logits, outputs=needs.outputs)
+    x_cands = (data.x_pool[np.stack([np.asarray(c) for c in cands])] if on_disk
+               else jnp.stack([data.x_pool[c] for c in cands]))
+  preds, scored = None, None
+  if needs.predictions and on_disk and acquisition.item_score is not None:
+    scored = _scores_by_chunk(acquisition, learner, active_vars, x_cands, where, members,
+                              predict)
+  elif needs.predictions:
+    x_models = (x_cands[np.repeat(np.arange(len(active)), members)] if on_disk
+                else sub_ctx.per_model(x_cands))
+    preds = learner.predict(active_vars, x_models, **predict)
     jax.block_until_ready(preds)
   t2 = time.perf_counter()
   for j, g in enumerate(active):
@@ -518,8 +597,12 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
       if preds.pre_logits is not None:
         outputs["pre_logits"] = preds.pre_logits[j * members]
       outputs.update({k: v[j * members] for k, v in preds.outputs.items()})
+    if scored is not None:
+      outputs["scores"], pool_bald = scored[j]
+      if pool_bald is not None:
+        metrics[g]["pool_bald"] = pool_bald
     if needs.inputs or needs.model:
-      outputs["x"] = x_cands[j]
+      outputs["x"] = jnp.asarray(streaming.materialize(x_cands[j]))
     if needs.embeddings:
       if data.embeddings is None:
         raise ValueError(f"acquisition {acquisition.name!r} selects on self-supervised "
@@ -527,15 +610,11 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
       outputs["embeddings"] = data.embeddings[cands[j]]
     if needs.model:
       outputs.update(model=learner.model, variables=first["model"])
-    where = ~states[g].labeled[cands[j]] & valid[j]
     if "log_probs" in outputs and outputs["log_probs"].shape[0] > 1:
-      # Diagnostic: how much the MC samples / members disagree on the candidates.
-      bald = acq_lib.bald(outputs["log_probs"], where=where)
-      metrics[g]["pool_bald"] = float(jnp.sum(jnp.where(where, bald, 0.0))
-                                      / jnp.maximum(jnp.sum(where), 1))
+      metrics[g]["pool_bald"] = _mean_bald(outputs["log_probs"], where[j])
     chosen, acq_state = acq_lib.checked_select(
         acquisition, states[g].methods["acquisition"], outputs, key=keys[g][3],
-        k=query_size(states[g], config), where=where)
+        k=query_size(states[g], config), where=where[j])
     selected = np.asarray(cands[j][chosen])
     state = states[g].replace(methods={**states[g].methods, "acquisition": acq_state})
     for hook in method.hooks:

@@ -61,7 +61,8 @@ def _predict_chunk(variables, term_params, x, keys, *, apply, mc_samples: int,
 
 def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samples: int = 0,
             chunk_size: int = 1024, with_pre_logits: bool = False,
-            outputs: tuple[str, ...] = (), terms=(), term_params=()) -> PoolOutputs:
+            outputs: tuple[str, ...] = (), terms=(), term_params=(),
+            pad_to: int | None = None) -> PoolOutputs:
   """Predicts a pool in chunks with one model.
 
   Args:
@@ -76,6 +77,8 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
       ``extras``: entries of the model's ``aux`` or outputs of loss ``terms`` (e.g.
       ``("predicted_loss",)`` with LL4AL's term).
     terms, term_params: :class:`dal_jax.training.LossTerm` s and their parameters.
+    pad_to: the compiled chunk length (default ``min(chunk_size, N)``); a caller that cuts a
+      pool into chunks itself passes its chunk length so that the last chunk is padded alike.
 
   Returns:
     :class:`PoolOutputs` with ``log_probs`` ``[max(S, 1), N, C]``.
@@ -90,7 +93,7 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
   if n == 0:
     raise ValueError("cannot predict an empty pool")
   keys = jax.random.split(key, mc_samples) if mc_samples else jnp.zeros((0,), jnp.uint32)
-  chunk = min(chunk_size, n)
+  chunk = min(chunk_size, n) if pad_to is None else pad_to
   log_probs, pre, extras = [], [], []
   for start in range(0, n, chunk):
     xc = x[start:start + chunk]

@@ -83,7 +83,7 @@ def stabilizing_hook(rule: StabilizingPredictions) -> RoundHook:
             "kappas": jnp.full((rule.window,), jnp.nan, jnp.float32)}
 
   def after_fit(states, ctx, variables):
-    x = jnp.stack([ctx.data.x_pool[s["stop_set"]] for s in states])
+    x = ctx.pool_inputs(jnp.stack([s["stop_set"] for s in states]))
     lp = ctx.predict(variables, x, per_seed=True)  # [G, E, P, C]
     new_states, metrics = [], []
     for s, lp_g in zip(states, lp):

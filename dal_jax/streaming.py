@@ -9,9 +9,13 @@ chunks and reduces each chunk to its ``[chunk]`` scores at once, never ``[S, N, 
 pool. Selection then works on the ``[N]`` scores (``acquisition.top_k`` and the stochastic
 selectors), and the selected items' inputs are gathered by index.
 
-The simulated loop (:mod:`dal_jax.loop`) still holds its pool in memory; this module is the
-reader and scorer the out-of-memory path is built from (``benchmarks/pool_streaming.py``
-measures it on 10^6 items).
+A :class:`RecordPool` (and any :class:`Rows` view of it) stands where an ``[N, H, W, C]`` array
+would: ``pool.shape``, ``pool[a:b]`` and ``pool[positions]`` are views that read nothing until
+:func:`materialize` (or ``np.asarray``) asks for their values. The learner's predictions read a
+view chunk by chunk, and with several processes each process reads only the rows of its own
+devices (``jax.make_array_from_callback``); the loop (:mod:`dal_jax.loop`) trains on the labeled
+items gathered by index and scores the pool chunk by chunk when ``LoopData.x_pool`` is one
+(``config.pool_on_disk``). ``benchmarks/pool_streaming.py`` measures it on 10^6 items.
 """
 
 from __future__ import annotations
@@ -25,19 +29,30 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def write_pool(path: str, chunks, *, shape: tuple[int, int, int]) -> int:
-  """Writes items to ``path.array_record`` (+ ``path.json``) from an iterable of ``[k, H, W, C]``
-  uint8 chunks; returns the item count."""
+STORED = {"uint8": np.uint8, "float32": np.float32}
+
+
+def write_pool(path: str, chunks, *, shape: tuple[int, ...], dtype: str = "uint8",
+               meta: dict | None = None) -> int:
+  """Writes items to ``path.array_record`` (+ ``path.json``) from an iterable of ``[k, *shape]``
+  chunks; returns the item count.
+
+  ``dtype="uint8"``: chunks of uint8 intensities, read back as ``value / 255`` (images);
+  ``"float32"``: chunks of float32 values, read back as they are. ``meta``: more entries for
+  ``path.json`` (e.g. a digest of the content), read back as ``RecordPool.meta``.
+  """
   from array_record.python import array_record_module
 
+  if dtype not in STORED:
+    raise ValueError(f"dtype must be one of {sorted(STORED)}, got {dtype!r}")
   shape = tuple(int(s) for s in shape)
   writer = array_record_module.ArrayRecordWriter(path + ".array_record", "group_size:256")
   n = 0
   try:
     for chunk in chunks:
       chunk = np.asarray(chunk)
-      if chunk.dtype != np.uint8 or chunk.shape[1:] != shape:
-        raise ValueError(f"pool chunks must be uint8 [k, {', '.join(map(str, shape))}], got "
+      if chunk.dtype != STORED[dtype] or chunk.shape[1:] != shape:
+        raise ValueError(f"pool chunks must be {dtype} [k, {', '.join(map(str, shape))}], got "
                          f"{chunk.dtype} {chunk.shape}")
       for item in chunk:
         writer.write(item.tobytes())
@@ -45,13 +60,54 @@ def write_pool(path: str, chunks, *, shape: tuple[int, int, int]) -> int:
   finally:
     writer.close()
   with open(path + ".json", "w") as f:
-    json.dump({"shape": list(shape), "items": n}, f)
+    json.dump({**(meta or {}), "shape": list(shape), "items": n, "dtype": dtype}, f)
   return n
 
 
-class RecordPool:
-  """A pool on disk: ``len(pool)``, ``pool.read(indices) -> [k, H, W, C] float32`` in [0, 1],
-  ``pool.chunks(size)`` -> ``(start, [size, H, W, C])`` in order."""
+class Rows:
+  """Rows of a pool on disk at ``positions`` (any integer array): shape ``[*positions.shape,
+  *item_shape]``. Indexing gives another view; :meth:`numpy` reads the values (float32 in
+  [0, 1]), each distinct item once."""
+
+  dtype = np.dtype(np.float32)
+
+  def __init__(self, pool: "RecordPool", positions):
+    self.pool, self.positions = pool, np.asarray(positions, np.int64)
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return (*self.positions.shape, *self.pool.item_shape)
+
+  @property
+  def ndim(self) -> int:
+    return len(self.shape)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, key) -> "Rows":
+    if isinstance(key, tuple) and len(key) > self.positions.ndim:
+      raise IndexError("a view of pool rows is indexed on its position axes only")
+    if hasattr(key, "shape") and not isinstance(key, np.ndarray):  # a JAX index array
+      key = np.asarray(key)
+    return Rows(self.pool, self.positions[key])
+
+  def numpy(self) -> np.ndarray:
+    flat = self.positions.reshape(-1)
+    unique, inverse = np.unique(flat, return_inverse=True)
+    values = self.pool.read(unique)[inverse]
+    return values.reshape(self.shape)
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    values = self.numpy()
+    return values if dtype is None else values.astype(dtype)
+
+
+class RecordPool(Rows):
+  """A pool on disk: ``len(pool)``, ``pool.read(indices) -> [k, H, W, C] float32``,
+  ``pool.chunks(size)`` -> ``(start, [size, H, W, C])`` in order; as a :class:`Rows` view,
+  ``pool.shape`` is ``(N, H, W, C)`` and ``pool[...]`` reads nothing until asked."""
 
   def __init__(self, path: str):
     from array_record.python import array_record_data_source
@@ -59,33 +115,69 @@ class RecordPool:
     try:
       with open(path + ".json") as f:
         meta = json.load(f)
-      self.shape = tuple(int(s) for s in meta["shape"])
+      self.item_shape = tuple(int(s) for s in meta["shape"])
+      self.stored = meta.get("dtype", "uint8")
+      if self.stored not in STORED:
+        raise ValueError(self.stored)
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise ValueError(f"{path}.json: not a pool written by dal_jax.streaming.write_pool "
                        f"({type(e).__name__})") from None
     if not os.path.exists(path + ".array_record"):
       raise ValueError(f"{path}.array_record does not exist")
+    self.path, self.meta = path, meta
     self.source = array_record_data_source.ArrayRecordDataSource([path + ".array_record"])
     if len(self.source) != meta.get("items"):
       raise ValueError(f"{path}.array_record holds {len(self.source)} items, its .json says "
                        f"{meta.get('items')}: the files do not belong together")
+    super().__init__(self, np.arange(len(self.source)))
 
   def __len__(self) -> int:
     return len(self.source)
 
   def read(self, indices) -> np.ndarray:
     indices = [int(i) for i in np.asarray(indices).reshape(-1)]
-    if indices and not 0 <= min(indices) <= max(indices) < len(self):
+    if not indices:
+      return np.zeros((0, *self.item_shape), np.float32)
+    if not 0 <= min(indices) <= max(indices) < len(self):
       raise ValueError(f"item indices must be in [0, {len(self)})")
     raw = self.source.__getitems__(indices)
-    out = np.frombuffer(b"".join(raw), np.uint8).reshape(len(indices), *self.shape)
-    return out.astype(np.float32) / 255.0
+    out = np.frombuffer(b"".join(raw), STORED[self.stored]).reshape(len(indices),
+                                                                     *self.item_shape)
+    return out.astype(np.float32) / 255.0 if self.stored == "uint8" else out.copy()
 
   def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
     if size < 1:
       raise ValueError(f"chunk size must be >= 1, got {size}")
     for start in range(0, len(self), size):
       yield start, self.read(range(start, min(start + size, len(self))))
+
+
+def is_rows(x) -> bool:
+  """Whether ``x`` is a view of a pool on disk (not an array in memory)."""
+  return isinstance(x, Rows)
+
+
+def materialize(x):
+  """The values of a :class:`Rows` view (NumPy); any other ``x`` unchanged."""
+  return x.numpy() if isinstance(x, Rows) else x
+
+
+def rows_block(x, index: tuple[slice, ...], *, axis: int, start: int, chunk: int) -> np.ndarray:
+  """The block ``index`` (a ``jax.make_array_from_callback`` index into a ``chunk``-long slab
+  of ``x`` from ``start`` along ``axis``, rows past the end zero) read from a view: only the rows
+  that block needs."""
+  n = x.shape[axis]
+  want = index[axis]
+  lo, hi = want.start or 0, chunk if want.stop is None else want.stop
+  prefix = tuple(index[:axis])
+  real = x[prefix + (slice(start + lo, min(start + hi, n)),)].numpy()
+  rest = tuple(index[axis + 1:])
+  real = real[(slice(None),) * (axis + 1) + rest] if rest else real
+  if real.shape[axis] < hi - lo:
+    pad = [(0, 0)] * real.ndim
+    pad[axis] = (0, hi - lo - real.shape[axis])
+    real = np.pad(real, pad)
+  return real
 
 
 def stream_scores(learner, variables, pool: RecordPool,

@@ -55,8 +55,26 @@ def main():
   idx_1 = acquisition.top_k(acquisition.bald(learner_lib.ensemble_log_probs(lp_1), where=where), 10)
   out["topk_sharded"] = np.asarray(idx_s).tolist()
   out["topk_single"] = np.asarray(idx_1).tolist()
-  # The runner: one config field picks the device count; results do not depend on it.
+  # A pool on disk: every device's block is read for it alone (so each process of a run over
+  # several reads only its devices' rows), with the values of the pool in memory.
   import tempfile
+  from dal_jax import streaming
+
+  class Counted(streaming.RecordPool):
+    reads = []
+
+    def read(self, indices):
+      Counted.reads.append(len(np.asarray(indices).reshape(-1)))
+      return super().read(indices)
+
+  path = tempfile.mkdtemp() + "/pool"
+  streaming.write_pool(path, [np.asarray(x)], shape=(8, 8, 1), dtype="float32")
+  lp_d = learner_lib.Learner(model, cfg, mesh=mesh, chunk_size=96).predict(
+      variables, Counted(path), keys=keys, mc_samples=4).log_probs
+  out["disk_predict_diff"] = max_diff(lp_d, lp_s)
+  out["disk_largest_read"] = max(Counted.reads)
+  out["disk_rows_read"] = sum(Counted.reads)
+  # The runner: one config field picks the device count; results do not depend on it.
   from dal_jax import experiment
   from tests.test_loop import tiny_config
   selections = {}

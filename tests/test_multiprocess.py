@@ -1,6 +1,7 @@
 """One run over several processes (JAX's multi-process runtime, gloo collectives on CPU):
-2 processes x 2 CPU devices on 127.0.0.1 select and score exactly as 1 process x 4 devices,
-only process 0 writes, the workdir lock holds for the run, and a killed run resumes."""
+2 processes x 2 CPU devices on 127.0.0.1 (reading the pool from disk) select and score exactly
+as 1 process x 4 devices (pool in memory), only process 0 writes, the workdir lock holds for the
+run, and a killed run resumes."""
 
 import json
 import os
@@ -56,7 +57,8 @@ def test_two_processes_select_as_one_process_and_a_killed_run_resumes_the_same(t
                        env={**ENV, "JAX_NUM_CPU_DEVICES": "4"}, capture_output=True, text=True,
                        timeout=600)
   assert one.returncode == 0, one.stderr[-3000:]
-  outs = _wait(_start(tmp_path / "two", 2))
+  # Two processes with the pool on disk: each reads only its own devices' rows of every chunk.
+  outs = _wait(_start(tmp_path / "two", 2, "--config.pool_on_disk=True"))
   want = [(r["selected"], r["accuracy"], r["num_devices"]) for r in _records(tmp_path / "one")]
   got = [(r["selected"], r["accuracy"], r["num_devices"]) for r in _records(tmp_path / "two")]
   assert got == want and len(want) == 7 and want[0][2] == 4
@@ -64,7 +66,8 @@ def test_two_processes_select_as_one_process_and_a_killed_run_resumes_the_same(t
   rounds = [[line.split("|")[0] for line in out.splitlines() if line.startswith("[bald")]
             for out, _ in outs]
   assert rounds[0] == rounds[1] and len(rounds[0]) == 7
-  assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+  assert sorted(os.listdir(tmp_path / "two")) == sorted(
+      os.listdir(tmp_path / "one") + ["pool.array_record", "pool.json"])
   # Killed after two rounds (one process dies, the scheduler ends the other), then resumed.
   procs = _start(tmp_path / "run", 2)
   metrics = tmp_path / "run" / "seed_0" / "metrics.jsonl"

@@ -32,6 +32,9 @@ def test_eight_simulated_devices_match_one():
     assert out[f"train_diff_sharded_vs_single_{m}"] < 1e-4
     assert out[f"train_diff_member1_vs_alone_{m}"] < 1e-4
   assert out["predict_diff"] < 1e-4
+  # chunks of 96 rows over 8 devices: 12 rows per read, 256 rows read in all (none twice)
+  assert out["disk_predict_diff"] == 0.0
+  assert out["disk_largest_read"] == 12 and out["disk_rows_read"] == 256
   assert out["topk_sharded"] == out["topk_single"]
   assert out["runner_devices_8"] == 8 and out["runner_devices_1"] == 1
   assert out["runner_same_selection"]

@@ -1,5 +1,7 @@
 """Pools on disk read and scored chunk by chunk (``dal_jax.streaming``)."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,3 +58,62 @@ def test_streamed_scores_equal_scoring_the_whole_pool_in_memory(tmp_path):
   assert (a[where] >= -1e-6).all() and np.isneginf(a[~where]).all()
   picked = np.asarray(acq.top_k(jnp.asarray(a), 5))
   assert len(set(picked.tolist())) == 5 and where[picked].all()
+
+
+def test_views_read_nothing_until_asked_and_float_pools_round_trip(tmp_path):
+  x = np.random.default_rng(4).random((50, 3, 3, 2)).astype(np.float32)
+  path = str(tmp_path / "f")
+  streaming.write_pool(path, [x[:20], x[20:]], shape=(3, 3, 2), dtype="float32",
+                       meta={"digest": "d"})
+  pool = streaming.RecordPool(path)
+  assert pool.shape == (50, 3, 3, 2) and pool.meta["digest"] == "d"
+  view = pool[np.array([[3, 7], [7, 49]])][:, 1:]  # indexing composes positions
+  assert isinstance(view, streaming.Rows) and view.shape == (2, 1, 3, 3, 2)
+  np.testing.assert_array_equal(view.numpy(), x[np.array([[7], [49]])])
+  np.testing.assert_array_equal(np.asarray(pool[10:13]), x[10:13])  # float32 kept exactly
+  assert pool[[]].numpy().shape == (0, 3, 3, 2)
+  with pytest.raises(ValueError, match="pool chunks must be uint8"):
+    streaming.write_pool(path + "2", [x], shape=(3, 3, 2))
+  with pytest.raises(ValueError, match="dtype must be one of"):
+    streaming.write_pool(path + "3", [x], shape=(3, 3, 2), dtype="float16")
+
+
+def _records(workdir):
+  import json
+  with open(os.path.join(workdir, "seed_0", "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("overrides", [
+    {"acquisition": "bald"},
+    {"acquisition": "badge", "pool_subsample": 120, "cold_start": "kmeans"}])
+def test_a_run_with_its_pool_on_disk_equals_the_run_in_memory(tmp_path, overrides):
+  from dal_jax import experiment
+  from tests.test_loop import tiny_config
+
+  runs = {}
+  for on_disk in (False, True):
+    cfg = tiny_config(pool_on_disk=on_disk, **overrides)
+    workdir = str(tmp_path / str(on_disk))
+    experiment.run_experiment(cfg, workdir)
+    runs[on_disk] = [(r["selected"], r["accuracy"], r.get("pool_bald")) for r in
+                     _records(workdir)]
+  assert runs[True] == runs[False] and len(runs[True]) == 4
+  assert sorted(os.listdir(tmp_path / "True")) == sorted(
+      os.listdir(tmp_path / "False") + ["pool.array_record", "pool.json"])
+  # Resuming reuses the pool file (its digest matches the pool).
+  before = os.path.getmtime(tmp_path / "True" / "pool.array_record")
+  experiment.run_experiment(tiny_config(pool_on_disk=True, **overrides), str(tmp_path / "True"))
+  assert os.path.getmtime(tmp_path / "True" / "pool.array_record") == before
+
+
+@pytest.mark.parametrize("method,needs", [("ceal", "ceal"), ("fixmatch", "fixmatch")])
+def test_methods_that_need_every_pool_input_at_once_are_refused_on_disk(tmp_path, method,
+                                                                         needs):
+  from dal_jax import experiment
+  from tests.test_loop import tiny_config
+
+  cfg = tiny_config(pool_on_disk=True, acquisition="entropy", add_methods=method)
+  with pytest.raises(ValueError, match=rf"\({needs}\) uses every pool input at once, so it does "
+                     r"not run on a pool on disk; use a pool in memory"):
+    experiment.run_experiment(cfg, str(tmp_path))

@@ -77,12 +77,17 @@ class Acquisition(NamedTuple):
     init: ``init(key, spec: Spec) -> state``; ``{}`` for acquisitions without a network.
     select: ``select(state, outputs, *, key, k, where) -> (indices [k], state)``.
     needs: :class:`Needs`.
+    item_score: for score acquisitions, ``item_score(outputs, where) -> [n]`` on any chunk of
+      the candidates (an item's score depends on its own outputs alone); ``select`` then takes
+      the candidates' scores as ``outputs["scores"]`` instead of the model outputs. A pool on
+      disk is scored this way, chunk by chunk. None for batch methods.
   """
 
   name: str
   init: Callable[..., Any]
   select: Callable[..., tuple[jax.Array, Any]]
   needs: Needs
+  item_score: Callable[..., jax.Array] | None = None
 
 
 class Registered(NamedTuple):
@@ -192,14 +197,20 @@ def register(name: str, make: Callable[..., Acquisition], *, needs: Needs,
 
 def score_acquisition(name: str, score: Callable[..., jax.Array], needs: Needs, *,
                       selector: str = "top_k", beta: float = 1.0,
-                      init: Callable[..., Any] = _no_state) -> Acquisition:
+                      init: Callable[..., Any] = _no_state,
+                      item_score: Callable[..., jax.Array] | None = None) -> Acquisition:
   """An :class:`Acquisition` from ``score(state, outputs, *, key, where) -> (scores [N], state)``
-  and a selector. The key is split: the first half scores, the second selects."""
+  and a selector. The key is split: the first half scores, the second selects. With
+  ``item_score`` (see :class:`Acquisition`), precomputed ``outputs["scores"]`` are selected
+  from directly."""
   select_fn = _selectors.get_selector(selector, beta)
 
   def select(state, outputs, *, key, k, where=None):
     score_key, select_key = jax.random.split(key)
-    scores, state = score(state, outputs, key=score_key, where=where)
+    if item_score is not None and "scores" in outputs:
+      scores = jnp.asarray(outputs["scores"])
+    else:
+      scores, state = score(state, outputs, key=score_key, where=where)
     if where is not None:  # -inf means "not a candidate": a candidate's score never is
       lowest = jnp.finfo(scores.dtype).min
       scores = jnp.where(where, jnp.maximum(scores, lowest), -jnp.inf)
@@ -218,7 +229,8 @@ def arguments(outputs: Mapping[str, Any], needs: Needs, name: str) -> list[Any]:
 def register_score(name: str, score_fn: Callable[..., jax.Array], *,
                    needs: Needs = Needs(log_probs=True), overwrite: bool = False) -> Registered:
   """Registers a pure score ``score_fn(*arrays, where=None) -> [N]`` (higher = acquire), its
-  arrays being those of ``needs`` in the order of :meth:`Needs.keys`.
+  arrays being those of ``needs`` in the order of :meth:`Needs.keys`. An item's score must depend
+  on that item's arrays alone: pools on disk are scored chunk by chunk.
 
   Example::
 
@@ -230,8 +242,12 @@ def register_score(name: str, score_fn: Callable[..., jax.Array], *,
     del key
     return score_fn(*arguments(outputs, needs, name), where=where), state
 
+  def item_score(outputs, where):
+    return score_fn(*arguments(outputs, needs, name), where=where)
+
   def make(*, selector="top_k", beta=1.0):
-    return score_acquisition(name, score, needs, selector=selector, beta=beta)
+    return score_acquisition(name, score, needs, selector=selector, beta=beta,
+                             item_score=item_score)
 
   return register(name, make, needs=needs, options=SELECTION_OPTIONS,
                   doc=_first_line(score_fn), overwrite=overwrite)

@@ -51,6 +51,8 @@ class RoundHook(NamedTuple):
       batch is chosen (``variables_0``: the seed's first model).
     after_answers: ``after_answers(state, selected [k], labels [k]) -> state`` when the answers
       are incorporated.
+    whole_pool: the hook predicts or retrains on every pool input at once (CEAL's
+      pseudo-labels), so it cannot run on a pool on disk (``config.pool_on_disk``).
   """
 
   name: str
@@ -59,6 +61,7 @@ class RoundHook(NamedTuple):
   train_extra: Callable[..., Any] | None = None
   after_select: Callable[..., Any] | None = None
   after_answers: Callable[..., Any] | None = None
+  whole_pool: bool = False
 
 
 class Method(NamedTuple):

@@ -44,7 +44,7 @@ def hook(config: semi.CEAL) -> RoundHook:
                        fit.variables, variables)
     return new, [None] * len(counts), metrics
 
-  return RoundHook(name="ceal", after_fit=after_fit)
+  return RoundHook(name="ceal", after_fit=after_fit, whole_pool=True)
 
 
 def make(*, delta0: float = 0.05, decay: float = 0.005) -> Method:

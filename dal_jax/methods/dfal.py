@@ -35,7 +35,7 @@ def adversarial_copies() -> RoundHook:
     if len(free) < len(selected):
       raise ValueError(f"no room for {len(selected)} adversarial examples ({len(free)} free "
                        "slots); the budget bounds them")
-    x = ctx.data.x_pool[selected]
+    x = ctx.pool_inputs(selected)
     x_adv = x + _adversarial.deepfool_perturbation(ctx.learner.model, variables["model"], x)
     slots = free[:len(selected)]
     return {**state, "x": state["x"].at[slots].set(x_adv.astype(state["x"].dtype)),
