@@ -42,15 +42,18 @@ class DalImagePool(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is local
-    images, ok = self.builder_config.decode()
-    skipped = {it.path: reason for it, reason in zip(self.builder_config.items, ok)
-               if reason is not True}
-    self.info.metadata["skipped"] = json.dumps(skipped)
-    return {"train": self._generate_examples(images)}
+    return {"train": self._generate_examples()}
 
-  def _generate_examples(self, images):
-    for i, image in enumerate(images):
+  def _generate_examples(self):
+    # Decoded one image at a time; the files that cannot be decoded are named in the metadata
+    # (written with the dataset info after the records).
+    skipped = {}
+    for i, (item, (image, reason)) in enumerate(zip(self.builder_config.items,
+                                                    self.builder_config.decode())):
+      if reason is not True:
+        skipped[item.path] = reason
       yield i, {"image": image}
+    self.info.metadata["skipped"] = json.dumps(skipped)
 
 
 def pool_builder(key: str, items, size, channels, data_dir, decode) -> DalImagePool:

@@ -37,7 +37,9 @@ class Pool(NamedTuple):
   """A decoded pool.
 
   Attributes:
-    x: ``[N, H, W, C]`` float32 in [0, 1].
+    x: ``[N, H, W, C]`` float32 in [0, 1]: an array (``.npy`` / ``.npz`` pools) or, for
+      images, a :class:`dal_jax.streaming.Rows` view of the decoded-pool cache that reads
+      items by index (the pool is never whole in memory).
     ids: the N stable IDs.
     paths: the N source files (``""`` for array rows).
     known: ID -> class name for items that come labeled (class folders, manifest labels).
@@ -251,18 +253,39 @@ def decode_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
 
 
 def _decode_all(items: list[_Item], size, channels, progress: bool):
+  """``(image [H, W, C] uint8, True or the reason it cannot be decoded)`` per item, one at a
+  time (the pool is never whole in memory; an undecodable image's record holds zeros)."""
   from tqdm import tqdm  # a dependency of tensorflow-datasets
 
-  images, ok = [], []
   for item in tqdm(items, desc="decoding images", unit="img", disable=not progress,
                    file=sys.stderr):
     try:
-      images.append(decode_image(item.path, size, channels))
-      ok.append(True)
+      yield decode_image(item.path, size, channels), True
     except Exception as e:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
-      images.append(np.zeros((*size, channels), np.uint8))
-      ok.append(f"{type(e).__name__}: {e}")
-  return images, ok
+      yield np.zeros((*size, channels), np.uint8), f"{type(e).__name__}: {e}"
+
+
+class DecodedImages:
+  """The decoded pool's records read by index (tfds random access over its ``array_record``
+  files): ``read(positions) -> [k, H, W, C]`` float32 in [0, 1], positions among the kept
+  items. The pool's ``x`` is a :class:`dal_jax.streaming.Rows` view of it."""
+
+  def __init__(self, source, records: np.ndarray, item_shape: tuple[int, ...], where: str):
+    self.source, self.records = source, np.asarray(records, np.int64)
+    self.item_shape, self.where = tuple(item_shape), where
+
+  def read(self, positions) -> np.ndarray:
+    idx = self.records[np.asarray(positions, np.int64).reshape(-1)].tolist()
+    if not idx:
+      return np.zeros((0, *self.item_shape), np.float32)
+    try:
+      images = np.stack([r["image"] for r in self.source.__getitems__(idx)])
+      if images.shape[1:] != self.item_shape:
+        raise ValueError(f"holds {images.shape}")
+    except Exception as e:  # array_record / tfds raise many types for damaged files
+      raise ValueError(f"the decoded-pool cache {self.where} is damaged ({type(e).__name__}); "
+                       "delete that folder and it is decoded again") from None
+    return images.astype(np.float32) / 255.0
 
 
 def file_digest(path: str) -> str:
@@ -276,7 +299,8 @@ def file_digest(path: str) -> str:
 
 def _cached_decode(items: list[_Item], size, channels, data_dir, progress: bool):
   """Decoded images through the tfds cache keyed by the files' content and the target shape:
-  ``(images [n, H, W, C] uint8, {path: reason} of undecodable files, digests [n])``."""
+  ``(tfds source of the n records, its folder, {path: reason} of undecodable files,
+  digests [n])``."""
   from dal_jax import _pool_builder
 
   digests = [file_digest(it.path) for it in items]
@@ -288,16 +312,14 @@ def _cached_decode(items: list[_Item], size, channels, data_dir, progress: bool)
                                        lambda: _decode_all(items, size, channels, progress))
   try:
     source = builder.as_data_source()["train"]
-    records = source.__getitems__(list(range(len(source))))
-    images = np.stack([r["image"] for r in records])
     reasons = json.loads(builder.info.metadata["skipped"]) if builder.info.metadata else {}
-    if images.shape != (len(items), *size, channels) or not isinstance(reasons, dict):
-      raise ValueError(f"holds {images.shape}")
+    if len(source) != len(items) or not isinstance(reasons, dict):
+      raise ValueError(f"holds {len(source)} records")
   except Exception as e:  # array_record / tfds raise many types for damaged files
     raise ValueError(f"the decoded-pool cache {builder.data_dir} is damaged "
                      f"({type(e).__name__}); delete that folder and it is decoded again"
                      ) from None
-  return images, reasons, digests
+  return source, str(builder.data_dir), reasons, digests
 
 
 def load_pool(source: str, *, image_size: tuple[int, int] = (28, 28), channels: int = 1,
@@ -340,10 +362,10 @@ def load_pool(source: str, *, image_size: tuple[int, int] = (28, 28), channels: 
   missing = {p for p, _ in unusable}
   items = [it for it in items if it.path not in missing]
   if items:
-    images, reasons, digests = _cached_decode(items, tuple(image_size), channels, data_dir,
-                                              progress)
+    source, where, reasons, digests = _cached_decode(items, tuple(image_size), channels,
+                                                     data_dir, progress)
   else:
-    images, reasons, digests = None, {}, []
+    source, where, reasons, digests = None, "", {}, []
   keep = [i for i, it in enumerate(items) if it.path not in reasons]
   skipped = unusable + [(it.path, f"cannot decode ({reasons[it.path]})") for it in items
                         if it.path in reasons]
@@ -358,7 +380,12 @@ def load_pool(source: str, *, image_size: tuple[int, int] = (28, 28), channels: 
     raise ValueError(f"pool {source!r}: labels {sorted(bad)} are not among the classes "
                      f"{class_names}")
   kept = [items[i] for i in keep]
-  return Pool(x=images[keep].astype(np.float32) / 255.0, ids=[it.id for it in kept],
+  from dal_jax import streaming
+
+  images = DecodedImages(source, np.array(keep), (*image_size, channels), where)
+  x = streaming.Rows(images, np.arange(len(keep)))
+  x.numpy() if len(keep) <= 1 else x[[0, len(keep) - 1]].numpy()  # a damaged cache: now
+  return Pool(x=x, ids=[it.id for it in kept],
               paths=[it.path for it in kept],
               known={it.id: it.label for it in kept if it.label is not None}, skipped=skipped,
               digests=[digests[i] for i in keep])

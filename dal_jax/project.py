@@ -61,6 +61,7 @@ from dal_jax import learner as learner_lib
 from dal_jax import loop as loop_lib
 from dal_jax import models as models_lib
 from dal_jax import pool as pool_lib
+from dal_jax import streaming
 from dal_jax import training
 from dal_jax import workdir as workdir_lib
 
@@ -69,6 +70,12 @@ LABEL_CONTROL = "label"  # the name of the class choice in Label Studio configs 
 COLD_STARTS = loop_lib.COLD_STARTS
 _PROJECT_DEFAULTS = {"model": "mlp", "acquisition": "entropy", "mc_samples": 0,
                      "pool_subsample": 0, "val_size": 0}
+
+
+def _device(x):
+  """A pool's inputs for the loop: a view of the decoded images stays on disk (read by index and
+  in chunks); an array goes to the device."""
+  return x if streaming.is_rows(x) else jnp.asarray(x)
 
 
 def _now() -> str:
@@ -298,7 +305,7 @@ class Project:
   def _setup(self, model):
     # A project's budget is its pool: nothing more can ever be labeled (methods size their
     # state by it, e.g. DFAL's slots for adversarial copies).
-    return loop_lib.make_setup(model, jnp.asarray(self.pool.x), len(self.classes),
+    return loop_lib.make_setup(model, self.pool.x, len(self.classes),
                                len(self.pool.ids))
 
   def _loop_state(self, method, setup, round_: int, *, fresh: bool = False
@@ -393,7 +400,7 @@ class Project:
                                 ensemble_size=config.ensemble_size)
       self._say(f"round {int(state.round)}: training on {len(labels)} labels, then scoring "
                 f"{n_unlabeled} unlabeled items with {config.acquisition}")
-      data = loop_lib.LoopData(x_pool=jnp.asarray(pool.x))
+      data = loop_lib.LoopData(x_pool=_device(pool.x))
       (state,), (q,), variables = loop_lib.propose(
           [state], method=method, learner=learner, data=data, config=rc,
           num_classes=len(self.classes))
@@ -453,7 +460,8 @@ class Project:
       pred_name = self.classes[pred] if pred is not None else ""
       w.writerow([pool.ids[j], pool.paths[j], rank, "" if score is None else f"{score:.6f}",
                   pred_name, "" if prob is None else f"{prob:.6f}", ""])
-      task = {"data": {"image": _data_uri(pool.x[j]), "item_id": pool.ids[j],
+      task = {"data": {"image": _data_uri(streaming.materialize(pool.x[j])),
+                       "item_id": pool.ids[j],
                        "path": pool.paths[j], "rank": rank, "query": qnum}}
       if pred is not None:
         task["predictions"] = [{"model_version": f"dal_jax query {qnum}", "score": prob,
@@ -588,7 +596,7 @@ class Project:
     learner = self._plain_learner()
     index = {i: n for n, i in enumerate(self.pool.ids)}
     ids = sorted(labels)
-    x = jnp.asarray(self.pool.x[[index[i] for i in ids]])
+    x = jnp.asarray(streaming.materialize(self.pool.x[np.array([index[i] for i in ids])]))
     y = np.array([self.classes.index(labels[i]) for i in ids], np.int32)
     fold = np.asarray(jax.random.permutation(jax.random.key(0), len(ids))) % folds
     train = np.stack([fold != f for f in range(folds)])
@@ -630,8 +638,9 @@ class Project:
     for i, c in labels.items():
       y[index[i]] = self.classes.index(c)
     self._say(f"training the export model on {len(labels)} labels")
-    x = jnp.asarray(pool.x)
-    fit = learner.fit(x, jnp.asarray(y), jnp.asarray(y >= 0),
+    have = np.nonzero(y >= 0)[0]  # the labeled items alone are read
+    fit = learner.fit(jnp.asarray(streaming.materialize(pool.x[have])), jnp.asarray(y[have]),
+                      jnp.ones(len(have), bool),
                       keys=jax.random.split(jax.random.key(int(self.config.seed)), 1))
     variables = learner_lib.index(fit.variables, 0)["model"]
     out = self._file("export")
@@ -642,7 +651,7 @@ class Project:
         "options": config_lib.plain(self.config.models.get(self.config.model, {})),
         "input_shape": list(pool.x.shape[1:]), "classes": self.classes,
         "labels": len(labels), "time": _now()})
-    probs = self._probabilities(learner, fit.variables, x)
+    probs = self._probabilities(learner, fit.variables, _device(pool.x))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["id", "path", "predicted", "probability", "label"])

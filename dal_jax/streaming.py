@@ -66,12 +66,13 @@ def write_pool(path: str, chunks, *, shape: tuple[int, ...], dtype: str = "uint8
 
 class Rows:
   """Rows of a pool on disk at ``positions`` (any integer array): shape ``[*positions.shape,
-  *item_shape]``. Indexing gives another view; :meth:`numpy` reads the values (float32 in
-  [0, 1]), each distinct item once."""
+  *item_shape]``. Indexing gives another view; :meth:`numpy` reads the values (float32), each
+  distinct item once. ``pool`` is anything with ``item_shape`` and ``read(positions)``: a
+  :class:`RecordPool`, or a project's decoded images (``dal_jax.pool.DecodedImages``)."""
 
   dtype = np.dtype(np.float32)
 
-  def __init__(self, pool: "RecordPool", positions):
+  def __init__(self, pool, positions):
     self.pool, self.positions = pool, np.asarray(positions, np.int64)
 
   @property
