@@ -23,6 +23,7 @@ from dal_jax import acquisition as acq_lib
 from dal_jax import loop as loop_lib
 from dal_jax import methods as methods_lib
 from dal_jax import models as models_lib
+from dal_jax import tasks as tasks_lib
 from dal_jax import training
 
 # Bumped whenever stored runs of an older layout cannot be resumed as they are.
@@ -85,7 +86,9 @@ FIELDS: dict[str, Field] = {
                           _float_in(1.0, INF)),
     "ood_fraction": _f(0.0, "out-of-distribution samples appended to the pool (labels -1)",
                        _float_in(0.0, 0.9)),
-    # Model.
+    # Task and model.
+    "task": _f("classification", "what a label is, its loss and metrics: a registered task "
+               "(dal_jax.tasks)", _STR),
     "model": _f("gal_cnn", "mlp, gal_cnn or resnet18", _STR),
     # Acquisition / method.
     "acquisition": _f("bald", "the method: any acquisition or method name", _STR),
@@ -183,7 +186,7 @@ TRAIN_FIELDS: dict[str, Field] = {
 # Top-level fields added after runs were first stored, at the values those runs ran with.
 LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
                  "report_counting": "labels", "protocol": "", "cold_start": "random",
-                 "workers": 1, "pool_on_disk": False}
+                 "workers": 1, "pool_on_disk": False, "task": "classification"}
 
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}
@@ -289,6 +292,8 @@ def check(config) -> None:
     raise ValueError(f"unknown config.train fields {unknown}; valid: {sorted(TRAIN_FIELDS)}")
   for name, field in TRAIN_FIELDS.items():
     _check_field(f"train.{name}", field, config.train[name])
+  task = tasks_lib.get_task(config.task)
+  task.criterion(config.train.early_stopping)
   if config.model not in models_lib.MODELS:
     raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
   options = plain(config.models.get(config.model, {})) if "models" in config else {}

@@ -34,6 +34,7 @@ from dal_jax import parallel
 from dal_jax import selfsup
 from dal_jax import stopping
 from dal_jax import streaming
+from dal_jax import tasks as tasks_lib
 from dal_jax import training
 from dal_jax import workdir as workdir_lib
 
@@ -170,7 +171,8 @@ def build(config, splits: data_lib.Splits, *, workdir: str | None = None) -> Run
   method = build_method(config)
   learner = learner_lib.Learner(model=model, config=training.TrainConfig(**config.train),
                                 terms=method.loss_terms, mesh=make_mesh(config),
-                                chunk_size=config.chunk_size)
+                                chunk_size=config.chunk_size,
+                                task=tasks_lib.get_task(config.task))
   rc = loop_lib.RoundConfig(query_size=config.query_size, mc_samples=config.mc_samples,
                             pool_subsample=config.pool_subsample, budget=config.budget,
                             target_accuracy=config.target_accuracy,

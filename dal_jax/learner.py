@@ -35,6 +35,7 @@ import numpy as np
 from dal_jax import parallel
 from dal_jax import predict as predict_lib
 from dal_jax import streaming
+from dal_jax import tasks as tasks_lib
 from dal_jax import training
 from dal_jax.models import Model
 
@@ -106,16 +107,17 @@ def _stacked_step(states, keys, x, y, p, pu, *, train_step, batch_size, mesh, la
   return jax.vmap(one)(states, keys, y, p, pu)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "criterion"))
-def _stacked_validation(variables, x, y, *, apply, criterion):
-  """``([M] accuracy, [M] score)`` of every model on the validation set
-  (:func:`training.validation_score`)."""
+@functools.partial(jax.jit, static_argnames=("apply", "criterion", "task"))
+def _stacked_validation(variables, x, y, *, apply, criterion, task):
+  """``([M] headline, [M] score)`` of every model on the validation set: the task's headline
+  criterion and its early-stopping ``criterion`` (:func:`training.validation_score`)."""
   def one(v):
     logits = apply(v["model"], x, train=False)[0]
-    acc = jnp.mean(jnp.argmax(logits, -1) == y)
-    if criterion == "accuracy":
+    acc = task.criterion(task.headline)(logits, y)
+    if criterion == task.headline:
       return acc, acc
-    return acc, training.validation_score(jax.nn.log_softmax(logits, axis=-1), y, criterion)
+    return acc, training.validation_score(jax.nn.log_softmax(logits, axis=-1), y, criterion,
+                                          task)
   return jax.vmap(one)(variables)
 
 
@@ -147,6 +149,7 @@ class Learner(NamedTuple):
     terms: loss terms added to the cross-entropy (a method's training side).
     mesh: optional device mesh (:func:`dal_jax.parallel.make_mesh`).
     chunk_size: pool points per compiled prediction call.
+    task: the :class:`dal_jax.tasks.Task` (its loss, early-stopping criteria and metrics).
     vectorize: ``vmap`` over models (True) or run them one by one (False); None: vectorize on
       accelerators and meshes of several devices, not on a single CPU device.
   """
@@ -157,6 +160,7 @@ class Learner(NamedTuple):
   mesh: Any = None
   chunk_size: int = 1024
   vectorize: bool | None = None
+  task: tasks_lib.Task = tasks_lib.CLASSIFICATION
 
   @property
   def vectorized(self) -> bool:
@@ -205,7 +209,7 @@ class Learner(NamedTuple):
     if not self.vectorized:
       fits = [training.fit(self.model, x, y[i], labeled[i], key=keys[i], config=self.config,
                            val=val, init_variables=None if init is None else index(init, i),
-                           terms=self.terms,
+                           terms=self.terms, task=self.task,
                            unlabeled=None if unlabeled is None else unlabeled[i])
               for i in range(m)]
       return StackedFit(variables=stack([f.variables for f in fits]),
@@ -221,7 +225,7 @@ class Learner(NamedTuple):
     init_keys, data_keys = split[:, 0], split[:, 1]
     variables = init if init is not None else self.init(init_keys, x)
     tx = training.make_optimizer(config)
-    step_fn = training.make_train_step(self.model, tx, self.terms)
+    step_fn = training.make_train_step(self.model, tx, self.terms, self.task)
     # Each model's decay from its own labeled count (ignored by a constant-decay AdamW).
     states = jax.vmap(lambda v, n: training.init_train_state(v, tx, config=config, n_labeled=n))(
         variables, jnp.asarray(counts))
@@ -274,7 +278,7 @@ class Learner(NamedTuple):
         continue
       acc, score = _stacked_validation(states.variables, jnp.asarray(val[0]),
                                        jnp.asarray(val[1]), apply=self.model.apply,
-                                       criterion=config.early_stopping)
+                                       criterion=config.early_stopping, task=self.task)
       improved = act & (score > best_score)
       best = _select(improved, states.variables, best)
       best_acc = jnp.where(improved, acc, best_acc)

@@ -27,7 +27,6 @@ import numpy as np
 
 from dal_jax import acquisition as acq_lib
 from dal_jax import learner as learner_lib
-from dal_jax import metrics as metrics_lib
 from dal_jax import streaming
 from dal_jax.data import OOD_LABEL
 from dal_jax.methods import Method
@@ -247,7 +246,8 @@ class RoundConfig(NamedTuple):
     mc_samples: MC-dropout samples for acquisitions that read log-probs (0 = deterministic).
     pool_subsample: score at most this many random unlabeled candidates per round (0 = all).
     budget: stop once this many points are labeled.
-    target_accuracy: stop once test accuracy reaches this (``None``: never).
+    target_accuracy: stop once the task's headline test metric (classification: accuracy)
+      reaches this (``None``: never).
     warm_start: continue from the previous round's weights instead of re-initialising.
     ensemble_size: E models per seed (a deep ensemble; DEBAL with ``mc_samples > 0``).
   """
@@ -430,11 +430,12 @@ def _check_pool_on_disk(method: Method, learner: learner_lib.Learner, data: Loop
                      "(config.pool_on_disk=False)")
 
 
-def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig) -> str | None:
+def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig,
+                 headline: str) -> str | None:
   if state.num_labeled >= config.budget:
     return "budget"
-  if (config.target_accuracy is not None and "accuracy" in metrics
-      and metrics["accuracy"] >= config.target_accuracy):
+  if (config.target_accuracy is not None and headline in metrics
+      and metrics[headline] >= config.target_accuracy):
     return "target_accuracy"
   if metrics.get("stop"):
     return metrics["stop"]
@@ -536,9 +537,9 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
     test_lp = learner.predict(variables, data.x_test).log_probs
     for g, m in enumerate(metrics):
       lp = learner_lib.ensemble_log_probs(test_lp[g * members:(g + 1) * members])
-      m.update(metrics_lib.classification_metrics(acq_lib.mean_log_probs(lp), data.y_test))
+      m.update(learner.task.metrics(acq_lib.mean_log_probs(lp), data.y_test))
   t_train = time.perf_counter() - t0
-  stops = [_stop_reason(s, m, config) for s, m in zip(states, metrics)]
+  stops = [_stop_reason(s, m, config, learner.task.headline) for s, m in zip(states, metrics)]
   for m in metrics:
     m["time_train"] = t_train
   queries: list[Query | None] = [None] * g_count

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dal_jax import metrics as metrics_lib
 from dal_jax import predict as predict_lib
+from dal_jax import tasks as tasks_lib
 from dal_jax.models import Model
 
 
@@ -93,17 +93,14 @@ class Batch(NamedTuple):
 
   Attributes:
     x: ``[B, ...]`` labeled inputs (possibly transformed by a term's ``prepare``, e.g. mixup).
-    y: ``[B]`` their labels.
-    y_mix: ``[B]`` second labels of mixed inputs (``y`` when nothing is mixed).
-    lam: ``[]`` weight of ``y`` against ``y_mix`` in the cross-entropy (1 = unmixed).
+    y: ``[B, ...]`` their labels (the task's label shape).
     xu: ``[Bu, ...]`` unlabeled pool inputs, or None when no term asks for them.
-    extras: arrays a term's ``prepare`` leaves for its ``loss`` (e.g. FixMatch's pseudo-labels).
+    extras: arrays a term's ``prepare`` leaves for its ``loss`` or ``wrap`` (FixMatch's
+      pseudo-labels, mixup's weight and permutation).
   """
 
   x: jax.Array
   y: jax.Array
-  y_mix: jax.Array
-  lam: Any
   xu: jax.Array | None = None
   extras: dict[str, jax.Array] = {}
 
@@ -114,7 +111,7 @@ class StepOutputs(NamedTuple):
   Attributes:
     logits: ``[B + Bu, C]`` logits of the labeled then the unlabeled inputs.
     aux: the model's ``aux`` for the same inputs (``pre_logits``, ``features``, ...).
-    per_example: ``[B]`` the cross-entropy of each labeled example.
+    per_example: ``[B]`` the task loss of each labeled example (after the terms' ``wrap``).
     batch: the :class:`Batch`.
     key: the term's own PRNG key for this step.
   """
@@ -131,7 +128,7 @@ class StepOutputs(NamedTuple):
 
 
 class LossTerm(NamedTuple):
-  """A term added to the cross-entropy of every train step (composed like ``optax.chain``).
+  """A term added to the task loss of every train step (composed like ``optax.chain``).
 
   Attributes:
     name: prefix of the term's metrics.
@@ -144,6 +141,9 @@ class LossTerm(NamedTuple):
     unlabeled_ratio: unlabeled pool inputs per labeled input the term needs in each batch.
     outputs: ``outputs(params, aux) -> {name: [B] array}``: per-example outputs the term adds to
       predictions (LL4AL's ``predicted_loss``), which acquisitions can ask for by name.
+    wrap: ``wrap(task_loss, batch) -> task_loss``: a new per-example task loss
+      ``(logits, labels) -> [B]`` built around the task's (mixup weighs the loss of the labels
+      and of the mixed-in labels); terms wrap in order.
   """
 
   name: str
@@ -152,6 +152,7 @@ class LossTerm(NamedTuple):
   prepare: Callable[..., Batch] | None = None
   unlabeled_ratio: int = 0
   outputs: Callable[..., dict[str, jax.Array]] | None = None
+  wrap: Callable[..., Callable[[jax.Array, jax.Array], jax.Array]] | None = None
 
 
 def unlabeled_ratio(terms: tuple[LossTerm, ...]) -> int:
@@ -242,11 +243,11 @@ def init_train_state(variables, tx: optax.GradientTransformation, *,
   return TrainState(step=jnp.zeros((), jnp.int32), variables=variables, opt_state=opt_state)
 
 
-def validation_score(log_probs: jax.Array, labels: jax.Array, criterion: str) -> jax.Array:
-  """Higher is better: accuracy, or minus the mean NLL (``criterion`` "accuracy" / "nll")."""
-  if criterion == "nll":
-    return -metrics_lib.nll(log_probs, labels)
-  return metrics_lib.accuracy(log_probs, labels)
+def validation_score(log_probs: jax.Array, labels: jax.Array, criterion: str,
+                     task: tasks_lib.Task = tasks_lib.CLASSIFICATION) -> jax.Array:
+  """Higher is better: the task's early-stopping ``criterion`` (classification: "accuracy", or
+  "nll" for minus the mean NLL)."""
+  return task.criterion(criterion)(log_probs, labels)
 
 
 def margin_ranking_loss(predicted: jax.Array, target: jax.Array, *, margin: float = 1.0
@@ -277,11 +278,13 @@ def margin_ranking_loss(predicted: jax.Array, target: jax.Array, *, margin: floa
 
 @functools.lru_cache(maxsize=64)
 def make_train_step(model: Model, tx: optax.GradientTransformation,
-                    terms: tuple[LossTerm, ...] = ()):
+                    terms: tuple[LossTerm, ...] = (),
+                    task: tasks_lib.Task = tasks_lib.CLASSIFICATION):
   """Returns ``train_step(state, batch, key) -> (state, metrics)`` for ``batch = (x, y)`` or
   ``(x, y, x_unlabeled)``.
 
-  The loss is the mean cross-entropy of the labeled examples plus the sum of the terms' losses.
+  The loss is the mean task loss of the labeled examples (the task's ``loss``, wrapped by the
+  terms that ``wrap`` it) plus the sum of the terms' losses.
   Each term's ``prepare`` runs first (in order); the labeled and unlabeled inputs then share one
   forward pass (one batch-norm update). Dropout uses ``key``; term i gets ``fold_in(key, i + 1)``.
   """
@@ -295,7 +298,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
       raise ValueError(f"loss terms {[t.name for t in terms if t.unlabeled_ratio]} need "
                        "unlabeled inputs: pass batch = (x, y, x_unlabeled)")
     x, y = batch[:2]
-    b = Batch(x=x, y=y, y_mix=y, lam=1.0, xu=batch[2] if len(batch) == 3 else None)
+    b = Batch(x=x, y=y, xu=batch[2] if len(batch) == 3 else None)
     term_keys = [jax.random.fold_in(key, i + 1) for i in range(len(terms))]
 
     def teacher(xs):
@@ -306,12 +309,15 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
         b = t.prepare(b, jax.random.fold_in(k, 0), teacher=teacher)
     n = b.x.shape[0]
     x_in = b.x if b.xu is None else jnp.concatenate([b.x, b.xu])
+    task_loss = task.loss
+    for t in terms:
+      if t.wrap is not None:
+        task_loss = t.wrap(task_loss, b)
 
     def loss_fn(trainable):
       model_vars = {**state.variables["model"], "params": trainable["params"]}
       logits, aux = model.apply(model_vars, x_in, train=True, key=key)
-      ce = optax.softmax_cross_entropy_with_integer_labels
-      per_example = b.lam * ce(logits[:n], b.y) + (1.0 - b.lam) * ce(logits[:n], b.y_mix)
+      per_example = task_loss(logits[:n], b.y)
       loss = jnp.mean(per_example)
       metrics = {}
       out = StepOutputs(logits=logits, aux=aux, per_example=per_example, batch=b, key=key)
@@ -329,7 +335,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
     variables = {"model": {**state.variables["model"], **updates_coll,
                            "params": trainable["params"]},
                  "terms": trainable["terms"]}
-    acc = jnp.mean(jnp.argmax(logits, -1) == y)
+    acc = task.criterion(task.headline)(logits, y)
     return state.replace(step=state.step + 1, variables=variables, opt_state=opt_state), {
         "loss": loss, "accuracy": acc, **metrics}
 
@@ -410,7 +416,8 @@ class FitResult(NamedTuple):
 
 def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
         val: tuple[Any, Any] | None = None, init_variables=None, tx=None,
-        terms: tuple[LossTerm, ...] = (), unlabeled=None) -> FitResult:
+        terms: tuple[LossTerm, ...] = (), unlabeled=None,
+        task: tasks_lib.Task = tasks_lib.CLASSIFICATION) -> FitResult:
   """Trains one model on the labeled part of a pool, with early stopping on a validation set.
 
   This is the single-model program; :class:`dal_jax.learner.Learner` runs it per model (or a
@@ -430,6 +437,7 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
     terms: :class:`LossTerm` s added to the cross-entropy.
     unlabeled: ``[N]`` bool mask of unlabeled pool points, required when a term asks for
       unlabeled inputs (``LossTerm.unlabeled_ratio > 0``).
+    task: the :class:`dal_jax.tasks.Task` (its loss, and its criteria for early stopping).
 
   Returns:
     :class:`FitResult` holding the variables with the best validation criterion
@@ -449,7 +457,7 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
                else initialize(model, init_key, x[:1], terms))
   tx = tx or make_optimizer(config)
   state = init_train_state(variables, tx, config=config, n_labeled=n_labeled)
-  step_fn = make_train_step(model, tx, tuple(terms))
+  step_fn = make_train_step(model, tx, tuple(terms), task)
   weights = labeled.astype(jnp.float32)
   u_weights, u_batch = None, 0
   ratio = unlabeled_ratio(terms)
@@ -475,8 +483,9 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
       best = state.variables
       continue
     out = predict_lib.predict(model, state.variables["model"], val[0], chunk_size=1024)
-    acc = float(metrics_lib.accuracy(out.log_probs[0], jnp.asarray(val[1])))
-    score = float(validation_score(out.log_probs[0], jnp.asarray(val[1]), config.early_stopping))
+    acc = float(task.criterion(task.headline)(out.log_probs[0], jnp.asarray(val[1])))
+    score = float(validation_score(out.log_probs[0], jnp.asarray(val[1]), config.early_stopping,
+                                   task))
     if score > best_score:
       best, best_acc, best_score, bad = state.variables, acc, score, 0
     else:

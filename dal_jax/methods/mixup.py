@@ -2,7 +2,8 @@
 method added to any acquisition (``--config.add_methods=mixup``).
 
 Each batch is mixed: ``λ ~ Beta(α, α)``, ``x̃ = λ x + (1 - λ) x[π]`` for a random permutation π,
-and the cross-entropy becomes ``λ CE(f(x̃), y) + (1 - λ) CE(f(x̃), y[π])``.
+and the task loss becomes ``λ L(f(x̃), y) + (1 - λ) L(f(x̃), y[π])`` (the term wraps the task's
+loss, so it mixes any task's labels).
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ def loss_term(alpha: float) -> training.LossTerm:
     lam_key, perm_key = jax.random.split(key)
     lam = jax.random.beta(lam_key, alpha, alpha)
     perm = jax.random.permutation(perm_key, batch.x.shape[0])
-    return batch._replace(x=lam * batch.x + (1.0 - lam) * batch.x[perm], y_mix=batch.y[perm],
-                          lam=lam)
+    return batch._replace(x=lam * batch.x + (1.0 - lam) * batch.x[perm],
+                          extras={**batch.extras, "mixup_lam": lam, "mixup_perm": perm})
+
+  def wrap(task_loss, batch: training.Batch):
+    lam, perm = batch.extras["mixup_lam"], batch.extras["mixup_perm"]
+    return lambda logits, y: lam * task_loss(logits, y) + (1.0 - lam) * task_loss(logits, y[perm])
 
   return training.LossTerm(name="mixup", loss=lambda params, out: (jnp.zeros(()), {}),
-                           prepare=prepare)
+                           prepare=prepare, wrap=wrap)
 
 
 def make(*, alpha: float = OPTIONS["alpha"]) -> Method:
