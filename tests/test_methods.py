@@ -15,7 +15,7 @@ from dal_jax import training
 from dal_jax.acquisition import _learned
 from dal_jax.methods import fixmatch
 from dal_jax.methods import ll4al
-from dal_jax.methods import sraal
+from dal_jax.acquisition import _sraal as sraal
 from dal_jax.methods import waal
 from tests.test_loop import tiny_config
 

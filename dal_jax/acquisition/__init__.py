@@ -59,6 +59,4 @@ from dal_jax.acquisition._selectors import softrank_sample
 from dal_jax.acquisition._selectors import top_k
 
 entropy = predictive_entropy
-
-# The methods register the acquisitions that train networks of their own (DAL, VAAL, ...).
-from dal_jax import methods as _methods  # noqa: E402,F401  pylint: disable=g-import-not-at-top
+from dal_jax.acquisition import _sraal  # noqa: E402,F401  registers "sraal"

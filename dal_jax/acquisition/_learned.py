@@ -472,3 +472,53 @@ def waal(key: jax.Array, log_probs: jax.Array, pre_logits: jax.Array, *, where: 
   critic = jax.nn.sigmoid(apply(params, h)[:, 0])
   scores = config.selection * critic - waal_uncertainty(log_probs)
   return _scores.apply_where(scores, where), {"critic": params}
+
+
+# ---- registration: the acquisitions that train a network of their own ----
+
+
+def learned_acquisition(name: str, config_type, init_fn, run_fn, needs: _registry.Needs, *,
+                        batch: bool, selector: str = "top_k", beta: float = 1.0,
+                        **options) -> _registry.Acquisition:
+  """An acquisition that trains a network of its own (its state) from its leaves
+  (``init_fn(key, spec, config)``; ``run_fn(key, *arrays, [k,] where,
+  method_state, config) -> (scores or indices, state)``)."""
+  config = config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+  check_config(name, config)
+
+  def init(key, spec):
+    return init_fn(key, spec, config)
+
+  if batch:
+    _registry.batch_only(name, selector)
+
+    def select(state, outputs, *, key, k, where=None):
+      return run_fn(key, *_registry.arguments(outputs, needs, name), k, where=where,
+                    method_state=state, config=config)
+
+    return _registry.Acquisition(name=name, init=init, select=select, needs=needs)
+
+  def score(state, outputs, *, key, where):
+    return run_fn(key, *_registry.arguments(outputs, needs, name), where=where, method_state=state,
+                  config=config)
+
+  return _registry.score_acquisition(name, score, needs, selector=selector, beta=beta, init=init)
+
+
+def register_learned(name: str, config_type, init_fn, run_fn, needs: _registry.Needs, *,
+                     batch: bool, doc: str) -> None:
+  """Registers :func:`learned_acquisition` in the acquisition registry (options: the fields of
+  ``config_type`` and, for score-type ones, the selector)."""
+  defaults = dict(config_type._field_defaults)
+
+  def make(**options):
+    return learned_acquisition(name, config_type, init_fn, run_fn, needs, batch=batch, **options)
+
+  _registry.register(name, make, needs=needs, options={**_registry.SELECTION_OPTIONS, **defaults},
+                   doc=doc)
+
+
+register_learned("dal", DALConfig, dal_init, dal, _registry.Needs(pre_logits=True), batch=True,
+                 doc="labeled-vs-unlabeled classifier on pre-logits (Gissin & Shalev-Shwartz 2019)")
+register_learned("vaal", VAALConfig, vaal_init, vaal, _registry.Needs(inputs=True), batch=False,
+                 doc="β-VAE + adversarial discriminator on the inputs (Sinha et al. 2019)")

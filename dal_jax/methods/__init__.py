@@ -15,21 +15,18 @@ from dal_jax.methods._base import RoundHook
 from dal_jax.methods._base import Setup
 from dal_jax.methods._base import combine
 from dal_jax.methods._base import get_method
-from dal_jax.methods._base import learned_acquisition
 from dal_jax.methods._base import method_options
 from dal_jax.methods._base import names
-from dal_jax.methods._base import register_learned
 from dal_jax.methods._base import register_method
 from dal_jax.methods._base import split_options
+from dal_jax.acquisition._learned import learned_acquisition
+from dal_jax.acquisition._learned import register_learned
 
 # One line per method file.
 from dal_jax.methods import ceal  # noqa: E402,F401
-from dal_jax.methods import dal  # noqa: E402,F401
 from dal_jax.methods import dfal  # noqa: E402,F401
 from dal_jax.methods import fixmatch  # noqa: E402,F401
 from dal_jax.methods import ll4al  # noqa: E402,F401
 from dal_jax.methods import mixup  # noqa: E402,F401
-from dal_jax.methods import sraal  # noqa: E402,F401
 from dal_jax.methods import ta_vaal  # noqa: E402,F401
-from dal_jax.methods import vaal  # noqa: E402,F401
 from dal_jax.methods import waal  # noqa: E402,F401

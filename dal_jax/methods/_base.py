@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NamedTuple
 
 from dal_jax import acquisition as acq_lib
-from dal_jax.acquisition import _learned
 from dal_jax import training
 
 
@@ -142,44 +141,3 @@ def combine(main: Method, *extra: Method) -> Method:
     raise ValueError(f"methods {[m.name for m in (main, *extra)]} repeat a round hook")
   return main._replace(loss_terms=main.loss_terms + sum((m.loss_terms for m in extra), ()),
                        hooks=main.hooks + sum((m.hooks for m in extra), ()))
-
-
-def learned_acquisition(name: str, config_type, init_fn, run_fn, needs: acq_lib.Needs, *,
-                        batch: bool, selector: str = "top_k", beta: float = 1.0,
-                        **options) -> acq_lib.Acquisition:
-  """An acquisition that trains a network of its own (its state) from the leaves in
-  ``dal_jax.acquisition`` (``init_fn(key, spec, config)``; ``run_fn(key, *arrays, [k,] where,
-  method_state, config) -> (scores or indices, state)``)."""
-  config = config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
-  _learned.check_config(name, config)
-
-  def init(key, spec):
-    return init_fn(key, spec, config)
-
-  if batch:
-    acq_lib.batch_only(name, selector)
-
-    def select(state, outputs, *, key, k, where=None):
-      return run_fn(key, *acq_lib.arguments(outputs, needs, name), k, where=where,
-                    method_state=state, config=config)
-
-    return acq_lib.Acquisition(name=name, init=init, select=select, needs=needs)
-
-  def score(state, outputs, *, key, where):
-    return run_fn(key, *acq_lib.arguments(outputs, needs, name), where=where, method_state=state,
-                  config=config)
-
-  return acq_lib.score_acquisition(name, score, needs, selector=selector, beta=beta, init=init)
-
-
-def register_learned(name: str, config_type, init_fn, run_fn, needs: acq_lib.Needs, *,
-                     batch: bool, doc: str) -> None:
-  """Registers :func:`learned_acquisition` in the acquisition registry (options: the fields of
-  ``config_type`` and, for score-type ones, the selector)."""
-  defaults = dict(config_type._field_defaults)
-
-  def make(**options):
-    return learned_acquisition(name, config_type, init_fn, run_fn, needs, batch=batch, **options)
-
-  acq_lib.register(name, make, needs=needs, options={**acq_lib.SELECTION_OPTIONS, **defaults},
-                   doc=doc)

@@ -6,7 +6,6 @@ from dal_jax import acquisition as acq_lib
 from dal_jax.acquisition import _learned
 from dal_jax.methods import ll4al
 from dal_jax.methods._base import Method
-from dal_jax.methods._base import learned_acquisition
 from dal_jax.methods._base import register_method
 from dal_jax.methods._base import split_options
 
@@ -16,7 +15,7 @@ OWN = {f"loss_{k}": v for k, v in ll4al.OWN.items()}
 
 def make(**options) -> Method:
   own, rest = split_options(options, OWN)
-  acquisition = learned_acquisition(
+  acquisition = _learned.learned_acquisition(
       "ta_vaal", _learned.VAALConfig, _learned.ta_vaal_init,
       lambda key, predicted, x, **kw: _learned.ta_vaal(key, x, predicted, **kw), NEEDS,
       batch=False, **rest)

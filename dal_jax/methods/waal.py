@@ -20,7 +20,6 @@ from dal_jax import acquisition as acq_lib
 from dal_jax import training
 from dal_jax.acquisition import _learned
 from dal_jax.methods._base import Method
-from dal_jax.methods._base import learned_acquisition
 from dal_jax.methods._base import register_method
 from dal_jax.methods._base import split_options
 
@@ -72,7 +71,7 @@ def alignment_term(*, alpha: float, gradient_penalty: float = 10.0,
 def make(**options) -> Method:
   own, rest = split_options(options, OWN)
   own = {**OWN, **own}
-  acquisition = learned_acquisition("waal", _learned.WAALConfig, _learned.waal_init,
+  acquisition = _learned.learned_acquisition("waal", _learned.WAALConfig, _learned.waal_init,
                                     _learned.waal, NEEDS, batch=False, **rest)
   terms = ()
   if own["alpha"]:

@@ -27,10 +27,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dal_jax import acquisition as acq_lib
 from dal_jax.acquisition import _learned
+from dal_jax.acquisition import _registry
 from dal_jax.acquisition import _scores
-from dal_jax.methods._base import register_learned
 
 
 class SRAALConfig(NamedTuple):
@@ -113,8 +112,8 @@ def sraal(key, log_probs, x, *, where, method_state, config):
   return _learned.vaal_scores(state, x, where=where, config=config.vaal), state
 
 
-register_learned("sraal", SRAALConfig,
+_learned.register_learned("sraal", SRAALConfig,
                  lambda key, spec, config: _learned.vaal_init(key, spec, config.vaal), sraal,
-                 acq_lib.Needs(log_probs=True, inputs=True), batch=False,
+                 _registry.Needs(log_probs=True, inputs=True), batch=False,
                  doc="VAAL with unlabeled states relabeled by an uncertainty indicator "
                      "(Zhang et al. 2020)")
