@@ -77,12 +77,16 @@ class Query(NamedTuple):
     indices: ``[k]`` pool positions to label (empty when the run stops).
     stop: the stopping reason, or None.
     metrics: the round's record so far (training, evaluation, timings).
+    scores: ``[k]`` the acquisition's scores of the selected points, for acquisitions that rank
+      by a per-item score (``Acquisition.item_score``); None for batch methods, learned and
+      random acquisitions.
   """
 
   round: int
   indices: np.ndarray
   stop: str | None
   metrics: dict[str, Any]
+  scores: np.ndarray | None = None
 
 
 class Oracle(NamedTuple):
@@ -613,17 +617,22 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
       outputs.update(model=learner.model, variables=first["model"])
     if "log_probs" in outputs and outputs["log_probs"].shape[0] > 1:
       metrics[g]["pool_bald"] = _mean_bald(outputs["log_probs"], where[j])
+    if acquisition.item_score is not None and needs.predictions and "scores" not in outputs:
+      outputs["scores"] = acquisition.item_score(outputs, where[j])  # what select would compute
     chosen, acq_state = acq_lib.checked_select(
         acquisition, states[g].methods["acquisition"], outputs, key=keys[g][3],
         k=query_size(states[g], config), where=where[j])
     selected = np.asarray(cands[j][chosen])
+    scores = (np.asarray(outputs["scores"])[np.asarray(chosen)] if "scores" in outputs
+              else None)
     state = states[g].replace(methods={**states[g].methods, "acquisition": acq_state})
     for hook in method.hooks:
       if hook.after_select is not None:
         state = state.replace(methods={**state.methods, hook.name: hook.after_select(
             state.methods[hook.name], ctx, first, selected)})
     states[g] = state
-    queries[g] = Query(round=rnd, indices=selected, stop=None, metrics=metrics[g])
+    queries[g] = Query(round=rnd, indices=selected, stop=None, metrics=metrics[g],
+                       scores=scores)
   t3 = time.perf_counter()
   for g in active:
     metrics[g].update(time_score=t2 - t1, time_select=t3 - t2, selected=queries[g].indices.tolist())

@@ -408,8 +408,9 @@ class Project:
         raise ValueError(f"the run stops: {q.stop} (nothing selected)")
       blobs["method_state"] = self._method_blob(state.methods)
       probs = self._probabilities(learner, variables, data.x_pool[np.asarray(q.indices)])
-      rows = [(int(j), float(-(p * np.log(np.maximum(p, 1e-12))).sum()), int(p.argmax()),
-               float(p.max())) for j, p in zip(q.indices, probs)]
+      scores = [None] * len(q.indices) if q.scores is None else [float(v) for v in q.scores]
+      rows = [(int(j), score, int(p.argmax()), float(p.max()))
+              for j, score, p in zip(q.indices, scores, probs)]
       round_ = int(state.round)
       self._say(f"trained {q.metrics['train_steps']} steps ({q.metrics['time_train']:.1f}s), "
                 f"selected {k} ({q.metrics['time_score'] + q.metrics['time_select']:.1f}s)")

@@ -287,3 +287,26 @@ def test_propose_and_incorporate_split_the_round_at_the_oracle(tmp_path, splits)
   assert int(answered.round) == 1
   with pytest.raises(ValueError, match="belongs to round 0 but the state is at round 1"):
     loop.incorporate(answered, query, splits.pool.y[query.indices], method=run.method)
+
+
+def test_a_query_carries_the_scores_the_acquisition_ranked_by(tmp_path, splits):
+  """Query.scores are the acquisition's scores of the selected points (here: the predictive
+  entropy of the deterministic model, recomputed in float64), in the order of selection."""
+  cfg = tiny_config(acquisition="entropy", mc_samples=0, selector="top_k")
+  run = experiment.build(cfg, splits)
+  seed_run = experiment.SeedRun(run, 0, str(tmp_path))
+  seed_run.ckpt.close()
+  _, (query,), variables = loop.propose([seed_run.state], method=run.method, learner=run.learner,
+                                        data=run.data, config=run.round_config, num_classes=10)
+  lp = np.asarray(run.learner.predict(variables, run.data.x_pool[query.indices]).log_probs,
+                  np.float64)[0, 0]
+  want = -(np.exp(lp) * lp).sum(-1)
+  np.testing.assert_allclose(query.scores, want, rtol=1e-4, atol=1e-5)
+  assert (np.diff(query.scores) <= 1e-6).all()  # top-k: highest first
+  # A batch method ranks by no single score.
+  run = experiment.build(tiny_config(acquisition="coreset"), splits)
+  seed_run = experiment.SeedRun(run, 0, str(tmp_path / "coreset"))
+  seed_run.ckpt.close()
+  _, (query,), _ = loop.propose([seed_run.state], method=run.method, learner=run.learner,
+                                data=run.data, config=run.round_config, num_classes=10)
+  assert query.scores is None and len(query.indices) == 5

@@ -79,6 +79,11 @@ def test_cli_rounds_reach_the_simulated_loops_labeled_set_and_accuracy(tmp_path,
                                    oracle=loop.simulated_oracle(y, 10), config=rc)
   simulated = {pool.ids[j] for j in np.nonzero(np.asarray(state.labeled))[0]}
   assert set(labels) == simulated and len(labels) == k0 + rounds * k
+  # The query CSVs' score column is the acquisition's score (none for the random cold start).
+  for qnum, filled in ((1, False), (2, True)):
+    with open(proj / "queries" / f"query_{qnum:03d}.csv", encoding="utf-8") as f:
+      col = [r["score"] for r in csv.DictReader(f)]
+    assert all(bool(v) == filled for v in col) and len(col) == (k0 if qnum == 1 else k)
   assert all(truth[i] == c for i, c in labels.items())
   # The exported model is the simulated loop's model trained on the same labels.
   cli("export", proj)

@@ -216,7 +216,7 @@ def score_acquisition(name: str, score: Callable[..., jax.Array], needs: Needs, 
       scores = jnp.where(where, jnp.maximum(scores, lowest), -jnp.inf)
     return select_fn(select_key, scores, k, beta=beta), state
 
-  return Acquisition(name=name, init=init, select=select, needs=needs)
+  return Acquisition(name=name, init=init, select=select, needs=needs, item_score=item_score)
 
 
 def arguments(outputs: Mapping[str, Any], needs: Needs, name: str) -> list[Any]:
