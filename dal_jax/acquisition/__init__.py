@@ -19,6 +19,8 @@ from dal_jax.acquisition._diversity import kmeans
 from dal_jax.acquisition._diversity import kmeans_pp
 from dal_jax.acquisition._diversity import kmeans_select
 from dal_jax.acquisition._diversity import uncertainty_minus_redundancy
+from dal_jax.acquisition._reduce import REDUCTIONS
+from dal_jax.acquisition._reduce import reduce_scores
 from dal_jax.acquisition._registry import ACQUISITIONS
 from dal_jax.acquisition._registry import NONNEGATIVE_SCORES
 from dal_jax.acquisition._registry import SELECTION_OPTIONS

@@ -8,6 +8,10 @@ Conventions (shared by every score in dal_jax):
   confidence) are negated inside the function.
 * ``where`` is an optional boolean ``[N]`` mask of *candidate* points (typically ``~labeled``);
   points outside it get ``-inf`` so no selector can pick them.
+* Every score is rank-polymorphic: ``[S, N, ..., C] -> [N, ...]`` scores each element (a pixel
+  of a segmentation, ``[S, N, H, W, C] -> [N, H, W]``) by the same formula, with ``where``
+  shaped ``[N, ...]``; :func:`dal_jax.acquisition.reduce_scores` then reduces the elements of
+  each item to one score.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ _NORMALISATION_TOL = {2: 3e-2, 4: 1e-3, 8: 1e-3}
 
 @jax.jit
 def _log_prob_report(log_probs):
-  """(NaN anywhere, first +inf position, worst |logsumexp| and its [s, n] position)."""
+  """(NaN anywhere, first +inf position, worst |logsumexp| and its position)."""
   lse = jax.nn.logsumexp(log_probs, axis=-1)
   err = jnp.where(jnp.isnan(lse), jnp.inf, jnp.abs(lse))
   worst = jnp.argmax(err)
@@ -69,15 +73,28 @@ def _log_prob_report(log_probs):
           worst, lse.reshape(-1)[worst])
 
 
-def validate_log_probs(log_probs: ArrayLike, name: str = "log_probs") -> jax.Array:
+def _at(index) -> str:
+  """``sample s, point n`` (and ``element (...)`` for per-element scores)."""
+  s, n, *rest = (int(i) for i in index)
+  return f"sample {s}, point {n}" + (f", element {tuple(rest)}" if rest else "")
+
+
+def validate_log_probs(log_probs: ArrayLike, name: str = "log_probs", *,
+                       per_element: bool = False) -> jax.Array:
   """Checks rank and dtype (always) and, when the value is concrete (also a constant captured by
   a jitted function), that it holds log-probabilities: no NaN, no ``+inf``, every row's
-  logsumexp 0 (``jax.nn.log_softmax`` outputs; ``-inf`` entries are fine)."""
+  logsumexp 0 (``jax.nn.log_softmax`` outputs; ``-inf`` entries are fine). The shape is
+  ``[S, N, C]``; with ``per_element`` also ``[S, N, ..., C]`` (per-pixel predictions)."""
   log_probs = jnp.asarray(log_probs)
-  if log_probs.ndim != 3:
+  if log_probs.ndim < 3:
+    raise ValueError(f"{name} must be shaped [S, N, C] (samples, pool points, classes)"
+                     f"{', or [S, N, ..., C] per element' if per_element else ''}; got shape "
+                     f"{log_probs.shape}. Use log_probs[None] for a deterministic model.")
+  if log_probs.ndim > 3 and not per_element:
     raise ValueError(f"{name} must be shaped [S, N, C] (samples, pool points, classes); got "
-                     f"shape {log_probs.shape}. Use log_probs[None] for a deterministic model.")
-  if log_probs.shape[0] < 1 or log_probs.shape[2] < 2:
+                     f"shape {log_probs.shape}: this function takes one prediction per item "
+                     "(per-element scores reduce to one per item with reduce_scores)")
+  if log_probs.shape[0] < 1 or log_probs.shape[-1] < 2:
     raise ValueError(f"{name} needs S >= 1 samples and C >= 2 classes; got shape "
                      f"{log_probs.shape}")
   if not jnp.issubdtype(log_probs.dtype, jnp.floating):
@@ -89,25 +106,27 @@ def validate_log_probs(log_probs: ArrayLike, name: str = "log_probs") -> jax.Arr
   if bool(has_nan):
     raise ValueError(f"{name} contains NaN; check the model's outputs (diverged training?)")
   if bool(has_inf):
-    s, n, c = np.unravel_index(int(inf_at), log_probs.shape)
-    raise ValueError(f"{name} contains +inf (at sample {s}, point {n}, class {c}); expected "
+    *where, c = np.unravel_index(int(inf_at), log_probs.shape)
+    raise ValueError(f"{name} contains +inf (at {_at(where)}, class {int(c)}); expected "
                      "log-probabilities (jax.nn.log_softmax of the logits), which are <= 0")
   tol = _NORMALISATION_TOL.get(log_probs.dtype.itemsize, 1e-3)
   if float(err) > tol:
-    s, n = np.unravel_index(int(worst), log_probs.shape[:2])
+    at = _at(np.unravel_index(int(worst), log_probs.shape[:-1]))
     raise ValueError(
         f"{name} must be normalised log-probabilities (jax.nn.log_softmax of the logits: each "
-        f"row's logsumexp 0 within {tol:g}); row [sample {s}, point {n}] has logsumexp "
+        f"row's logsumexp 0 within {tol:g}); row [{at}] has logsumexp "
         f"{float(lse):.4g}. Pass log_softmax(logits), not logits or probabilities.")
   return log_probs
 
 
-def validate_where(where: ArrayLike | None, n: int) -> jax.Array | None:
+def validate_where(where: ArrayLike | None, n) -> jax.Array | None:
+  """``where`` as a boolean mask shaped ``(n,)`` (``n`` an int) or ``n`` (a shape)."""
   if where is None:
     return None
+  shape = (n,) if isinstance(n, (int, np.integer)) else tuple(n)
   where = jnp.asarray(where)
-  if where.shape != (n,) or where.dtype != jnp.bool_:
-    raise ValueError(f"`where` must be a boolean mask of shape ({n},), got {where.dtype} "
+  if where.shape != shape or where.dtype != jnp.bool_:
+    raise ValueError(f"`where` must be a boolean mask of shape {shape}, got {where.dtype} "
                      f"{where.shape}")
   return where
 
@@ -120,7 +139,8 @@ def apply_where(scores: jax.Array, where: jax.Array | None) -> jax.Array:
 
 
 def mean_log_probs(log_probs: jax.Array) -> jax.Array:
-  """log of the predictive distribution averaged in probability space: ``[S, N, C] -> [N, C]``."""
+  """log of the predictive distribution averaged in probability space: ``[S, N, C] -> [N, C]``
+  (``[S, N, ..., C] -> [N, ..., C]``)."""
   return jax.nn.logsumexp(log_probs, axis=0) - math.log(log_probs.shape[0])
 
 
@@ -131,8 +151,8 @@ def _entropy_from_log(log_p: jax.Array, axis: int = -1) -> jax.Array:
 
 
 def _prepare(log_probs, where):
-  log_probs = validate_log_probs(log_probs)
-  return log_probs, validate_where(where, log_probs.shape[1])
+  log_probs = validate_log_probs(log_probs, per_element=True)
+  return log_probs, validate_where(where, log_probs.shape[1:-1])
 
 
 def predictive_entropy(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
@@ -170,7 +190,7 @@ def margin(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array
   log_probs, where = _prepare(log_probs, where)
   p = jnp.exp(mean_log_probs(log_probs))
   top2 = jax.lax.top_k(p, 2)[0]
-  return apply_where(top2[:, 1] - top2[:, 0], where)
+  return apply_where(top2[..., 1] - top2[..., 0], where)
 
 
 def variation_ratios(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
@@ -183,7 +203,7 @@ def variation_ratios(log_probs: ArrayLike, *, where: ArrayLike | None = None) ->
     ``[N]`` scores in ``[0, 1 - 1/min(S, C)]``.
   """
   log_probs, where = _prepare(log_probs, where)
-  s, _, c = log_probs.shape
+  s, c = log_probs.shape[0], log_probs.shape[-1]
   votes = jax.nn.one_hot(jnp.argmax(log_probs, axis=-1), c, dtype=jnp.int32)  # [S, N, C]
   mode_count = jnp.max(jnp.sum(votes, axis=0), axis=-1)  # [N]
   return apply_where(1.0 - mode_count.astype(log_probs.dtype) / s, where)
@@ -230,7 +250,7 @@ def vote_entropy(log_probs: ArrayLike, *, where: ArrayLike | None = None) -> jax
     ``[N]`` scores in ``[0, log min(S, C)]``.
   """
   log_probs, where = _prepare(log_probs, where)
-  s, _, c = log_probs.shape
+  s, c = log_probs.shape[0], log_probs.shape[-1]
   votes = jnp.sum(jax.nn.one_hot(jnp.argmax(log_probs, -1), c), axis=0) / s  # [N, C]
   return apply_where(-jnp.sum(jnp.where(votes > 0, votes * jnp.log(jnp.where(votes > 0, votes,
                                                                               1.0)), 0.0), -1),
