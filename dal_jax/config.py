@@ -174,8 +174,8 @@ TRAIN_FIELDS: dict[str, Field] = {
     "max_steps": _f(1000, "upper bound on steps per round", _int_at_least(1)),
     "eval_every": _f(25, "steps between validation evaluations", _int_at_least(1)),
     "patience": _f(3, "evaluations without improvement before stopping", _int_at_least(1)),
-    "early_stopping": _f("accuracy", "validation criterion: accuracy or nll",
-                         _one_of(training.EARLY_STOPPING)),
+    "early_stopping": _f("accuracy", "validation criterion, one of the task's: accuracy or nll "
+                         "(segmentation also miou)", _STR),
     "min_steps": _f(300, "steps before early stopping may stop", _int_at_least(0)),
     "min_epochs": _f(20.0, "passes over the labeled set before early stopping may stop (the "
                      "minimum grows with the labeled set)", _float_in(0.0, 1e4)),
@@ -202,7 +202,7 @@ def model_options(name: str) -> dict[str, Any]:
   """A registered model's keyword options with their defaults (a built-in model's from its
   class; a model registered from user code, from its factory's keyword-only arguments)."""
   cls = {"mlp": models_lib.MLP, "gal_cnn": models_lib.GalCNN,
-         "resnet18": models_lib.ResNet18}.get(name)
+         "resnet18": models_lib.ResNet18, "unet": models_lib.UNet}.get(name)
   fn = cls.__init__ if cls is not None else models_lib.MODELS[name]
   return {p.name: p.default for p in inspect.signature(fn).parameters.values()
           if p.kind == p.KEYWORD_ONLY and p.name != "rngs" and p.default is not p.empty}

@@ -184,7 +184,8 @@ class Learner(NamedTuple):
 
     Args:
       x: ``[N, ...]`` training inputs, shared by all models.
-      y: ``[N]`` or ``[M, N]`` labels (entries outside ``labeled`` are ignored).
+      y: ``[N, ...]`` or ``[M, N, ...]`` labels of the task's label shape (entries outside
+        ``labeled`` are ignored).
       labeled: ``[N]`` or ``[M, N]`` trainable masks.
       keys: ``[M]`` PRNG keys, one per model.
       val: optional ``(x_val, y_val)`` for early stopping (per model: a model that ran out of
@@ -196,10 +197,17 @@ class Learner(NamedTuple):
     Returns:
       :class:`StackedFit` with each model's best-validation variables.
     """
-    training.check_train_config(self.config)
+    training.check_train_config(self.config, self.task)
     m, n = keys.shape[0], x.shape[0]
     labeled = jnp.broadcast_to(jnp.asarray(labeled, bool), (m, n))
-    y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), (m, n))
+    label_shape = tuple(self.task.label_shape(tuple(x.shape[1:])))
+    y = jnp.asarray(y, jnp.int32)
+    tail = (n, *label_shape)
+    if y.shape[-len(tail):] != tail or y.ndim not in (len(tail), len(tail) + 1):
+      raise ValueError(f"labels must be shaped [N{''.join(f', {d}' for d in label_shape)}] or "
+                       f"[M, N{''.join(f', {d}' for d in label_shape)}] for the "
+                       f"{self.task.name} task, got {y.shape}")
+    y = jnp.broadcast_to(y, (m, n, *label_shape))
     if unlabeled is not None:
       unlabeled = jnp.broadcast_to(jnp.asarray(unlabeled, bool), (m, n))
     counts = np.asarray(jnp.sum(labeled, axis=1))

@@ -204,6 +204,61 @@ class ResNet18(nnx.Module):
     return logits, {"pre_logits": h, "features": tuple(features)}
 
 
+class UNet(nnx.Module):
+  """A small U-Net (Ronneberger, Fischer & Brox 2015) for semantic segmentation: per-pixel logits
+  ``[B, H, W, C]``.
+
+  ``depth`` encoder levels of two 3x3 convolutions (``width · 2^level`` channels) and a 2x2
+  max-pool, a bottleneck, and as many decoder levels: a 2x2 transposed convolution up, the
+  encoder's features of that level concatenated (the skip connection), channel dropout (MC
+  dropout: in inference with ``mc=True`` one channel mask per forward pass, folded into the next
+  kernel as in :meth:`MCDropout.conv`), two 3x3 convolutions; then a 1x1 convolution to the C
+  classes. ``aux["pre_logits"]`` is the last decoder level's features averaged over the pixels
+  (one embedding per image, for diversity methods); ``aux["pixel_features"]`` keeps them per
+  pixel. H and W must be multiples of ``2^depth``.
+  """
+
+  def __init__(self, in_channels: int, spatial: tuple[int, int], num_classes: int, *,
+               width: int = 16, depth: int = 2, dropout: float = 0.25, rngs: nnx.Rngs):
+    if spatial[0] % 2**depth or spatial[1] % 2**depth:
+      raise ValueError(f"unet with depth={depth} needs H and W that are multiples of "
+                       f"{2**depth}, got {spatial}")
+    conv = functools.partial(nnx.Conv, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+    self.down = nnx.List([])
+    cin = in_channels
+    for level in range(depth):
+      c = width * 2**level
+      self.down.append(nnx.List([conv(cin, c), conv(c, c)]))
+      cin = c
+    c = width * 2**depth
+    self.bottom = nnx.List([conv(cin, c), conv(c, c)])
+    self.up, self.up_convs = nnx.List([]), nnx.List([])
+    for level in reversed(range(depth)):
+      skip = width * 2**level
+      self.up.append(nnx.ConvTranspose(c, skip, (2, 2), strides=(2, 2), rngs=rngs))
+      self.up_convs.append(nnx.List([conv(2 * skip, skip), conv(skip, skip)]))
+      c = skip
+    self.dropout = MCDropout(dropout)
+    self.head = nnx.Conv(c, num_classes, (1, 1), rngs=rngs)
+
+  def __call__(self, x, *, train: bool, mc: bool, rngs=None):
+    skips, h = [], x
+    for first, second in self.down:
+      h = nnx.relu(second(nnx.relu(first(h))))
+      skips.append(h)
+      h = nnx.max_pool(h, (2, 2), strides=(2, 2))
+    h = nnx.relu(self.bottom[1](nnx.relu(self.bottom[0](h))))
+    features = [h]
+    for up, (first, second), skip in zip(self.up, self.up_convs, reversed(skips)):
+      h = jnp.concatenate([up(h), skip], axis=-1)
+      h = nnx.relu(self.dropout.conv(h, first, train=train, mc=mc, rngs=rngs))
+      h = nnx.relu(second(h))
+      features.append(h)
+    logits = self.head(h)
+    return logits, {"pre_logits": jnp.mean(h, axis=(1, 2)), "pixel_features": h,
+                    "features": tuple(features)}
+
+
 def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
   """Wraps an NNX module into a pure :class:`Model`.
 
@@ -282,10 +337,16 @@ def _resnet18(input_shape, num_classes, **kw) -> Model:
   return from_nnx(lambda rngs: ResNet18(c, num_classes, rngs=rngs, **kw))
 
 
+def _unet(input_shape, num_classes, **kw) -> Model:
+  h, w, c = _input_geometry(input_shape)
+  return from_nnx(lambda rngs: UNet(c, (h, w), num_classes, rngs=rngs, **kw))
+
+
 MODELS: dict[str, Callable[..., Model]] = {
     "mlp": _mlp,
     "gal_cnn": _gal_cnn,
     "resnet18": _resnet18,
+    "unet": _unet,
 }
 
 
@@ -316,6 +377,9 @@ OPTION_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
     "resnet18": {"width": (_count, "an integer >= 1"),
                  "blocks": (lambda v: _counts(v, 4), "four block counts >= 1"),
                  "dropout": (_rate, "a dropout rate in [0, 1)")},
+    "unet": {"width": (_count, "an integer >= 1"),
+             "depth": (lambda v: _count(v) and v <= 6, "an integer in [1, 6]"),
+             "dropout": (_rate, "a dropout rate in [0, 1)")},
 }
 
 

@@ -38,9 +38,10 @@ class TrainConfig(NamedTuple):
     min_epochs: passes over the labeled set before early stopping may stop: training runs at least
       ``max(min_steps, ceil(min_epochs · n_labeled / batch_size))`` steps (capped at
       ``max_steps``), so the minimum grows with the labeled set.
-    early_stopping: the validation criterion: ``"accuracy"`` (higher is better) or ``"nll"``
-      (lower is better; ties in accuracy, common on small validation sets, do not stop training
-      while the model is still getting better calibrated).
+    early_stopping: the validation criterion, one of the task's: for classification
+      ``"accuracy"`` (higher is better) or ``"nll"`` (lower is better; ties in accuracy, common
+      on small validation sets, do not stop training while the model is still getting better
+      calibrated); for segmentation also ``"miou"``.
     decay: ``"decoupled"``: AdamW's decoupled decay, ``w ← w - η λ' w`` each step (Loshchilov &
       Hutter 2019); ``"l2"``: an L2 penalty ``λ'/2 ||w||²`` added to the loss, so its gradient goes
       through Adam's normalisation (Keras' ``kernel_regularizer``, as in Gal et al. 2017).
@@ -62,19 +63,21 @@ class TrainConfig(NamedTuple):
   weight_decay_scale: str = "constant"
 
 
-EARLY_STOPPING = ("accuracy", "nll")
 DECAYS = ("decoupled", "l2")
 DECAY_SCALES = ("constant", "inverse_n")
 
 
-def check_train_config(config: TrainConfig) -> TrainConfig:
-  """Every field in its allowed range (one line naming the field), else ``ValueError``."""
+def check_train_config(config: TrainConfig,
+                       task: tasks_lib.Task = tasks_lib.CLASSIFICATION) -> TrainConfig:
+  """Every field in its allowed range (one line naming the field), else ``ValueError``;
+  ``early_stopping`` must be one of the task's criteria."""
   for field, lo in (("batch_size", 1), ("max_steps", 1), ("eval_every", 1), ("patience", 1),
                     ("min_steps", 0)):
     v = getattr(config, field)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
       raise ValueError(f"TrainConfig.{field} must be an integer >= {lo}, got {v!r}")
-  for field, allowed in (("early_stopping", EARLY_STOPPING), ("decay", DECAYS),
+  criteria = [name for name, _ in task.criteria]
+  for field, allowed in (("early_stopping", criteria), ("decay", DECAYS),
                          ("weight_decay_scale", DECAY_SCALES)):
     if getattr(config, field) not in allowed:
       raise ValueError(f"TrainConfig.{field} must be one of {list(allowed)}, got "
@@ -446,7 +449,7 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
   Raises:
     ValueError: if nothing is labeled, or unlabeled inputs are needed and none are given.
   """
-  check_train_config(config)
+  check_train_config(config, task)
   labeled = jnp.asarray(labeled, bool)
   y = jnp.asarray(y, jnp.int32)
   n_labeled = int(jnp.sum(labeled))

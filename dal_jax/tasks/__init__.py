@@ -1,7 +1,9 @@
 """Tasks: what a label is, its loss and its metrics (:class:`Task`), registered by name.
 
 ``get_task("classification")`` is the task every experiment ran before tasks were a unit; a
-learner without a task uses it.
+learner without a task uses it. ``segmentation`` labels every pixel (``[N, H, W]``, -1 where
+not labeled) and is judged by mean IoU; the loop does not run it yet (its labels are one class
+per item), the learner and the scores do.
 """
 
 from dal_jax.tasks._base import TASKS
@@ -9,5 +11,6 @@ from dal_jax.tasks._base import Task
 from dal_jax.tasks._base import get_task
 from dal_jax.tasks._base import register_task
 from dal_jax.tasks.classification import CLASSIFICATION
+from dal_jax.tasks.segmentation import SEGMENTATION
 
-__all__ = ["CLASSIFICATION", "TASKS", "Task", "get_task", "register_task"]
+__all__ = ["CLASSIFICATION", "SEGMENTATION", "TASKS", "Task", "get_task", "register_task"]

@@ -1,0 +1,106 @@
+"""Segmentation pieces (the task, the U-Net) checked on their own: the per-pixel loss and IoU
+against float64 NumPy references and hand-computed cases, the U-Net's MC dropout, and a learner
+that learns a toy segmentation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+from dal_jax import learner as learner_lib
+from dal_jax import models
+from dal_jax import tasks
+from dal_jax import training
+from dal_jax.tasks import segmentation as seg
+
+
+def test_pixel_loss_ignores_unlabeled_pixels(rng):
+  logits = rng.normal(size=(3, 4, 5, 6)) * 2
+  labels = rng.integers(-1, 6, (3, 4, 5))
+  labels[2] = -1  # an image with no labeled pixel costs nothing
+  got = np.asarray(seg.pixel_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(labels)))
+  lp = log_softmax(logits, -1)
+  want = []
+  for i in range(3):
+    v = labels[i] >= 0
+    want.append(-lp[i][v, labels[i][v]].mean() if v.any() else 0.0)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_iou_known_case():
+  # 2x3 image, 3 classes; label -1 ignored.
+  labels = jnp.asarray([[[0, 0, 1], [1, 2, -1]]])
+  pred = jnp.asarray([[[0, 1, 1], [1, 1, 0]]])
+  scores = jax.nn.one_hot(pred, 3)
+  # class 0: TP 1, FP 0 (the ignored pixel does not count), FN 1 -> 1/2
+  # class 1: TP 2, FP 2, FN 0 -> 2/4; class 2: TP 0, FN 1 -> 0
+  np.testing.assert_allclose(np.asarray(seg.iou_per_class(seg.confusion(scores, labels))),
+                             [0.5, 0.5, 0.0])
+  assert float(seg.mean_iou(scores, labels)) == pytest.approx(1 / 3)
+  assert float(seg.pixel_accuracy(scores, labels)) == pytest.approx(3 / 5)
+  # A class absent from labels and predictions does not count in the mean.
+  scores4 = jax.nn.one_hot(pred, 4)
+  m = tasks.SEGMENTATION.metrics(jnp.log(scores4 + 1e-9), labels)
+  assert m["iou_per_class"][3] is None and m["miou"] == pytest.approx(1 / 3)
+
+
+def test_iou_matches_a_reference_on_random_masks(rng):
+  lp = log_softmax(rng.normal(size=(4, 8, 8, 5)), -1)
+  labels = rng.integers(-1, 5, (4, 8, 8))
+  pred = lp.argmax(-1)
+  ious = []
+  for c in range(5):
+    v = labels >= 0
+    tp = ((pred == c) & (labels == c)).sum()
+    fp = ((pred == c) & (labels != c) & v).sum()
+    fn = ((pred != c) & (labels == c)).sum()
+    if tp + fp + fn:
+      ious.append(tp / (tp + fp + fn))
+  got = jax.jit(seg.mean_iou)(jnp.asarray(lp, jnp.float32), jnp.asarray(labels))
+  assert float(got) == pytest.approx(np.mean(ious), rel=1e-5)
+  valid = labels >= 0
+  nll = -lp[valid, labels[valid]].mean()
+  assert float(seg.pixel_nll(jnp.asarray(lp, jnp.float32), jnp.asarray(labels))) == (
+      pytest.approx(nll, rel=1e-5))
+
+
+def test_unet_outputs_and_mc_dropout():
+  m = models.get_model("unet", (16, 16, 1), 4, width=4)
+  v = m.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
+  x = jnp.asarray(np.random.default_rng(0).random((2, 16, 16, 1)), jnp.float32)
+  logits, aux = m.apply(v, x, train=False)
+  assert logits.shape == (2, 16, 16, 4) and aux["pre_logits"].shape == (2, 4)
+  a = m.apply(v, x, train=False, mc=True, key=jax.random.key(1))[0]
+  b = m.apply(v, x, train=False, mc=True, key=jax.random.key(1))[0]
+  c = m.apply(v, x, train=False, mc=True, key=jax.random.key(2))[0]
+  np.testing.assert_array_equal(a, b)
+  assert float(jnp.abs(a - c).max()) > 0
+  with pytest.raises(ValueError, match="multiples of 4"):
+    models.get_model("unet", (18, 16, 1), 4)
+  with pytest.raises(ValueError, match=r"config.models.unet.depth=9 is not allowed"):
+    models.get_model("unet", (16, 16, 1), 4, depth=9)
+
+
+def test_a_learner_learns_a_toy_segmentation():
+  """Bright pixels are class 1 or 2 (by the image's half), dark ones 0; half the labels hidden."""
+  rng = np.random.default_rng(0)
+  x = (rng.random((48, 8, 8, 1)) > 0.6).astype(np.float32)
+  y = np.where(x[..., 0] > 0, 1, 0) + np.where((x[..., 0] > 0) & (np.arange(8) >= 4), 1, 0)
+  labels = np.where(rng.random(y.shape) < 0.5, y, seg.IGNORE)
+  model = models.get_model("unet", (8, 8, 1), 3, width=8, depth=1, dropout=0.1)
+  learner = learner_lib.Learner(model=model, task=tasks.SEGMENTATION,
+                                config=training.TrainConfig(max_steps=300, eval_every=50,
+                                                            batch_size=16, learning_rate=3e-3,
+                                                            early_stopping="miou"))
+  fit = learner.fit(jnp.asarray(x[:40]), jnp.asarray(labels[:40]), jnp.ones(40, bool),
+                    keys=jax.random.split(jax.random.key(0), 2),
+                    val=(jnp.asarray(x[40:]), jnp.asarray(y[40:])))
+  lp = learner.predict(fit.variables, jnp.asarray(x[40:])).log_probs  # [M, 1, n, H, W, C]
+  m = tasks.SEGMENTATION.metrics(lp[0, 0], y[40:])
+  assert m["miou"] > 0.9 and m["accuracy"] > 0.95, m
+  assert fit.best_val_accuracy.shape == (2,) and (fit.best_val_accuracy > 0.9).all()
+  with pytest.raises(ValueError, match=r"labels must be shaped \[N, 8, 8\] or \[M, N, 8, 8\] "
+                     r"for the segmentation task"):
+    learner.fit(jnp.asarray(x), jnp.zeros(48, jnp.int32), jnp.ones(48, bool),
+                keys=jax.random.split(jax.random.key(0), 2))
