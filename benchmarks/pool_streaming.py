@@ -16,8 +16,6 @@ RSS 749 MiB and 802 MiB: 62 bytes per item of growth, where the pool in memory w
 
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,14 +24,12 @@ import time
 from absl import app
 from absl import flags
 
+from benchmarks import _common
+
 _OUT = flags.DEFINE_string("out", "benchmarks/results/pool_streaming.json", "JSON output")
 _POOL_SIZES = flags.DEFINE_list("pool_sizes", ["100000", "1000000"], "pool sizes N")
 _SAMPLES = flags.DEFINE_integer("mc_samples", 20, "MC-dropout samples S")
 _CHUNK = flags.DEFINE_integer("chunk_size", 2048, "items per chunk")
-
-
-def _peak_rss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def measure(n: int, mc_samples: int, chunk: int, directory: str) -> dict:
@@ -54,12 +50,12 @@ def measure(n: int, mc_samples: int, chunk: int, directory: str) -> dict:
                               for s in range(0, n, 10000)), shape=(28, 28, 1))
   t_write = time.perf_counter() - t0
   pool = streaming.RecordPool(path)
-  rss_before = _peak_rss_mib()
+  rss_before = _common.peak_rss_mib()
   model = models.get_model("gal_cnn", (28, 28, 1), 10)
   learner = learner_lib.Learner(model=model, chunk_size=chunk)
   variables = learner.init(jax.random.split(jax.random.key(0), 1), jnp.zeros((1, 28, 28, 1)))
   where = np.ones(n, bool)
-  streaming.stream_scores(learner, variables, _Prefix(pool, chunk), acquisition.bald,
+  streaming.stream_scores(learner, variables, _common.FirstChunk(pool, chunk), acquisition.bald,
                           key=jax.random.key(1), mc_samples=mc_samples, chunk_size=chunk)
   t0 = time.perf_counter()
   scores = streaming.stream_scores(learner, variables, pool, acquisition.bald, where=where,
@@ -70,22 +66,9 @@ def measure(n: int, mc_samples: int, chunk: int, directory: str) -> dict:
   os.remove(path + ".array_record")
   return {"pool_size": n, "mc_samples": mc_samples, "chunk_size": chunk,
           "write_seconds": t_write, "score_seconds": seconds, "items_per_second": n / seconds,
-          "peak_rss_mib": _peak_rss_mib(), "peak_rss_mib_before_scoring": rss_before,
+          "peak_rss_mib": _common.peak_rss_mib(), "peak_rss_mib_before_scoring": rss_before,
           "selected": len(set(top.tolist())),
           "pool_bytes_if_in_memory_float32": n * 28 * 28 * 4}
-
-
-class _Prefix:
-  """The first ``n`` items of a pool (a warm-up that compiles the chunk program)."""
-
-  def __init__(self, pool, n):
-    self.pool, self.n = pool, n
-
-  def __len__(self):
-    return self.n
-
-  def chunks(self, size):
-    yield 0, self.pool.read(range(min(self.n, size)))
 
 
 def main(argv):
@@ -95,8 +78,6 @@ def main(argv):
     with tempfile.TemporaryDirectory() as d:
       print(json.dumps(measure(n, _SAMPLES.value, _CHUNK.value, d)), flush=True)
     return
-  import jax
-
   rows = []
   for n in (int(v) for v in _POOL_SIZES.value):  # a fresh process per size: its own peak RSS
     out = subprocess.run([sys.executable, "-m", "benchmarks.pool_streaming",
@@ -105,15 +86,11 @@ def main(argv):
                          capture_output=True, text=True, check=True)
     rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(json.dumps(rows[-1]), flush=True)
-  result = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "jax": jax.__version__, "rows": rows,
+  result = {**_common.machine(), "rows": rows,
             "rss_growth_bytes_per_item": (
                 (rows[-1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]) * 2**20
                 / (rows[-1]["pool_size"] - rows[0]["pool_size"]) if len(rows) > 1 else None)}
-  os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {_OUT.value}")
+  _common.write_result(_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ network.
 
 import json
 import os
-import platform
-import resource
 import socket
 import subprocess
 import sys
@@ -30,6 +28,8 @@ import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import _common
 
 _OUT = flags.DEFINE_string("out", "benchmarks/results/weak_scaling.json", "JSON output")
 _PROCESSES = flags.DEFINE_list("processes", ["1", "2"], "process counts P")
@@ -89,7 +89,7 @@ def child(directory: str, processes: int) -> dict:
   parallel.check_same_everywhere(top, "the top 100")
   return {"processes": processes, "process": jax.process_index(), "devices": jax.device_count(),
           "pool_size": n, "score_seconds": seconds, "items_per_second": n / seconds,
-          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+          "peak_rss_mib": _common.peak_rss_mib()}
 
 
 def _free_port() -> int:
@@ -105,8 +105,6 @@ def main(argv):
                 int(os.environ.get("JAX_NUM_PROCESSES", "1")))
     print("RESULT " + json.dumps(out), flush=True)
     return
-  import jax
-
   flags_out = [f"--items_per_process={_ITEMS.value}", f"--mc_samples={_SAMPLES.value}",
                f"--chunk_size={_CHUNK.value}", f"--pin={_PIN.value}"]
   rows = []
@@ -136,15 +134,10 @@ def main(argv):
   base = rows[0]["score_seconds"]
   for r in rows:
     r["weak_scaling_efficiency"] = base / r["score_seconds"]
-  result = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "jax": jax.__version__,
-            "items_per_process": _ITEMS.value, "devices_per_process": _DEVICES.value,
+  result = {**_common.machine(), "items_per_process": _ITEMS.value, "devices_per_process": _DEVICES.value,
             "mc_samples": _SAMPLES.value, "chunk_size": _CHUNK.value,
             "pinned_one_core_per_process": _PIN.value, "rows": rows}
-  os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {_OUT.value}")
+  _common.write_result(_OUT.value, result)
 
 
 if __name__ == "__main__":
