@@ -5,6 +5,9 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 
 
 def machine() -> dict:
@@ -40,3 +43,26 @@ class FirstChunk:
 
   def chunks(self, size: int):
     yield 0, self.pool.read(range(min(self.n, size)))
+
+
+def rows_per_size(module: str, env_var: str, sizes, args: list[str]) -> list[dict]:
+  """Runs ``python -m module *args`` once per size with ``env_var=size`` (a fresh process per
+  size: its own peak RSS) and returns the JSON line each prints last."""
+  rows = []
+  for n in sizes:
+    out = subprocess.run([sys.executable, "-m", module, *args],
+                         env={**os.environ, env_var: str(n)}, capture_output=True, text=True,
+                         check=True)
+    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(json.dumps(rows[-1]), flush=True)
+  return rows
+
+
+def run_child(env_var: str, measure) -> bool:
+  """In a child started by :func:`rows_per_size` (``env_var`` set to the size n): prints
+  ``measure(n, a temporary folder)`` as JSON and returns True; in the parent returns False."""
+  if not os.environ.get(env_var):
+    return False
+  with tempfile.TemporaryDirectory() as d:
+    print(json.dumps(measure(int(os.environ[env_var]), d)), flush=True)
+  return True

@@ -14,11 +14,7 @@ Measured on the 2-core CPU machine (JAX 0.10.2): 4,499 items/s at 100k and 4,879
 RSS 749 MiB and 802 MiB: 62 bytes per item of growth, where the pool in memory would be 3.1 GB.
 """
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 
 from absl import app
@@ -73,19 +69,13 @@ def measure(n: int, mc_samples: int, chunk: int, directory: str) -> dict:
 
 def main(argv):
   del argv
-  if os.environ.get("DAL_JAX_POOL_STREAMING_CHILD"):
-    n = int(os.environ["DAL_JAX_POOL_STREAMING_CHILD"])
-    with tempfile.TemporaryDirectory() as d:
-      print(json.dumps(measure(n, _SAMPLES.value, _CHUNK.value, d)), flush=True)
+  if _common.run_child("DAL_JAX_POOL_STREAMING_CHILD",
+                       lambda n, d: measure(n, _SAMPLES.value, _CHUNK.value, d)):
     return
-  rows = []
-  for n in (int(v) for v in _POOL_SIZES.value):  # a fresh process per size: its own peak RSS
-    out = subprocess.run([sys.executable, "-m", "benchmarks.pool_streaming",
-                          f"--mc_samples={_SAMPLES.value}", f"--chunk_size={_CHUNK.value}"],
-                         env={**os.environ, "DAL_JAX_POOL_STREAMING_CHILD": str(n)},
-                         capture_output=True, text=True, check=True)
-    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(json.dumps(rows[-1]), flush=True)
+  rows = _common.rows_per_size(
+      "benchmarks.pool_streaming", "DAL_JAX_POOL_STREAMING_CHILD",
+      [int(v) for v in _POOL_SIZES.value],
+      [f"--mc_samples={_SAMPLES.value}", f"--chunk_size={_CHUNK.value}"])
   result = {**_common.machine(), "rows": rows,
             "rss_growth_bytes_per_item": (
                 (rows[-1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]) * 2**20

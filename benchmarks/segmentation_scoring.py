@@ -13,11 +13,7 @@ scores do. It reports images/s (compilation excluded by a warm-up chunk) and the
 resident memory, which the chunk sets, not the pool.
 """
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 
 from absl import app
@@ -85,20 +81,14 @@ def measure(n: int, mc_samples: int, chunk: int, directory: str) -> dict:
 
 def main(argv):
   del argv
-  if os.environ.get("DAL_JAX_SEGMENTATION_CHILD"):
-    n = int(os.environ["DAL_JAX_SEGMENTATION_CHILD"])
-    with tempfile.TemporaryDirectory() as d:
-      print(json.dumps(measure(n, _SAMPLES.value, _CHUNK.value, d)), flush=True)
+  if _common.run_child("DAL_JAX_SEGMENTATION_CHILD",
+                       lambda n, d: measure(n, _SAMPLES.value, _CHUNK.value, d)):
     return
-  rows = []
-  for n in (int(v) for v in _POOL_SIZES.value):  # a fresh process per size: its own peak RSS
-    out = subprocess.run([sys.executable, "-m", "benchmarks.segmentation_scoring",
-                          f"--mc_samples={_SAMPLES.value}", f"--chunk_size={_CHUNK.value}",
-                          f"--width={_WIDTH.value}"],
-                         env={**os.environ, "DAL_JAX_SEGMENTATION_CHILD": str(n)},
-                         capture_output=True, text=True, check=True)
-    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(json.dumps(rows[-1]), flush=True)
+  rows = _common.rows_per_size(
+      "benchmarks.segmentation_scoring", "DAL_JAX_SEGMENTATION_CHILD",
+      [int(v) for v in _POOL_SIZES.value],
+      [f"--mc_samples={_SAMPLES.value}", f"--chunk_size={_CHUNK.value}",
+       f"--width={_WIDTH.value}"])
   _common.write_result(_OUT.value, {**_common.machine(), "rows": rows})
 
 
