@@ -66,18 +66,19 @@ def test_iou_matches_a_reference_on_random_masks(rng):
 
 
 def test_unet_outputs_and_mc_dropout():
-  m = models.get_model("unet", (16, 16, 1), 4, width=4)
+  m = models.get_model("unet", (16, 16, 1), 4, width=4, depth=1)
   v = m.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
   x = jnp.asarray(np.random.default_rng(0).random((2, 16, 16, 1)), jnp.float32)
   logits, aux = m.apply(v, x, train=False)
   assert logits.shape == (2, 16, 16, 4) and aux["pre_logits"].shape == (2, 4)
+  assert len(aux["features"]) == 2  # the bottleneck and one decoder level
   a = m.apply(v, x, train=False, mc=True, key=jax.random.key(1))[0]
   b = m.apply(v, x, train=False, mc=True, key=jax.random.key(1))[0]
   c = m.apply(v, x, train=False, mc=True, key=jax.random.key(2))[0]
   np.testing.assert_array_equal(a, b)
   assert float(jnp.abs(a - c).max()) > 0
   with pytest.raises(ValueError, match="multiples of 4"):
-    models.get_model("unet", (18, 16, 1), 4)
+    models.get_model("unet", (18, 16, 1), 4, depth=2)
   with pytest.raises(ValueError, match=r"config.models.unet.depth=9 is not allowed"):
     models.get_model("unet", (16, 16, 1), 4, depth=9)
 
