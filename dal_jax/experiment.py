@@ -203,7 +203,8 @@ def _fmt(m: dict[str, Any], key: str, spec: str) -> str:
 
 def _log_round(tag: str, m: dict[str, Any]) -> None:
   msg = (f"[{tag}] round {m['round']:3d}  labels {m['num_labels']:5d}  "
-         f"acc {_fmt(m, 'accuracy', '.4f')}  nll {_fmt(m, 'nll', '.3f')}  "
+         + (f"miou {m['miou']:.4f}  " if m.get("miou") is not None else "")
+         + f"acc {_fmt(m, 'accuracy', '.4f')}  nll {_fmt(m, 'nll', '.3f')}  "
          f"ece {_fmt(m, 'ece', '.3f')}  | train {m['time_train']:.1f}s "
          f"({m['train_steps']} steps)  score {m['time_score']:.1f}s  "
          f"select {m['time_select']:.2f}s"
@@ -275,6 +276,39 @@ class SeedRun:
     if self.done:
       workdir_lib.write_final_state(os.path.join(self.workdir, "final_state.npz"), self.state,
                                     self.run.splits.pool_source)
+
+
+def _count_lines(path: str) -> int | None:
+  try:
+    with open(path, "rb") as f:
+      return sum(1 for _ in f)
+  except OSError:  # not Linux
+    return None
+
+
+def release_compiled_programs(fraction: float = 0.3) -> bool:
+  """Drops JAX's compiled programs when this process holds more than ``fraction`` of the memory
+  mappings Linux allows one process (``vm.max_map_count``, usually 65,530); returns whether it
+  did. Every XLA:CPU executable keeps its own mappings (about three), and a process that compiles
+  thousands of programs (many strategies or methods run one after another in one process) would
+  reach the limit, where the next compile's mmap fails and XLA crashes with a segmentation
+  fault. Programs still needed are compiled again. Only the main thread releases (runs in
+  worker threads may be compiling)."""
+  if threading.current_thread() is not threading.main_thread():
+    return False
+  count = _count_lines("/proc/self/maps")
+  try:
+    with open("/proc/sys/vm/max_map_count") as f:
+      limit = int(f.read().strip())
+  except (OSError, ValueError):
+    limit = 65530
+  if count is None or count <= fraction * limit:
+    return False
+  import gc
+
+  jax.clear_caches()
+  gc.collect()
+  return True
 
 
 def run_concurrently(tasks: Sequence[Callable[[], Any]], workers: int) -> list[Any]:
@@ -407,3 +441,4 @@ def run_experiment(config, workdir: str, *, max_rounds: int | None = None,
     return results
   finally:
     lock.release()
+    release_compiled_programs()

@@ -24,3 +24,15 @@ def splits():
   from dal_jax import experiment
   from tests.test_loop import tiny_config
   return experiment.load_splits(tiny_config())
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+  """After each test, JAX's compiled programs are dropped once the worker holds many memory
+  mappings (:func:`dal_jax.experiment.release_compiled_programs`): a pytest worker compiles
+  thousands of programs over the suite, and one reached Linux's 65,530 mappings per process
+  (44,711 three fifths of the way through its share), where a compile's mmap failed and XLA
+  crashed the worker with a segmentation fault."""
+  yield
+  from dal_jax import experiment
+  experiment.release_compiled_programs(0.25)
