@@ -93,7 +93,7 @@ def paired_beats(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> np.ndarra
 
 
 def penalty_matrix(settings: dict[str, dict[str, dict[int, list[dict[str, Any]]]]],
-                   level: float = 0.95) -> tuple[list[str], np.ndarray]:
+                   level: float = 0.95, metric: str = "accuracy") -> tuple[list[str], np.ndarray]:
   """The pairwise penalty matrix of Ash et al. 2020 (BADGE, §4) over several settings.
 
   For every setting (a protocol: dataset, starting budget, query size, ...) and every ordered pair
@@ -122,8 +122,8 @@ def penalty_matrix(settings: dict[str, dict[str, dict[int, list[dict[str, Any]]]
         seeds = sorted(set(runs[a]) & set(runs[b]))
         if len(seeds) < 2:
           continue
-        la, va = curve({s: runs[a][s] for s in seeds})
-        lb, vb = curve({s: runs[b][s] for s in seeds})
+        la, va = curve({s: runs[a][s] for s in seeds}, metric)
+        lb, vb = curve({s: runs[b][s] for s in seeds}, metric)
         length = min(la.shape[0], lb.shape[0])
         if length < 2 or not np.array_equal(la[:length], lb[:length]):
           continue
@@ -156,7 +156,7 @@ def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> li
 
 def paired_to_reference(runs: dict[int, list[dict[str, Any]]],
                         reference: dict[int, list[dict[str, Any]]], *,
-                        count_from: int = 0) -> dict[str, Any]:
+                        count_from: int = 0, metric: str = "accuracy") -> dict[str, Any]:
   """A strategy against a reference strategy (usually random) on the seeds both ran (a seed fixes
   the initial set and the round keys, so differences are paired), over the rounds both reached.
 
@@ -170,8 +170,8 @@ def paired_to_reference(runs: dict[int, list[dict[str, Any]]],
   seeds = sorted(set(runs) & set(reference))
   if not seeds:
     raise ValueError("no seed was run by both the strategy and its reference")
-  la, va = curve({s: runs[s] for s in seeds})
-  lr, vr = curve({s: reference[s] for s in seeds})
+  la, va = curve({s: runs[s] for s in seeds}, metric)
+  lr, vr = curve({s: reference[s] for s in seeds}, metric)
   n = min(len(la), len(lr))
   if not np.array_equal(la[:n], lr[:n]):
     raise ValueError(f"the strategy and its reference labeled different set sizes "
@@ -197,15 +197,16 @@ def format_paired(rows: list[dict[str, Any]]) -> str:
   if not paired:
     return ""
   ref = paired[0]["paired"]
+  metric = rows[0].get("metric", "accuracy")
   counted = "acquired labels" if rows[0].get("labels_counted_from") else "labels"
   lines = [f"Paired with `{ref['reference']}` by seed (a seed fixes the initial set unless a "
            "strategy chooses its own cold start): differences with 95% t-intervals; the last "
            "column is the fraction of "
            f"{ref['reference']}'s final {counted} ({ref['reference_final_labels']}) at which the "
-           f"strategy reaches {ref['reference']}'s mean final accuracy "
+           f"strategy reaches {ref['reference']}'s mean final {metric} "
            f"({ref['reference_final_accuracy']:.4f}).", "",
-           f"| strategy | AUC − {ref['reference']} | final accuracy − {ref['reference']} | "
-           f"labels to {ref['reference']}'s final accuracy |", "|---|---|---|---|"]
+           f"| strategy | AUC − {ref['reference']} | final {metric} − {ref['reference']} | "
+           f"labels to {ref['reference']}'s final {metric} |", "|---|---|---|---|"]
   for r in paired:
     p = r["paired"]
     frac = ("not reached" if p["label_fraction"] is None else
@@ -239,17 +240,19 @@ def stabilizing_stop(records: list[dict[str, Any]], *, window: int,
 def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *, target: float,
               stabilizing_window: int = 3,
               stabilizing_thresholds: tuple[float, ...] = (),
-              count_from: int = 0) -> list[dict[str, Any]]:
+              count_from: int = 0, metric: str = "accuracy") -> list[dict[str, Any]]:
   """One row per strategy: final accuracy, AUC, labels to reach ``target`` (mean, std and 95%
   interval half-width over seeds), the largest round-to-round accuracy drop, every strategy after
   the first paired with the first (``paired``: :func:`paired_to_reference`), and, for runs that
   recorded kappas, where stabilizing predictions would have stopped at each of
   ``stabilizing_thresholds``. ``count_from`` is subtracted from the labels to the target (a
-  protocol that counts acquired labels only passes its initial-set size)."""
+  protocol that counts acquired labels only passes its initial-set size). ``metric`` is the
+  record read as the curve (the task's headline: ``accuracy``, ``miou``); the rows' keys keep
+  the name ``accuracy`` and carry ``metric``."""
   rows = []
   reference = next(iter(results), None)
   for name, runs in results.items():
-    labels, acc = curve(runs)
+    labels, acc = curve(runs, metric)
     auc = area_under_curve(labels, acc)
     reach = labels_to_reach(labels, acc, target)
     reached = [r - count_from for r in reach if r is not None]
@@ -258,6 +261,7 @@ def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *, target: fl
     drops = max_drop(acc)
     rows.append({
         "strategy": name, "seeds": acc.shape[0], "final_labels": int(labels[-1]),
+        **({"metric": metric} if metric != "accuracy" else {}),
         "final_accuracy_mean": float(acc[:, -1].mean()),
         "final_accuracy_std": float(acc[:, -1].std()),
         "final_accuracy_ci": _half(acc[:, -1]),
@@ -272,7 +276,7 @@ def summarize(results: dict[str, dict[int, list[dict[str, Any]]]], *, target: fl
     if name != reference:
       try:
         rows[-1]["paired"] = {"reference": reference, **paired_to_reference(
-            runs, results[reference], count_from=count_from)}
+            runs, results[reference], count_from=count_from, metric=metric)}
       except ValueError:  # no shared seeds or another protocol: nothing to pair
         pass
     if any(rec.get("kappa") is not None for r in runs.values() for rec in r):
@@ -312,7 +316,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
   thresholds = sorted({t for r in rows for t in r.get("stabilizing_stops", {})}, key=float)
   extra = "".join(f" stabilizing stop (κ̄ ≥ {t}) |" for t in thresholds)
   counted = " acquired" if rows and rows[0].get("labels_counted_from") else ""
-  lines = [f"| strategy | seeds | final labels | final accuracy | AUC |{counted} labels to "
+  metric = rows[0].get("metric", "accuracy") if rows else "accuracy"
+  lines = [f"| strategy | seeds | final labels | final {metric} | AUC |{counted} labels to "
            f"{target:.0%} | largest drop |" + extra,
            "|---|---|---|---|---|---|---|" + "---|" * len(thresholds)]
   for r in rows:

@@ -341,14 +341,24 @@ def _with_new_model_defaults(stored: dict[str, Any]) -> dict[str, Any]:
   train = stored.get("train")
   if isinstance(train, dict):
     stored = {**stored, "train": {**LEGACY_TRAIN, **train}}
+  listed = lambda d: {k: list(v) if isinstance(v, tuple) else v  # noqa: E731
+                      for k, v in d.items()}
+  methods = stored.get("methods")
+  if isinstance(methods, dict):  # method options added since (the score reductions) likewise
+    known = set(methods_lib.names())
+    used = [stored.get("acquisition"), *(m.strip() for m in
+                                         str(stored.get("add_methods") or "").split(","))]
+    names = set(methods) | {m for m in used if m in known and _own_options(m)}
+    stored = {**stored, "methods": {
+        name: {**listed(_own_options(name) if name in known else {}),
+               **(methods.get(name) or {})} for name in sorted(names)}}
   models = stored.get("models")
   if not isinstance(models, dict):
     return stored
   filled = {}
   for name, opts in models.items():
     defaults = model_options(name) if name in models_lib.MODELS else {}
-    filled[name] = {**{k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()},
-                    **(opts or {})}
+    filled[name] = {**listed(defaults), **(opts or {})}
   return {**stored, "models": filled}
 
 

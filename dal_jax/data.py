@@ -8,6 +8,11 @@ Sources (all offline; nothing downloads at run time):
 * ``idx:<directory>``: any MNIST-format IDX files (``train-images-idx3-ubyte[.gz]``, ...), prepared
   by the same builder.
 * ``digits``: scikit-learn's bundled 8x8 digits (1,797 images), a tiny real dataset for tests.
+* ``scenes[:key=value,...]``: segmentation scenes composed from Fashion-MNIST items
+  (:mod:`dal_jax.scenes`; ``y`` is the ``[N, H, W]`` mask, 11 classes, 0 = background); keys
+  ``size`` (canvas side, 64), ``train`` (5000) and ``test`` (1000) scenes, ``seed`` (0) and
+  ``source`` (an IDX directory; Debian's Fashion-MNIST by default), e.g.
+  ``scenes:size=32,train=2000``.
 * any other name: a tfds dataset already prepared in ``data_dir`` (``tfds.data_source``, no
   download), e.g. ``mnist`` or ``cifar10`` prepared on a machine with internet.
 
@@ -28,8 +33,9 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 class Dataset(NamedTuple):
-  """Arrays of one split. ``x``: ``[N, H, W, C]`` float32 in [0, 1]; ``y``: ``[N]`` int32 labels
-  (``OOD_LABEL`` for out-of-distribution pool samples)."""
+  """Arrays of one split. ``x``: ``[N, H, W, C]`` float32 in [0, 1]; ``y``: ``[N, ...]`` int32
+  labels of the task's shape (a class ``[N]``, ``OOD_LABEL`` for out-of-distribution pool
+  samples; a mask ``[N, H, W]``)."""
 
   x: np.ndarray
   y: np.ndarray
@@ -135,14 +141,49 @@ def _load_tfds(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
   return load("train"), load("test")
 
 
-BUILTIN_DATASETS = ("fashion_mnist", "digits")
+BUILTIN_DATASETS = ("fashion_mnist", "digits", "scenes")
+SCENE_OPTIONS = {"size": 64, "train": 5000, "test": 1000, "seed": 0, "source": FASHION_MNIST_DIR}
+
+
+def scene_options(name: str) -> dict:
+  """The settings of a ``scenes[:key=value,...]`` dataset name (defaults filled in)."""
+  options = dict(SCENE_OPTIONS)
+  spec = name[len("scenes:"):] if name.startswith("scenes:") else ""
+  for part in filter(None, spec.split(",")):
+    key, eq, value = part.partition("=")
+    if not eq or key not in SCENE_OPTIONS:
+      raise ValueError(f"dataset {name!r}: {part!r} is not key=value with a key in "
+                       f"{sorted(SCENE_OPTIONS)}")
+    if key == "source":
+      options[key] = os.path.abspath(os.path.expanduser(value))
+      continue
+    if not value.isdigit() or int(value) < (16 if key == "size" else 0 if key == "seed" else 1):
+      raise ValueError(f"dataset {name!r}: {key}={value!r} must be an integer "
+                       f">= {16 if key == 'size' else 0 if key == 'seed' else 1}")
+    options[key] = int(value)
+  return options
+
+
+def _load_scenes(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
+  from dal_jax import scenes
+
+  o = scene_options(name)
+  if not os.path.isdir(o["source"]):
+    hint = (" Install it with `apt-get install dataset-fashion-mnist`."
+            if o["source"] == FASHION_MNIST_DIR else "")
+    raise ValueError(f"dataset {name!r}: IDX directory {o['source']!r} does not exist.{hint}")
+  train, test = scenes.load_scenes(o["source"], data_dir, train=o["train"], test=o["test"],
+                                   size=o["size"], seed=o["seed"])
+  c = scenes.NUM_CLASSES
+  return _as_dataset(train.x, train.masks, c), _as_dataset(test.x, test.masks, c)
 
 
 def load_dataset(name: str, *, data_dir: str | None = None) -> tuple[Dataset, Dataset]:
   """Loads ``(train, test)`` arrays of a dataset by name (see the module docstring for names).
 
   Args:
-    name: ``fashion_mnist``, ``digits``, ``idx:<directory>`` or a prepared tfds dataset name.
+    name: ``fashion_mnist``, ``digits``, ``idx:<directory>``, ``scenes[:key=value,...]`` or a
+      prepared tfds dataset name.
     data_dir: tfds data directory (default: tfds's, ``~/tensorflow_datasets``).
 
   Raises:
@@ -152,6 +193,8 @@ def load_dataset(name: str, *, data_dir: str | None = None) -> tuple[Dataset, Da
     return _load_digits()
   if name == "fashion_mnist":
     return _load_idx("fashion_mnist", FASHION_MNIST_DIR, data_dir)
+  if name == "scenes" or name.startswith("scenes:"):
+    return _load_scenes(name, data_dir)
   if name.startswith("idx:"):
     source_dir = os.path.abspath(os.path.expanduser(name[4:]))
     return _load_idx(os.path.basename(source_dir.rstrip("/")) or "idx", source_dir, data_dir)
@@ -193,6 +236,9 @@ def make_splits(train: Dataset, test: Dataset, *, seed: int, val_size: int,
     raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio}")
   if not 0 <= ood_fraction < 1:
     raise ValueError(f"ood_fraction must be in [0, 1), got {ood_fraction}")
+  if train.y.ndim > 1 and (imbalance_ratio > 1 or ood_fraction > 0):
+    raise ValueError(f"imbalance_ratio and ood_fraction need one class per item; these labels "
+                     f"are shaped {train.y.shape[1:]} per item (keep them at 1 and 0)")
   rng = np.random.default_rng(seed)
   order = rng.permutation(len(train))
   val_idx, pool_idx = order[:val_size], order[val_size:]

@@ -78,10 +78,10 @@ def member_keys(key: jax.Array, members: int) -> jax.Array:
 
 
 def ensemble_log_probs(stacked_log_probs: jax.Array) -> jax.Array:
-  """``[E, S, N, C] -> [E·S, N, C]``: every member's every MC sample as one sample axis, so every
-  acquisition (BALD, BatchBALD, QBC, ...) works on ensembles unchanged."""
-  m, s, n, c = stacked_log_probs.shape
-  return stacked_log_probs.reshape(m * s, n, c)
+  """``[E, S, N, ..., C] -> [E·S, N, ..., C]``: every member's every MC sample as one sample
+  axis, so every acquisition (BALD, BatchBALD, QBC, ...) works on ensembles unchanged."""
+  m, s, *rest = stacked_log_probs.shape
+  return stacked_log_probs.reshape(m * s, *rest)
 
 
 def mean_prediction(log_probs: jax.Array) -> jax.Array:

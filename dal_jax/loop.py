@@ -40,8 +40,10 @@ class LoopState(flax.struct.PyTreeNode):
 
   Attributes:
     labeled: ``[N]`` bool, points the oracle has labeled (budget spent on them).
-    labels: ``[N]`` int32 labels known so far; ``UNKNOWN`` (-2) where unlabeled, ``OOD_LABEL``
-      (-1) for labeled out-of-distribution points (not trained on).
+    labels: ``[N, ...]`` int32 labels known so far, of the task's label shape (a class ``[N]``;
+      a mask ``[N, H, W]``): ``UNKNOWN`` (-2) where unlabeled, ``OOD_LABEL`` (-1) for labeled
+      out-of-distribution points and for the pixels of a mask nobody labeled (neither is
+      trained on). Which items are labeled is ``labeled``, not the label values.
     acquired_round: ``[N]`` int32 round whose selection added the point (``0`` = initial set,
       ``r + 1`` = selected in round r), ``-1`` where unlabeled: the selection history.
     round: ``[]`` int32, rounds completed.
@@ -65,8 +67,17 @@ class LoopState(flax.struct.PyTreeNode):
 
   @property
   def trainable(self) -> jax.Array:
-    """``[N]`` bool: labeled in-distribution points."""
-    return self.labeled & (self.labels >= 0)
+    """``[N]`` bool: labeled in-distribution points (with at least one label element ``>= 0``:
+    a mask whose pixels are all unlabeled trains nothing)."""
+    return self.labeled & item_has_label(self.labels)
+
+
+def item_has_label(labels) -> jax.Array:
+  """``[N, ...] -> [N]``: whether each item's label holds an element ``>= 0`` (a class, or a
+  mask with a labeled pixel); ``OOD_LABEL`` / ``UNKNOWN`` / the ignore value are negative."""
+  labels = jnp.asarray(labels)
+  ok = labels >= 0
+  return jnp.any(ok, axis=tuple(range(1, ok.ndim))) if ok.ndim > 1 else ok
 
 
 class Query(NamedTuple):
@@ -102,7 +113,7 @@ def simulated_oracle(y: np.ndarray, num_classes: int) -> Oracle:
   bad = (y >= num_classes) | ((y < 0) & (y != OOD_LABEL))
   if bad.any():
     raise ValueError(f"labels out of range [0, {num_classes}) (or OOD_LABEL={OOD_LABEL}) at pool "
-                     f"positions {np.nonzero(bad)[0][:10].tolist()}")
+                     f"positions {np.unique(np.nonzero(bad)[0])[:10].tolist()}")
 
   def label(indices):
     indices = np.asarray(indices)
@@ -124,6 +135,9 @@ def initial_indices(key: jax.Array, y: np.ndarray, size: int, *, balanced: bool,
   order = np.asarray(jax.random.permutation(key, n))
   if not balanced:
     return np.sort(order[:size])
+  if np.ndim(y) != 1:
+    raise ValueError(f"a class-balanced initial set needs one class per item; these labels are "
+                     f"shaped {np.shape(y)[1:]} per item (set initial_balanced=False)")
   per_class = size // num_classes
   if per_class * num_classes != size:
     raise ValueError(f"a balanced initial set needs initial_size divisible by {num_classes} "
@@ -208,8 +222,9 @@ def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray, labels
     raise ValueError("initial indices contain duplicates")
   labeled = np.zeros(num_points, bool)
   labeled[initial] = True
-  all_labels = np.full(num_points, UNKNOWN, np.int32)
-  all_labels[initial] = np.asarray(labels, np.int32)
+  labels = np.asarray(labels, np.int32)
+  all_labels = np.full((num_points, *labels.shape[1:]), UNKNOWN, np.int32)
+  all_labels[initial] = labels
   acquired = np.where(labeled, 0, -1).astype(np.int32)
   return LoopState(labeled=jnp.asarray(labeled), labels=jnp.asarray(all_labels),
                    acquired_round=jnp.asarray(acquired), round=jnp.zeros((), jnp.int32),
@@ -218,13 +233,15 @@ def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray, labels
 
 def add_labels(state: LoopState, indices, labels, *, num_classes: int | None = None
                ) -> LoopState:
-  """Adds answers for ``indices`` (distinct, unlabeled pool positions) to the state."""
+  """Adds answers for ``indices`` (distinct, unlabeled pool positions) to the state: ``labels``
+  ``[k, ...]`` of the state's label shape."""
   indices = np.asarray(indices)
   labels = np.asarray(labels)
   n = state.labeled.shape[0]
-  if indices.ndim != 1 or labels.shape != indices.shape:
-    raise ValueError(f"indices and labels must be two 1-D arrays of one length; got shapes "
-                     f"{indices.shape} and {labels.shape}")
+  item_shape = tuple(state.labels.shape[1:])
+  if indices.ndim != 1 or labels.shape != (*indices.shape, *item_shape):
+    raise ValueError(f"indices [k] and labels [k, *{item_shape}] must have one length k; got "
+                     f"shapes {indices.shape} and {labels.shape}")
   out_of_range = (indices < 0) | (indices >= n)
   if out_of_range.any():
     raise ValueError(f"pool indices must be in [0, {n}); got {indices[out_of_range].tolist()[:10]}")
@@ -410,11 +427,13 @@ def _training_set(states, method: Method, data: LoopData, members: int):
   for s, e, size in zip(states, extras, sizes):
     xs += [x.astype(base.dtype) for x, _ in e]
     y_e = [y for _, y in e]
-    own = jnp.concatenate(y_e) if y_e else jnp.zeros((0,), jnp.int32)
-    pad = lambda a, fill: jnp.concatenate([jnp.full((offset,), fill, a.dtype), a,  # noqa: E731
-                                           jnp.full((total - offset - size,), fill, a.dtype)])
+    own = (jnp.concatenate(y_e) if y_e
+           else jnp.zeros((0, *s.labels.shape[1:]), jnp.int32))
+    pad = lambda a, fill: jnp.concatenate([  # noqa: E731
+        jnp.full((offset, *a.shape[1:]), fill, a.dtype), a,
+        jnp.full((total - offset - size, *a.shape[1:]), fill, a.dtype)])
     labels.append(jnp.concatenate([take(s.labels), pad(own, UNKNOWN)]))
-    trainable.append(jnp.concatenate([take(s.trainable), pad(own >= 0, False)]))
+    trainable.append(jnp.concatenate([take(s.trainable), pad(item_has_label(own), False)]))
     offset += size
   x = jnp.concatenate(xs) if total else base
   unlabeled = [jnp.concatenate([take(~s.labeled), jnp.zeros((total,), bool)]) for s in states]
@@ -448,9 +467,15 @@ def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig,
   return None
 
 
+def _item_bald(log_probs) -> jax.Array:
+  """``[N]`` BALD of each item (the mean over its elements when it has many, e.g. pixels)."""
+  bald = acq_lib.bald(log_probs)
+  return jnp.mean(bald, axis=tuple(range(1, bald.ndim))) if bald.ndim > 1 else bald
+
+
 def _mean_bald(log_probs, where) -> float:
   """Diagnostic: how much the MC samples / members disagree on the candidates."""
-  bald = acq_lib.bald(log_probs, where=where)
+  bald = _item_bald(log_probs)
   return float(jnp.sum(jnp.where(where, bald, 0.0)) / jnp.maximum(jnp.sum(where), 1))
 
 
@@ -473,7 +498,7 @@ def _scores_by_chunk(acquisition, learner, variables, x_cands, where, members, p
       w = where[j][start:start + n]
       scores[j][start:start + n] = np.asarray(acquisition.item_score(out, w))
       if out["log_probs"].shape[0] > 1:
-        bald = acq_lib.bald(out["log_probs"], where=w)
+        bald = _item_bald(out["log_probs"])
         bald_sum[j] += float(jnp.sum(jnp.where(w, bald, 0.0)))
         count[j] += float(jnp.sum(w))
   multi = members * max(predict["mc_samples"], 1) > 1
@@ -686,7 +711,7 @@ def al_round(states: Sequence[LoopState], *, method: Method, learner: learner_li
               else np.zeros(0, np.int32))
     hist = np.bincount(labels[labels >= 0], minlength=oracle.num_classes)
     query.metrics.update(selected=query.indices.tolist(), selected_class_histogram=hist.tolist(),
-                         selected_ood=int(np.sum(labels == OOD_LABEL)))
+                         selected_ood=int(np.sum(~np.asarray(item_has_label(labels)))))
     out_states.append(incorporate(state, query, labels, method=method,
                                   num_classes=oracle.num_classes))
     out_metrics.append(query.metrics)

@@ -20,6 +20,7 @@ import numpy as np
 
 
 MAX_ITEMS = 4  # items per scene at most (the boxes' rows)
+NUM_CLASSES = 11  # of a Fashion-MNIST scene's masks: background and the 10 item classes
 
 
 class Scenes(NamedTuple):

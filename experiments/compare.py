@@ -28,6 +28,7 @@ from dal_jax import cli
 from dal_jax import config as config_lib
 from dal_jax import experiment
 from dal_jax import parallel
+from dal_jax import tasks as tasks_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, cli.CONFIG_HELP, lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the strategies' workdirs")
@@ -92,13 +93,14 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
     results[name] = {s: r for s, r in analysis.load_metrics(sub).items() if s in seeds}
     if not results[name]:
       raise ValueError(f"{sub!r} holds none of the seeds {list(seeds)}")
+  metric = tasks_lib.get_task(config.task).headline  # the curve: accuracy, mIoU, ...
   thresholds = tuple(sorted({float(config.stabilizing_threshold),
                              *(float(t) for t in stabilizing_thresholds)}))
   rows = analysis.summarize(results, target=config.report_accuracy,
                             stabilizing_window=config.stabilizing_window,
                             stabilizing_thresholds=thresholds,
                             count_from=(config.initial_size if config.report_counting == "acquired"
-                                        else 0))
+                                        else 0), metric=metric)
   table = analysis.format_table(rows)
   paired = analysis.format_paired(rows)
   if paired:
@@ -106,8 +108,8 @@ def compare(config, workdir: str, acquisitions, *, plot_only: bool = False,
   if not parallel.is_writer():  # a run over several processes: process 0 writes the reports
     return (table, results) if return_results else table
   analysis.plot_curves(results, os.path.join(workdir, "comparison.png"),
-                       title=title(config))
-  names, penalty = analysis.penalty_matrix({"this": results})
+                       title=title(config), metric=metric)
+  names, penalty = analysis.penalty_matrix({"this": results}, metric=metric)
   with open(os.path.join(workdir, "comparison.md"), "w") as f:
     f.write(f"{title(config)}\n\nMeans ± 95% t-intervals over seeds.\n\n{table}\n\n"
             + analysis.format_penalty_matrix(names, penalty, 1)
@@ -140,7 +142,8 @@ def compare_settings(config, workdir: str, acquisitions, settings, **kwargs) -> 
                              return_results=True, **kwargs)
     all_results[label] = results
     parts.append(f"## {label}\n\n{title(cfg)}\n\n{table}")
-  names, penalty = analysis.penalty_matrix(all_results)
+  names, penalty = analysis.penalty_matrix(all_results,
+                                           metric=tasks_lib.get_task(config.task).headline)
   report = ("Means ± 95% t-intervals over seeds.\n\n" + "\n\n".join(parts)
             + "\n\n## All settings\n\n"
             + analysis.format_penalty_matrix(names, penalty, len(parsed)) + "\n")

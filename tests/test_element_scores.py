@@ -3,6 +3,7 @@ per item, against float64 NumPy references on fresh random inputs and known case
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -124,3 +125,30 @@ def test_reduction_known_cases_and_errors():
     acq.reduce_scores(s, reduction="top_q_mean", q=0)
   with pytest.raises(ValueError, match=r"`where` must be a boolean mask of the scores' shape"):
     acq.reduce_scores(s, where=jnp.ones((1, 3), bool))
+
+
+@pytest.mark.parametrize("name,reduction", [("entropy", "top_q_mean"), ("bald", "mean"),
+                                            ("margin", "max")])
+def test_a_score_acquisition_reduces_pixel_scores_per_image(rng, name, reduction):
+  """A registered score on [S, N, H, W, C] log-probs ranks images by its per-pixel score
+  reduced with the acquisition's ``reduction`` option (float64 NumPy reference)."""
+  lp = _log_probs(rng, (5, 12, 4, 6, 3))
+  where = np.ones(12, bool)
+  where[[1, 7]] = False
+  elem = REFERENCES["predictive_entropy" if name == "entropy" else name](lp)
+  want = _reduce_reference(elem, np.ones(elem.shape, bool), reduction, 0.25)
+  want[~where] = -np.inf
+  a = acq.get_acquisition(name, reduction=reduction, q=0.25)
+  got = np.asarray(a.item_score({"log_probs": jnp.asarray(lp, jnp.float32)}, jnp.asarray(where)))
+  np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
+  chosen, _ = a.select({}, {"log_probs": jnp.asarray(lp, jnp.float32)}, key=jax.random.key(0),
+                       k=3, where=jnp.asarray(where))
+  assert sorted(np.asarray(chosen).tolist()) == sorted(np.argsort(-want)[:3].tolist())
+  # Pixels outside outputs["element_where"] (labeled already) take no part.
+  ew = rng.random(elem.shape) > 0.5
+  got_masked = np.asarray(a.item_score({"log_probs": jnp.asarray(lp, jnp.float32),
+                                        "element_where": jnp.asarray(ew)}, None))
+  np.testing.assert_allclose(got_masked, _reduce_reference(elem, ew, reduction, 0.25),
+                             rtol=2e-4, atol=1e-5)
+  with pytest.raises(ValueError, match=r"acquisition 'entropy': unknown reduction 'median'"):
+    acq.get_acquisition("entropy", reduction="median")

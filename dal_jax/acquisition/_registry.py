@@ -30,6 +30,7 @@ import numpy as np
 
 from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _diversity
+from dal_jax.acquisition import _reduce
 from dal_jax.acquisition import _scores
 from dal_jax.acquisition import _selectors
 from dal_jax.acquisition import _typical
@@ -102,6 +103,9 @@ class Registered(NamedTuple):
 ACQUISITIONS: dict[str, Registered] = {}
 
 SELECTION_OPTIONS = {"selector": "top_k", "beta": 1.0}
+# How a registered score's per-element values (a segmentation model's pixels) reduce to one per
+# queried item (dal_jax.acquisition.reduce_scores); items scored whole ignore them.
+REDUCTION_OPTIONS = {"reduction": "mean", "q": 0.1}
 
 # Scores that are never negative, so power sampling (∝ score^beta) applies to them; other score
 # acquisitions (margin, predicted losses, discriminator outputs, ...) need a rank- or
@@ -238,18 +242,31 @@ def register_score(name: str, score_fn: Callable[..., jax.Array], *,
     register_score("max_prob_gap", max_prob_gap)
   """
 
-  def score(state, outputs, *, key, where):
-    del key
-    return score_fn(*arguments(outputs, needs, name), where=where), state
+  def make(*, selector="top_k", beta=1.0, reduction="mean", q=0.1):
+    if reduction not in _reduce.REDUCTIONS:
+      raise ValueError(f"acquisition {name!r}: unknown reduction {reduction!r}; valid: "
+                       f"{list(_reduce.REDUCTIONS)}")
+    if not 0 < q <= 1:
+      raise ValueError(f"acquisition {name!r}: q={q!r} must be in (0, 1]")
 
-  def item_score(outputs, where):
-    return score_fn(*arguments(outputs, needs, name), where=where)
+    def item_score(outputs, where):
+      scores = score_fn(*arguments(outputs, needs, name))
+      if scores.ndim > 1:
+        # Per-element scores [N, ...] (a pixel each): reduced per item over the elements that
+        # count (outputs["element_where"], e.g. the pixels nobody labeled yet).
+        scores = _reduce.reduce_scores(scores, reduction=reduction, q=q,
+                                       where=outputs.get("element_where"))
+      return _scores.apply_where(scores, _scores.validate_where(where, scores.shape[0]))
 
-  def make(*, selector="top_k", beta=1.0):
+    def score(state, outputs, *, key, where):
+      del key
+      return item_score(outputs, where), state
+
     return score_acquisition(name, score, needs, selector=selector, beta=beta,
                              item_score=item_score)
 
-  return register(name, make, needs=needs, options=SELECTION_OPTIONS,
+  return register(name, make, needs=needs,
+                  options={**SELECTION_OPTIONS, **REDUCTION_OPTIONS},
                   doc=_first_line(score_fn), overwrite=overwrite)
 
 
