@@ -13,7 +13,6 @@ from the methods and models themselves (``dal_jax.methods``, ``dal_jax.models``)
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 from typing import Any, Callable, NamedTuple
 
@@ -199,13 +198,8 @@ RESUMABLE_FIELDS = ("progress", "num_devices", "distributed", "checkpoints_to_ke
 
 
 def model_options(name: str) -> dict[str, Any]:
-  """A registered model's keyword options with their defaults (a built-in model's from its
-  class; a model registered from user code, from its factory's keyword-only arguments)."""
-  cls = {"mlp": models_lib.MLP, "gal_cnn": models_lib.GalCNN,
-         "resnet18": models_lib.ResNet18, "unet": models_lib.UNet}.get(name)
-  fn = cls.__init__ if cls is not None else models_lib.MODELS[name]
-  return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-          if p.kind == p.KEYWORD_ONLY and p.name != "rngs" and p.default is not p.empty}
+  """A registered model's options with their defaults (:func:`dal_jax.models.register_model`)."""
+  return models_lib.model_options(name)
 
 
 def _own_options(name: str) -> dict[str, Any]:

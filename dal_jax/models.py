@@ -20,6 +20,7 @@ jitted code), so nothing stateful crosses a ``jit`` boundary.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -342,12 +343,45 @@ def _unet(input_shape, num_classes, **kw) -> Model:
   return from_nnx(lambda rngs: UNet(c, (h, w), num_classes, rngs=rngs, **kw))
 
 
-MODELS: dict[str, Callable[..., Model]] = {
-    "mlp": _mlp,
-    "gal_cnn": _gal_cnn,
-    "resnet18": _resnet18,
-    "unet": _unet,
-}
+MODELS: dict[str, Callable[..., Model]] = {}
+# Each registered model's factory and options with their defaults.
+MODEL_OPTIONS: dict[str, tuple[Callable[..., Model], dict[str, Any]]] = {}
+
+
+def keyword_defaults(fn) -> dict[str, Any]:
+  """The keyword-only arguments of ``fn`` that have defaults (``rngs`` excluded)."""
+  return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+          if p.kind == p.KEYWORD_ONLY and p.name != "rngs" and p.default is not p.empty}
+
+
+def register_model(name: str, factory: Callable[..., Model], *,
+                   options: dict[str, Any] | None = None,
+                   checks: dict[str, tuple[Callable[[Any], bool], str]] | None = None,
+                   overwrite: bool = False) -> Callable[..., Model]:
+  """Registers ``factory(input_shape, num_classes, **options) -> Model`` under ``name``.
+
+  ``options``: the options and their defaults (``config.models.<name>``; default: the factory's
+  keyword-only arguments with defaults); ``checks``: ``{option: (check, what is allowed)}``
+  applied by :func:`get_model`. A second registration of a name is refused unless
+  ``overwrite``. (A factory put into ``MODELS`` directly works too; its options are its keyword
+  arguments.)
+  """
+  if name in MODELS and not overwrite:
+    raise ValueError(f"model {name!r} is already registered; pass overwrite=True to replace it")
+  MODELS[name] = factory
+  MODEL_OPTIONS[name] = (factory, dict(keyword_defaults(factory) if options is None else options))
+  if checks:
+    OPTION_CHECKS[name] = dict(checks)
+  return factory
+
+
+def model_options(name: str) -> dict[str, Any]:
+  """A registered model's options with their defaults; an unknown name raises naming the valid
+  ones."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
+  factory, options = MODEL_OPTIONS.get(name, (None, None))
+  return dict(options) if factory is MODELS[name] else keyword_defaults(MODELS[name])
 
 
 def _rate(v) -> bool:
@@ -381,6 +415,15 @@ OPTION_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
              "depth": (lambda v: _count(v) and v <= 6, "an integer in [1, 6]"),
              "dropout": (_rate, "a dropout rate in [0, 1)")},
 }
+
+
+register_model("mlp", _mlp, options=keyword_defaults(MLP.__init__), checks=OPTION_CHECKS["mlp"])
+register_model("gal_cnn", _gal_cnn, options=keyword_defaults(GalCNN.__init__),
+               checks=OPTION_CHECKS["gal_cnn"])
+register_model("resnet18", _resnet18, options=keyword_defaults(ResNet18.__init__),
+               checks=OPTION_CHECKS["resnet18"])
+register_model("unet", _unet, options=keyword_defaults(UNet.__init__),
+               checks=OPTION_CHECKS["unet"])
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:

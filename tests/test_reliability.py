@@ -446,6 +446,26 @@ def test_a_model_registered_from_user_code_has_its_options_in_the_config():
     del models_lib.MODELS["tiny_user_model"]
 
 
+def test_register_model_declares_options_and_their_checks():
+  def tiny(input_shape, num_classes, *, width=4):
+    return models_lib.get_model("mlp", input_shape, num_classes, hidden=(width,))
+
+  models_lib.register_model("tiny_checked", tiny, options={"width": 4},
+                            checks={"width": (lambda v: isinstance(v, int) and v >= 2,
+                                              "an integer >= 2")})
+  try:
+    assert config_lib.default_config().models.tiny_checked.width == 4
+    assert callable(models_lib.get_model("tiny_checked", (8, 8, 1), 3, width=3).apply)
+    with pytest.raises(ValueError, match=r"config.models.tiny_checked.width=1 is not allowed: "
+                       r"expected an integer >= 2"):
+      models_lib.get_model("tiny_checked", (8, 8, 1), 3, width=1)
+    with pytest.raises(ValueError, match="model 'tiny_checked' is already registered"):
+      models_lib.register_model("tiny_checked", tiny)
+  finally:
+    del models_lib.MODELS["tiny_checked"]
+    del models_lib.OPTION_CHECKS["tiny_checked"]
+
+
 def test_runner_command_line_errors_are_one_line(tmp_path):
   for extra, want in [("--config.models.mlp.nope=3", "no config field 'nope'"),
                       ("--config.models.gal_cnn.dropout=0.3", "two dropout rates"),
