@@ -13,6 +13,8 @@ Sources (all offline; nothing downloads at run time):
   ``size`` (canvas side, 64), ``train`` (5000) and ``test`` (1000) scenes, ``seed`` (0) and
   ``source`` (an IDX directory; Debian's Fashion-MNIST by default), e.g.
   ``scenes:size=32,train=2000``.
+* ``masks:<directory>``: one's own segmentation data, images with PNG masks beside them
+  (:mod:`dal_jax.masks`: ``images/``, ``masks/``, optional ``classes.txt`` and ``test/``).
 * any other name: a tfds dataset already prepared in ``data_dir`` (``tfds.data_source``, no
   download), e.g. ``mnist`` or ``cifar10`` prepared on a machine with internet.
 
@@ -182,8 +184,8 @@ def load_dataset(name: str, *, data_dir: str | None = None) -> tuple[Dataset, Da
   """Loads ``(train, test)`` arrays of a dataset by name (see the module docstring for names).
 
   Args:
-    name: ``fashion_mnist``, ``digits``, ``idx:<directory>``, ``scenes[:key=value,...]`` or a
-      prepared tfds dataset name.
+    name: ``fashion_mnist``, ``digits``, ``idx:<directory>``, ``scenes[:key=value,...]``,
+      ``masks:<directory>`` or a prepared tfds dataset name.
     data_dir: tfds data directory (default: tfds's, ``~/tensorflow_datasets``).
 
   Raises:
@@ -195,6 +197,9 @@ def load_dataset(name: str, *, data_dir: str | None = None) -> tuple[Dataset, Da
     return _load_idx("fashion_mnist", FASHION_MNIST_DIR, data_dir)
   if name == "scenes" or name.startswith("scenes:"):
     return _load_scenes(name, data_dir)
+  if name.startswith("masks:"):
+    from dal_jax import masks
+    return masks.load_mask_folder(os.path.abspath(os.path.expanduser(name[len("masks:"):])))
   if name.startswith("idx:"):
     source_dir = os.path.abspath(os.path.expanduser(name[4:]))
     return _load_idx(os.path.basename(source_dir.rstrip("/")) or "idx", source_dir, data_dir)

@@ -81,8 +81,11 @@ def test_every_model_trains_alone_in_an_ensemble_and_as_parallel_seeds(name, sha
   model = models.get_model(name, shape, 3, **kw)
   cfg = training.TrainConfig(batch_size=8, max_steps=2, eval_every=2)
   lrn = learner_lib.Learner(model, cfg)
-  for m, labeled in [(1, np.arange(40) < 20), (3, np.arange(40) < 20),
-                     (2, np.stack([np.arange(40) < 10, np.arange(40) >= 30]))]:
+  paths = [(1, np.arange(40) < 20), (3, np.arange(40) < 20),
+           (2, np.stack([np.arange(40) < 10, np.arange(40) >= 30]))]
+  if name == "resnet18":  # its compiles are the slowest: the stacked path with its own sets
+    paths = paths[2:]
+  for m, labeled in paths:
     keys = jax.random.split(jax.random.key(m), m)
     fit = lrn.fit(x, y, labeled, keys=keys)
     assert list(fit.steps) == [2] * m and np.isfinite(fit.train_loss).all()

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 TINY = ["--config.pool_size=300", "--config.test_size=200", "--config.val_size=100",
         "--config.initial_size=10", "--config.query_size=5", "--config.mc_samples=4",
-        "--config.train.max_steps=20", "--config.train.eval_every=10", "--config.budget=40",
+        "--config.train.max_steps=20", "--config.train.eval_every=10", "--config.budget=25",
         "--config.acquisition=bald"]
 
 
@@ -61,11 +61,11 @@ def test_two_processes_select_as_one_process_and_a_killed_run_resumes_the_same(t
   outs = _wait(_start(tmp_path / "two", 2, "--config.pool_on_disk=True"))
   want = [(r["selected"], r["accuracy"], r["num_devices"]) for r in _records(tmp_path / "one")]
   got = [(r["selected"], r["accuracy"], r["num_devices"]) for r in _records(tmp_path / "two")]
-  assert got == want and len(want) == 7 and want[0][2] == 4
+  assert got == want and len(want) == 4 and want[0][2] == 4
   # Both processes ran the same rounds; only process 0 wrote (one metrics line per round).
   rounds = [[line.split("|")[0] for line in out.splitlines() if line.startswith("[bald")]
             for out, _ in outs]
-  assert rounds[0] == rounds[1] and len(rounds[0]) == 7
+  assert rounds[0] == rounds[1] and len(rounds[0]) == 4
   assert sorted(os.listdir(tmp_path / "two")) == sorted(
       os.listdir(tmp_path / "one") + ["pool.array_record", "pool.json"])
   # Killed after two rounds (one process dies, the scheduler ends the other), then resumed.
@@ -81,7 +81,7 @@ def test_two_processes_select_as_one_process_and_a_killed_run_resumes_the_same(t
   procs[0].kill()
   for p in procs:
     p.communicate(timeout=60)
-  assert 2 <= len(metrics.read_text().splitlines()) < 7
+  assert 2 <= len(metrics.read_text().splitlines()) < 4
   outs = _wait(_start(tmp_path / "run", 2))
   assert "resuming after round" in outs[0][0] and "resuming after round" in outs[1][0]
   assert [r["selected"] for r in _records(tmp_path / "run")] == [s for s, _, _ in want]
