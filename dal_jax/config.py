@@ -112,6 +112,9 @@ FIELDS: dict[str, Field] = {
     "pool_subsample": _f(5000, "score this many random unlabeled candidates per round (0: all)",
                          _int_at_least(0)),
     "chunk_size": _f(1024, "pool points per compiled prediction call", _int_at_least(1)),
+    "region_size": _f(0, "0: whole items are queried; r > 0 (segmentation): r x r windows of "
+                      "the images, query_size windows per round, the budget and num_labels "
+                      "counting labeled pixels in images' worth", _int_at_least(0)),
     "pool_on_disk": _f(False, "keep the pool in an array_record file in the workdir, not in "
                        "memory: rounds train on the labeled items read by index and score the "
                        "pool chunk by chunk (with several processes, each reads only its "
@@ -185,7 +188,8 @@ TRAIN_FIELDS: dict[str, Field] = {
 # Top-level fields added after runs were first stored, at the values those runs ran with.
 LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
                  "report_counting": "labels", "protocol": "", "cold_start": "random",
-                 "workers": 1, "pool_on_disk": False, "task": "classification"}
+                 "workers": 1, "pool_on_disk": False, "task": "classification",
+                 "region_size": 0}
 
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}

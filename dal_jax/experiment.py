@@ -176,7 +176,8 @@ def build(config, splits: data_lib.Splits, *, workdir: str | None = None) -> Run
   rc = loop_lib.RoundConfig(query_size=config.query_size, mc_samples=config.mc_samples,
                             pool_subsample=config.pool_subsample, budget=config.budget,
                             target_accuracy=config.target_accuracy,
-                            warm_start=config.warm_start, ensemble_size=config.ensemble_size)
+                            warm_start=config.warm_start, ensemble_size=config.ensemble_size,
+                            region_size=config.region_size)
   has_val, has_test = len(splits.val) > 0, len(splits.test) > 0
   if config.pool_on_disk:
     if workdir is None:

@@ -91,6 +91,9 @@ class Query(NamedTuple):
     scores: ``[k]`` the acquisition's scores of the selected points, for acquisitions that rank
       by a per-item score (``Acquisition.item_score``); None for batch methods, learned and
       random acquisitions.
+    regions: with region queries (``RoundConfig.region_size``), ``[k, 4]`` the window of each
+      queried image to label (top, left, bottom, right pixels; exclusive ends): an image may
+      appear more than once in ``indices``. None when whole items are queried.
   """
 
   round: int
@@ -98,6 +101,7 @@ class Query(NamedTuple):
   stop: str | None
   metrics: dict[str, Any]
   scores: np.ndarray | None = None
+  regions: np.ndarray | None = None
 
 
 class Oracle(NamedTuple):
@@ -231,6 +235,44 @@ def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray, labels
                    key=key, done=jnp.zeros((), bool), methods=methods or {"acquisition": {}})
 
 
+def add_region_labels(state: LoopState, indices, regions, labels, *,
+                      num_classes: int | None = None) -> LoopState:
+  """Adds the answers to region queries: for each ``indices[i]`` the window ``regions[i]``
+  (top, left, bottom, right) of ``labels[i]`` (a mask of the item's shape; only the window is
+  read). A window with a pixel labeled already is refused."""
+  indices, regions, labels = np.asarray(indices), np.asarray(regions), np.asarray(labels)
+  n = state.labeled.shape[0]
+  item_shape = tuple(state.labels.shape[1:])
+  if (indices.ndim != 1 or regions.shape != (len(indices), 4)
+      or labels.shape != (len(indices), *item_shape)):
+    raise ValueError(f"region answers need indices [k], regions [k, 4] and labels "
+                     f"[k, *{item_shape}]; got shapes {indices.shape}, {regions.shape} and "
+                     f"{labels.shape}")
+  if ((indices < 0) | (indices >= n)).any():
+    raise ValueError(f"pool indices must be in [0, {n}); got {indices.tolist()[:10]}")
+  new = np.asarray(state.labels).copy()
+  labeled = np.asarray(state.labeled).copy()
+  acquired = np.asarray(state.acquired_round).copy()
+  for i, (top, left, bottom, right), answer in zip(indices, regions, labels):
+    if not (0 <= top < bottom <= item_shape[0] and 0 <= left < right <= item_shape[1]):
+      raise ValueError(f"region {[int(top), int(left), int(bottom), int(right)]} of item {i} is "
+                       f"not inside its {item_shape[0]}x{item_shape[1]} pixels")
+    window = (slice(top, bottom), slice(left, right))
+    if (new[i][window] != UNKNOWN).any():
+      raise ValueError(f"region {[int(top), int(left), int(bottom), int(right)]} of item {i} is "
+                       "labeled already")
+    values = answer[window]
+    bad = (values < OOD_LABEL) | ((values >= num_classes) if num_classes else False)
+    if bad.any():
+      raise ValueError(f"labels must be in [0, {num_classes}) or {OOD_LABEL} (not labeled); got "
+                       f"{np.unique(values[bad]).tolist()[:10]} in item {i}")
+    new[i][window] = values
+    if not labeled[i]:
+      labeled[i], acquired[i] = True, int(state.round) + 1
+  return state.replace(labeled=jnp.asarray(labeled), labels=jnp.asarray(new),
+                       acquired_round=jnp.asarray(acquired))
+
+
 def add_labels(state: LoopState, indices, labels, *, num_classes: int | None = None
                ) -> LoopState:
   """Adds answers for ``indices`` (distinct, unlabeled pool positions) to the state: ``labels``
@@ -271,6 +313,10 @@ class RoundConfig(NamedTuple):
       reaches this (``None``: never).
     warm_start: continue from the previous round's weights instead of re-initialising.
     ensemble_size: E models per seed (a deep ensemble; DEBAL with ``mc_samples > 0``).
+    region_size: 0: whole items are queried. r > 0 (segmentation): ``r x r`` windows of the
+      images are queried, ``query_size`` windows per round, chosen by the acquisition's
+      per-pixel score reduced per window (:mod:`dal_jax.acquisition._regions`); ``budget`` then
+      counts labeled pixels in images' worth (labeled pixels / (H·W)), as does ``num_labels``.
   """
 
   query_size: int
@@ -280,12 +326,13 @@ class RoundConfig(NamedTuple):
   target_accuracy: float | None = None
   warm_start: bool = False
   ensemble_size: int = 1
+  region_size: int = 0
 
 
 def check_round_config(config: RoundConfig) -> RoundConfig:
   """Every field in its allowed range (one line naming the field), else ``ValueError``."""
   for field, lo in (("query_size", 1), ("mc_samples", 0), ("pool_subsample", 0), ("budget", 1),
-                    ("ensemble_size", 1)):
+                    ("ensemble_size", 1), ("region_size", 0)):
     v = getattr(config, field)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
       raise ValueError(f"RoundConfig.{field} must be an integer >= {lo}, got {v!r}")
@@ -300,8 +347,36 @@ def check_round_config(config: RoundConfig) -> RoundConfig:
 
 def query_size(state: LoopState, config: RoundConfig) -> int:
   """Points to query this round: ``query_size``, or what is left of the budget in the last
-  round (``budget=65``, ``k=10``, 20 initial labels: four rounds of 10, then 5)."""
-  return max(0, min(config.query_size, config.budget - state.num_labeled))
+  round (``budget=65``, ``k=10``, 20 initial labels: four rounds of 10, then 5). With region
+  queries: windows, as many as the pixels left of the budget hold."""
+  if not config.region_size:
+    return max(0, min(config.query_size, config.budget - state.num_labeled))
+  pixels = int(np.prod(state.labels.shape[1:]))
+  left = config.budget * pixels - int(jnp.sum(state.labels != UNKNOWN))
+  return max(0, min(config.query_size, left // config.region_size**2))
+
+
+def labeled_amount(state: LoopState, config: RoundConfig) -> float:
+  """What the budget counts: labeled items, or with region queries labeled pixels in images'
+  worth (pixels / (H·W))."""
+  if not config.region_size:
+    return state.num_labeled
+  return float(jnp.sum(state.labels != UNKNOWN)) / float(np.prod(state.labels.shape[1:]))
+
+
+def _window_asked(state: LoopState, size: int) -> np.ndarray:
+  """``[N, G]`` whether each ``size x size`` window has a labeled (asked) pixel."""
+  asked = np.asarray(state.labels) != UNKNOWN
+  n, (gh, gw) = asked.shape[0], acq_lib.region_grid(asked.shape[1:], size)
+  return asked.reshape(n, gh, size, gw, size).any(axis=(2, 4)).reshape(n, gh * gw)
+
+
+def closed_items(state: LoopState, config: RoundConfig) -> jax.Array:
+  """``[N]`` items nothing more can be asked about: the labeled ones, or with region queries
+  those whose every window is labeled."""
+  if not config.region_size:
+    return state.labeled
+  return jnp.asarray(_window_asked(state, config.region_size).all(axis=1))
 
 
 class LoopData(NamedTuple):
@@ -455,14 +530,18 @@ def _check_pool_on_disk(method: Method, learner: learner_lib.Learner, data: Loop
 
 def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig,
                  headline: str) -> str | None:
-  if state.num_labeled >= config.budget:
+  if labeled_amount(state, config) >= config.budget or (
+      config.region_size and query_size(state, config) == 0):
     return "budget"
   if (config.target_accuracy is not None and headline in metrics
       and metrics[headline] >= config.target_accuracy):
     return "target_accuracy"
   if metrics.get("stop"):
     return metrics["stop"]
-  if int(jnp.sum(~state.labeled)) < query_size(state, config):
+  if config.region_size:
+    if int(np.sum(~_window_asked(state, config.region_size))) < query_size(state, config):
+      return "pool_exhausted"
+  elif int(jnp.sum(~state.labeled)) < query_size(state, config):
     return "pool_exhausted"
   return None
 
@@ -506,6 +585,44 @@ def _scores_by_chunk(acquisition, learner, variables, x_cands, where, members, p
           for sc, b, c in zip(scores, bald_sum, count)]
 
 
+def _check_regions(method: Method, data: LoopData, config: RoundConfig) -> None:
+  if not config.region_size:
+    return
+  acquisition = method.acquisition
+  if acquisition.element_score is None:
+    raise ValueError(f"region queries (region_size={config.region_size}) rank windows by a "
+                     f"per-pixel score (entropy, bald, margin, ripu, ...); {acquisition.name!r} "
+                     "is not one")
+  if method.hooks:
+    hooks = ", ".join(h.name for h in method.hooks)
+    raise ValueError(f"method {method.name!r} has round hooks ({hooks}), which work on whole "
+                     "items; region queries do not run them")
+  if streaming.is_rows(data.x_pool):
+    raise ValueError("region queries do not run on a pool on disk yet; use a pool in memory "
+                     "(config.pool_on_disk=False)")
+
+
+def _select_regions(acquisition, outputs, state: LoopState, cands, where, config: RoundConfig):
+  """``(candidate positions [k], regions [k, 4], window scores [k])``: the windows of the
+  candidates to label, by the acquisition's per-pixel score reduced per window
+  (``element_reduction``), windows with a labeled pixel excluded, neighbours of a chosen window
+  passed over (:func:`dal_jax.acquisition.select_windows`)."""
+  size = config.region_size
+  pixels = jnp.asarray(acquisition.element_score(outputs))
+  if pixels.ndim != 3:
+    raise ValueError(f"region queries need a per-pixel score [N, H, W] of images; "
+                     f"{acquisition.name!r} gave shape {pixels.shape}")
+  labels = state.labels[cands]
+  asked = (labels != UNKNOWN) | ~where[:, None, None]
+  reduction, q = acquisition.element_reduction or ("mean", 0.1)
+  windows = acq_lib.window_scores(pixels, asked, size, reduction=reduction, q=q)
+  rows_cols = acq_lib.region_grid(tuple(labels.shape[1:]), size)
+  items, chosen = acq_lib.select_windows(windows, query_size(state, config), rows_cols)
+  regions = np.array([acq_lib.window_box(w, rows_cols, size) for w in chosen],
+                     np.int64).reshape(-1, 4)
+  return items, regions, np.asarray(windows)[items, chosen]
+
+
 def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib.Learner,
             data: LoopData, config: RoundConfig, num_classes: int, variables=None
             ) -> tuple[list[LoopState], list[Query], Any]:
@@ -529,10 +646,11 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   if not states or len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
     raise ValueError("propose needs at least one state; all at the same round and not done")
   _check_pool_on_disk(method, learner, data)
+  _check_regions(method, data, config)
   g_count, members = len(states), config.ensemble_size
   rnd = int(states[0].round)
   keys = [_round_keys(s) for s in states]
-  metrics = [{"round": rnd, "num_labels": s.num_labeled,
+  metrics = [{"round": rnd, "num_labels": labeled_amount(s, config),
               "num_trainable": int(jnp.sum(s.trainable))} for s in states]
   if g_count > 1:
     for m in metrics:
@@ -587,10 +705,11 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   needs = acquisition.needs
   n_pool = data.x_pool.shape[0]
   cands = []
+  closed = {g: closed_items(states[g], config) for g in active}
   for g in active:
-    n_unlabeled = int(jnp.sum(~states[g].labeled))
+    n_unlabeled = int(jnp.sum(~closed[g]))
     sub = 0 < config.pool_subsample < n_unlabeled
-    cands.append(_scored_points(keys[g][1], states[g].labeled, config.pool_subsample) if sub
+    cands.append(_scored_points(keys[g][1], closed[g], config.pool_subsample) if sub
                  else jnp.arange(n_pool))
   width = max(c.shape[0] for c in cands)
   valid = [jnp.arange(width) < c.shape[0] for c in cands]
@@ -599,7 +718,7 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   active_vars = (variables if len(active) == g_count
                  else jax.tree.map(lambda v: v[models], variables))
   sub_ctx = ctx._replace(states=tuple(states[g] for g in active))
-  where = [~states[g].labeled[cands[j]] & valid[j] for j, g in enumerate(active)]
+  where = [~closed[g][cands[j]] & valid[j] for j, g in enumerate(active)]
   predict = dict(keys=sub_ctx.per_model(jnp.stack([keys[g][2] for g in active])),
                  mc_samples=config.mc_samples if needs.log_probs else 0,
                  with_pre_logits=needs.pre_logits, outputs=needs.outputs, per_model_x=True)
@@ -642,14 +761,20 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
       outputs.update(model=learner.model, variables=first["model"])
     if "log_probs" in outputs and outputs["log_probs"].shape[0] > 1:
       metrics[g]["pool_bald"] = _mean_bald(outputs["log_probs"], where[j])
-    if acquisition.item_score is not None and needs.predictions and "scores" not in outputs:
-      outputs["scores"] = acquisition.item_score(outputs, where[j])  # what select would compute
-    chosen, acq_state = acq_lib.checked_select(
-        acquisition, states[g].methods["acquisition"], outputs, key=keys[g][3],
-        k=query_size(states[g], config), where=where[j])
-    selected = np.asarray(cands[j][chosen])
-    scores = (np.asarray(outputs["scores"])[np.asarray(chosen)] if "scores" in outputs
-              else None)
+    regions = None
+    if config.region_size:
+      chosen, regions, scores = _select_regions(acquisition, outputs, states[g], cands[j],
+                                                where[j], config)
+      selected, acq_state = np.asarray(cands[j])[chosen], states[g].methods["acquisition"]
+    else:
+      if acquisition.item_score is not None and needs.predictions and "scores" not in outputs:
+        outputs["scores"] = acquisition.item_score(outputs, where[j])  # what select computes
+      chosen, acq_state = acq_lib.checked_select(
+          acquisition, states[g].methods["acquisition"], outputs, key=keys[g][3],
+          k=query_size(states[g], config), where=where[j])
+      selected = np.asarray(cands[j][chosen])
+      scores = (np.asarray(outputs["scores"])[np.asarray(chosen)] if "scores" in outputs
+                else None)
     state = states[g].replace(methods={**states[g].methods, "acquisition": acq_state})
     for hook in method.hooks:
       if hook.after_select is not None:
@@ -657,10 +782,12 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
             state.methods[hook.name], ctx, first, selected)})
     states[g] = state
     queries[g] = Query(round=rnd, indices=selected, stop=None, metrics=metrics[g],
-                       scores=scores)
+                       scores=scores, regions=regions)
   t3 = time.perf_counter()
   for g in active:
     metrics[g].update(time_score=t2 - t1, time_select=t3 - t2, selected=queries[g].indices.tolist())
+    if queries[g].regions is not None:
+      metrics[g]["selected_regions"] = queries[g].regions.tolist()
   return states, queries, variables
 
 
@@ -684,6 +811,9 @@ def incorporate(state: LoopState, query: Query, labels, *, method: Method,
                      f"{int(state.round)}")
   if query.stop is not None:
     return state.replace(round=state.round + 1, done=jnp.array(True))
+  if query.regions is not None:
+    return add_region_labels(state, query.indices, query.regions, labels,
+                             num_classes=num_classes).replace(round=state.round + 1)
   state = add_labels(state, query.indices, labels, num_classes=num_classes)
   for hook in method.hooks:
     if hook.after_answers is not None:
@@ -709,6 +839,11 @@ def al_round(states: Sequence[LoopState], *, method: Method, learner: learner_li
   for state, query in zip(states, queries):
     labels = (oracle.label(query.indices) if query.stop is None
               else np.zeros(0, np.int32))
+    if query.regions is not None and len(labels):  # the annotator labels the windows alone
+      inside = np.zeros(labels.shape, bool)
+      for i, (top, left, bottom, right) in enumerate(query.regions):
+        inside[i, top:bottom, left:right] = True
+      labels = np.where(inside, labels, UNKNOWN)
     hist = np.bincount(labels[labels >= 0], minlength=oracle.num_classes)
     query.metrics.update(selected=query.indices.tolist(), selected_class_histogram=hist.tolist(),
                          selected_ood=int(np.sum(~np.asarray(item_has_label(labels)))))

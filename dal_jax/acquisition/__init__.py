@@ -21,6 +21,12 @@ from dal_jax.acquisition._diversity import kmeans_select
 from dal_jax.acquisition._diversity import uncertainty_minus_redundancy
 from dal_jax.acquisition._reduce import REDUCTIONS
 from dal_jax.acquisition._reduce import reduce_scores
+from dal_jax.acquisition._regions import grid as region_grid
+from dal_jax.acquisition._regions import region_impurity
+from dal_jax.acquisition._regions import window_box
+from dal_jax.acquisition._regions import ripu
+from dal_jax.acquisition._regions import select_windows
+from dal_jax.acquisition._regions import window_scores
 from dal_jax.acquisition._registry import ACQUISITIONS
 from dal_jax.acquisition._registry import NONNEGATIVE_SCORES
 from dal_jax.acquisition._registry import SELECTION_OPTIONS

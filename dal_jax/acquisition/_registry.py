@@ -31,6 +31,7 @@ import numpy as np
 from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _diversity
 from dal_jax.acquisition import _reduce
+from dal_jax.acquisition import _regions
 from dal_jax.acquisition import _scores
 from dal_jax.acquisition import _selectors
 from dal_jax.acquisition import _typical
@@ -82,6 +83,10 @@ class Acquisition(NamedTuple):
       the candidates (an item's score depends on its own outputs alone); ``select`` then takes
       the candidates' scores as ``outputs["scores"]`` instead of the model outputs. A pool on
       disk is scored this way, chunk by chunk. None for batch methods.
+    element_score: for registered scores, ``element_score(outputs) -> [n, ...]`` the scores
+      before any reduction (a segmentation model's pixels), which region queries reduce per
+      window with ``element_reduction`` (``(reduction, q)``, the acquisition's options); None
+      for the others.
   """
 
   name: str
@@ -89,6 +94,8 @@ class Acquisition(NamedTuple):
   select: Callable[..., tuple[jax.Array, Any]]
   needs: Needs
   item_score: Callable[..., jax.Array] | None = None
+  element_score: Callable[..., jax.Array] | None = None
+  element_reduction: tuple[str, float] | None = None
 
 
 class Registered(NamedTuple):
@@ -112,7 +119,7 @@ REDUCTION_OPTIONS = {"reduction": "mean", "q": 0.1}
 # softmax-based stochastic selector.
 NONNEGATIVE_SCORES = frozenset({
     "random", "entropy", "least_confidence", "variation_ratios", "mean_std", "bald",
-    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm"})
+    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu"})
 
 
 def _no_state(key, spec):
@@ -202,7 +209,9 @@ def register(name: str, make: Callable[..., Acquisition], *, needs: Needs,
 def score_acquisition(name: str, score: Callable[..., jax.Array], needs: Needs, *,
                       selector: str = "top_k", beta: float = 1.0,
                       init: Callable[..., Any] = _no_state,
-                      item_score: Callable[..., jax.Array] | None = None) -> Acquisition:
+                      item_score: Callable[..., jax.Array] | None = None,
+                      element_score: Callable[..., jax.Array] | None = None,
+                      element_reduction: tuple[str, float] | None = None) -> Acquisition:
   """An :class:`Acquisition` from ``score(state, outputs, *, key, where) -> (scores [N], state)``
   and a selector. The key is split: the first half scores, the second selects. With
   ``item_score`` (see :class:`Acquisition`), precomputed ``outputs["scores"]`` are selected
@@ -220,7 +229,8 @@ def score_acquisition(name: str, score: Callable[..., jax.Array], needs: Needs, 
       scores = jnp.where(where, jnp.maximum(scores, lowest), -jnp.inf)
     return select_fn(select_key, scores, k, beta=beta), state
 
-  return Acquisition(name=name, init=init, select=select, needs=needs, item_score=item_score)
+  return Acquisition(name=name, init=init, select=select, needs=needs, item_score=item_score,
+                     element_score=element_score, element_reduction=element_reduction)
 
 
 def arguments(outputs: Mapping[str, Any], needs: Needs, name: str) -> list[Any]:
@@ -249,8 +259,11 @@ def register_score(name: str, score_fn: Callable[..., jax.Array], *,
     if not 0 < q <= 1:
       raise ValueError(f"acquisition {name!r}: q={q!r} must be in (0, 1]")
 
+    def element_score(outputs):
+      return score_fn(*arguments(outputs, needs, name))
+
     def item_score(outputs, where):
-      scores = score_fn(*arguments(outputs, needs, name))
+      scores = element_score(outputs)
       if scores.ndim > 1:
         # Per-element scores [N, ...] (a pixel each): reduced per item over the elements that
         # count (outputs["element_where"], e.g. the pixels nobody labeled yet).
@@ -263,7 +276,8 @@ def register_score(name: str, score_fn: Callable[..., jax.Array], *,
       return item_score(outputs, where), state
 
     return score_acquisition(name, score, needs, selector=selector, beta=beta,
-                             item_score=item_score)
+                             item_score=item_score, element_score=element_score,
+                             element_reduction=(reduction, q))
 
   return register(name, make, needs=needs,
                   options={**SELECTION_OPTIONS, **REDUCTION_OPTIONS},
@@ -367,6 +381,7 @@ for _name, _fn in [
     ("bald", _scores.bald),
     ("vote_entropy", _scores.vote_entropy),
     ("consensus_kl", _scores.consensus_kl),
+    ("ripu", _regions.ripu),
 ]:
   register_score(_name, _fn)
 

@@ -1,0 +1,143 @@
+"""Region queries for segmentation: window scores, the choice of windows with non-maximum
+masking and RIPU's region impurity against brute-force float64 references, and the loop
+labeling windows under a pixel budget."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+from scipy.special import logsumexp
+
+from dal_jax import acquisition as acq
+
+
+def _windows_reference(scores, asked, r, reduction, q):
+  n, h, w = scores.shape
+  out = np.empty((n, (h // r) * (w // r)))
+  for i in range(n):
+    for gi in range(h // r):
+      for gj in range(w // r):
+        v = scores[i, gi * r:(gi + 1) * r, gj * r:(gj + 1) * r].reshape(-1)
+        a = asked[i, gi * r:(gi + 1) * r, gj * r:(gj + 1) * r]
+        if a.any():
+          val = -np.inf
+        elif reduction == "mean":
+          val = v.mean()
+        elif reduction == "max":
+          val = v.max()
+        elif reduction == "sum":
+          val = v.sum()
+        else:
+          val = np.sort(v)[::-1][:max(1, math.ceil(round(q * v.size, 9)))].mean()
+        out[i, gi * (w // r) + gj] = val
+  return out
+
+
+@pytest.mark.parametrize("reduction", acq.REDUCTIONS)
+def test_window_scores_match_a_loop_reference(rng, reduction):
+  scores = rng.random((3, 8, 12))
+  asked = rng.random((3, 8, 12)) > 0.97
+  got = np.asarray(acq.window_scores(jnp.asarray(scores, jnp.float32), jnp.asarray(asked), 4,
+                                     reduction=reduction, q=0.25))
+  np.testing.assert_allclose(got, _windows_reference(scores, asked, 4, reduction, 0.25),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match=r"region_size=5 must be an integer >= 1 dividing the "
+                     r"image's 8x12 pixels"):
+    acq.window_scores(scores, asked, 5)
+
+
+def _select_reference(scores, k, rows, cols):
+  """Brute force: at each step the best window (lowest position on ties) among those not taken
+  and not next to a taken one, else among those not taken."""
+  n, g = scores.shape
+  taken, masked, out = set(), set(), []
+  for _ in range(k):
+    free = [(-scores[i, w], i * g + w) for i in range(n) for w in range(g)
+            if (i, w) not in taken and np.isfinite(scores[i, w])]
+    pool = [c for c in free if divmod(c[1], g) not in masked] or free
+    _, u = min(pool)
+    i, w = divmod(u, g)
+    taken.add((i, w))
+    out.append((i, w))
+    r, c = divmod(w, cols)
+    masked |= {(i, (r + dr) * cols + c + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+               if 0 <= r + dr < rows and 0 <= c + dc < cols}
+  return out
+
+
+def test_window_selection_matches_a_brute_force_reference(rng):
+  for trial in range(20):
+    rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    n = int(rng.integers(1, 4))
+    scores = np.round(rng.random((n, rows * cols)), 1)  # ties
+    scores[rng.random(scores.shape) > 0.8] = -np.inf
+    finite = int(np.isfinite(scores).sum())
+    if finite == 0:
+      continue
+    k = int(rng.integers(1, finite + 1))
+    items, windows = acq.select_windows(scores, k, (rows, cols))
+    assert list(zip(items.tolist(), windows.tolist())) == _select_reference(scores, k, rows,
+                                                                            cols), trial
+  with pytest.raises(ValueError, match="only 1 windows can still be labeled, fewer than k=2"):
+    acq.select_windows(np.array([[1.0, -np.inf]]), 2, (1, 2))
+
+
+def test_ripu_is_impurity_times_entropy_against_a_loop_reference(rng):
+  lp = log_softmax(rng.normal(size=(3, 2, 6, 7, 4)) * 2, axis=-1)
+  mean = logsumexp(lp, axis=0) - np.log(3)
+  pred = mean.argmax(-1)
+  impurity = np.zeros((2, 6, 7))
+  for i in range(2):
+    for y in range(6):
+      for x in range(7):
+        patch = pred[i, max(0, y - 1):y + 2, max(0, x - 1):x + 2].reshape(-1)
+        p = np.bincount(patch, minlength=4) / patch.size
+        impurity[i, y, x] = -np.sum(p[p > 0] * np.log(p[p > 0]))
+  entropy = -np.sum(np.exp(mean) * mean, -1)
+  got = np.asarray(acq.ripu(jnp.asarray(lp, jnp.float32)))
+  np.testing.assert_allclose(np.asarray(acq.region_impurity(jnp.asarray(lp, jnp.float32))),
+                             impurity, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got, impurity * entropy, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match=r"ripu scores pixels of images: it needs \[S, N, H, W, "
+                     r"C\] log-probs"):
+    acq.ripu(jnp.asarray(lp[:, :, 0, 0]))
+
+
+def test_the_loop_labels_windows_under_a_pixel_budget(tmp_path):
+  """Scenes with 4x4 windows: each round labels query_size windows of candidate images (only
+  those pixels), never a window twice, and stops when the labeled pixels reach the budget in
+  images' worth; a per-item acquisition is refused in one line."""
+  from dal_jax import experiment
+  from dal_jax import loop
+  from tests.test_segmentation import _scenes_config
+
+  config = _scenes_config(tmp_path / "data", acquisition="ripu", region_size=4, query_size=8,
+                          budget=7)
+  splits = experiment.load_splits(config)
+  records = experiment.run_experiment(config, str(tmp_path / "run"), splits=splits)[0]
+  # 6 images (6.0 images' worth) + 8 windows of 16 of 256 pixels = 0.5 image per round.
+  assert [r["num_labels"] for r in records] == [6.0, 6.5, 7.0]
+  assert records[-1]["stop"] == "budget"
+  state = experiment.SeedRun(experiment.build(config, splits), 0,
+                             str(tmp_path / "run" / "seed_0")).state
+  labels = np.asarray(state.labels)
+  asked = labels != loop.UNKNOWN
+  assert asked.sum() == 7 * 16 * 16
+  seen = set()
+  for r in records[:-1]:
+    assert len(r["selected"]) == len(r["selected_regions"]) == 8
+    for i, (top, left, bottom, right) in zip(r["selected"], r["selected_regions"]):
+      assert (bottom - top, right - left) == (4, 4) and (i, top, left) not in seen
+      seen.add((i, top, left))
+      np.testing.assert_array_equal(labels[i, top:bottom, left:right],
+                                    splits.pool.y[i, top:bottom, left:right])
+  partial = [i for i, _, _ in seen if not asked[i].all()]
+  assert partial and all(np.asarray(state.labeled)[i] for i in partial)
+  with pytest.raises(ValueError, match=r"region queries \(region_size=4\) rank windows by a "
+                     r"per-pixel score .*'coreset' is not one"):
+    experiment.run_experiment(_scenes_config(tmp_path / "data", acquisition="coreset",
+                                             region_size=4), str(tmp_path / "bad"),
+                              splits=splits)
