@@ -117,6 +117,8 @@ _SELECTING = [n for n in methods.names() if n not in ("mixup", "fixmatch", "ceal
 @pytest.mark.parametrize("name", _SELECTING)
 def test_every_registered_acquisition_selects_k_distinct_unlabeled(name, rng):
   lp = jnp.asarray(random_log_probs(rng, 5, N, 4), jnp.float32)
+  if name == "ripu":  # scores pixels of images: [S, N, 3, 3, C]
+    lp = jnp.asarray(random_log_probs(rng, 5, N * 9, 4), jnp.float32).reshape(5, N, 3, 3, 4)
   labeled = rng.random(N) < 0.5
   outputs = {"log_probs": lp, "pre_logits": jnp.asarray(rng.normal(size=(N, 8)), jnp.float32)}
   outputs["predicted_loss"] = jnp.asarray(rng.normal(size=N), jnp.float32)

@@ -2,8 +2,7 @@
 
 ``get_task("classification")`` is the task every experiment ran before tasks were a unit; a
 learner without a task uses it. ``segmentation`` labels every pixel (``[N, H, W]``, -1 where
-not labeled) and is judged by mean IoU; the loop does not run it yet (its labels are one class
-per item), the learner and the scores do.
+not labeled) and is judged by mean IoU; the loop queries whole images or windows of them.
 """
 
 from dal_jax.tasks._base import TASKS
