@@ -305,7 +305,7 @@ def check(config) -> None:
                                           for k, v in options.items()})
   acq_lib.get_selector(resolved_selector(config.selector, config.acquisition)
                        if config.acquisition in methods_lib.names() else "top_k", config.beta)
-  if 0 < config.pool_subsample < config.query_size:
+  if 0 < config.pool_subsample < config.query_size and not config.region_size:  # (windows)
     raise ValueError(f"config.pool_subsample={config.pool_subsample} must be 0 (score the whole "
                      f"pool) or at least config.query_size={config.query_size}")
   if config.budget < config.initial_size:

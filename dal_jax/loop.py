@@ -336,7 +336,7 @@ def check_round_config(config: RoundConfig) -> RoundConfig:
     v = getattr(config, field)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
       raise ValueError(f"RoundConfig.{field} must be an integer >= {lo}, got {v!r}")
-  if 0 < config.pool_subsample < config.query_size:
+  if 0 < config.pool_subsample < config.query_size and not config.region_size:
     raise ValueError(f"RoundConfig.pool_subsample={config.pool_subsample} must be 0 (the whole "
                      f"pool) or at least query_size={config.query_size}")
   t = config.target_accuracy
