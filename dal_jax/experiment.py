@@ -203,7 +203,9 @@ def _fmt(m: dict[str, Any], key: str, spec: str) -> str:
 
 
 def _log_round(tag: str, m: dict[str, Any]) -> None:
-  msg = (f"[{tag}] round {m['round']:3d}  labels {m['num_labels']:5d}  "
+  n = m["num_labels"]  # with region queries, labeled pixels in images' worth
+  count = f"{n:5d}" if isinstance(n, (int, np.integer)) else f"{n:7.2f}"
+  msg = (f"[{tag}] round {m['round']:3d}  labels {count}  "
          + (f"miou {m['miou']:.4f}  " if m.get("miou") is not None else "")
          + f"acc {_fmt(m, 'accuracy', '.4f')}  nll {_fmt(m, 'nll', '.3f')}  "
          f"ece {_fmt(m, 'ece', '.3f')}  | train {m['time_train']:.1f}s "

@@ -106,7 +106,7 @@ def test_ripu_is_impurity_times_entropy_against_a_loop_reference(rng):
     acq.ripu(jnp.asarray(lp[:, :, 0, 0]))
 
 
-def test_the_loop_labels_windows_under_a_pixel_budget(tmp_path):
+def test_the_loop_labels_windows_under_a_pixel_budget(tmp_path, capsys):
   """Scenes with 4x4 windows: each round labels query_size windows of candidate images (only
   those pixels), never a window twice, and stops when the labeled pixels reach the budget in
   images' worth; a per-item acquisition is refused in one line."""
@@ -117,7 +117,9 @@ def test_the_loop_labels_windows_under_a_pixel_budget(tmp_path):
   config = _scenes_config(tmp_path / "data", acquisition="ripu", region_size=4, query_size=8,
                           budget=7)
   splits = experiment.load_splits(config)
+  config.progress = True  # the round log shows the labeled pixels in images' worth
   records = experiment.run_experiment(config, str(tmp_path / "run"), splits=splits)[0]
+  assert "labels    6.50" in capsys.readouterr().out
   # 6 images (6.0 images' worth) + 8 windows of 16 of 256 pixels = 0.5 image per round.
   assert [r["num_labels"] for r in records] == [6.0, 6.5, 7.0]
   assert records[-1]["stop"] == "budget"
