@@ -305,6 +305,10 @@ def check(config) -> None:
                                           for k, v in options.items()})
   acq_lib.get_selector(resolved_selector(config.selector, config.acquisition)
                        if config.acquisition in methods_lib.names() else "top_k", config.beta)
+  if config.region_size and len(tasks_lib.get_task(config.task).label_shape((8, 8, 1))) != 2:
+    raise ValueError(f"config.region_size={config.region_size} queries windows of [H, W] masks; "
+                     f"task {config.task!r} has no such labels (use task=segmentation, or "
+                     "region_size=0)")
   if 0 < config.pool_subsample < config.query_size and not config.region_size:  # (windows)
     raise ValueError(f"config.pool_subsample={config.pool_subsample} must be 0 (score the whole "
                      f"pool) or at least config.query_size={config.query_size}")

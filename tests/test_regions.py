@@ -141,6 +141,11 @@ def test_the_loop_labels_windows_under_a_pixel_budget(tmp_path, capsys):
   # pool_subsample counts images and query_size windows: 20 images of 16 windows for 100.
   from dal_jax import config as config_lib
   config_lib.check(_scenes_config(tmp_path / "data", region_size=4, query_size=100))
+  with pytest.raises(ValueError, match=r"config.region_size=4 queries windows of \[H, W\] "
+                     r"masks; task 'classification' has no such labels"):
+    classes = _scenes_config(tmp_path / "data", region_size=4, task="classification")
+    classes.train.early_stopping = "accuracy"
+    config_lib.check(classes)
   with pytest.raises(ValueError, match=r"region queries \(region_size=4\) rank windows by a "
                      r"per-pixel score .*'coreset' is not one"):
     experiment.run_experiment(_scenes_config(tmp_path / "data", acquisition="coreset",
