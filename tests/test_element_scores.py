@@ -152,3 +152,15 @@ def test_a_score_acquisition_reduces_pixel_scores_per_image(rng, name, reduction
                              rtol=2e-4, atol=1e-5)
   with pytest.raises(ValueError, match=r"acquisition 'entropy': unknown reduction 'median'"):
     acq.get_acquisition("entropy", reduction="median")
+
+
+def test_a_run_stored_before_the_reduction_options_resumes_at_their_defaults():
+  from dal_jax import config as config_lib
+  cfg = config_lib.default_config()
+  cfg.acquisition = "entropy"
+  current = config_lib.resolved(cfg)
+  assert current["methods"] == {"entropy": {"q": 0.1, "reduction": "mean"}}
+  before = {**current, "methods": {}}  # as runs stored it when entropy had no options
+  assert config_lib.differences(before, current) == []
+  other = {**current, "methods": {"entropy": {"q": 0.1, "reduction": "max"}}}
+  assert config_lib.differences(other, current) == ["methods.entropy.reduction: 'max' -> 'mean'"]
