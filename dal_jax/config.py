@@ -336,9 +336,10 @@ def resolved(config) -> dict[str, Any]:
   return d
 
 
-def _with_new_model_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-  """A stored config whose models' sections gain the options added to the models since it was
-  written, at their defaults (a run made before an option existed ran as its default)."""
+def _with_new_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+  """A stored config with the fields, train fields, model options and method options added
+  since it was written, at the values the run had (a run made before an option existed ran as
+  its default)."""
   stored = {**LEGACY_FIELDS, **stored}
   train = stored.get("train")
   if isinstance(train, dict):
@@ -367,7 +368,7 @@ def _with_new_model_defaults(stored: dict[str, Any]) -> dict[str, Any]:
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
   """``"field: old -> new"`` for the fields that differ (resumable fields ignored; model options
   added after the stored run count at their defaults, train fields at :data:`LEGACY_TRAIN`)."""
-  return _differences(_with_new_model_defaults(stored), current)
+  return _differences(_with_new_defaults(stored), current)
 
 
 def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

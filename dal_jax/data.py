@@ -57,7 +57,9 @@ class Splits(NamedTuple):
   pool_source: np.ndarray
 
 
-def _as_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int) -> Dataset:
+def as_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int) -> Dataset:
+  """A :class:`Dataset` of images (``[N, H, W]`` or ``[N, H, W, C]``; uint8 scaled to [0, 1])
+  and int labels of any per-item shape."""
   x = np.asarray(images)
   if x.ndim == 3:
     x = x[..., None]
@@ -70,16 +72,22 @@ def _from_tfds_source(source, num_classes: int) -> Dataset:
   items = source.__getitems__(list(range(len(source))))
   images = np.stack([it["image"] for it in items])
   labels = np.array([it["label"] for it in items])
-  return _as_dataset(images, labels, num_classes)
+  return as_dataset(images, labels, num_classes)
+
+
+def check_idx_dir(name: str, source_dir: str) -> None:
+  """Raises one line when the IDX directory of dataset ``name`` is missing (with the install
+  command for Debian's Fashion-MNIST)."""
+  if not os.path.isdir(source_dir):
+    hint = (" Install it with `apt-get install dataset-fashion-mnist`."
+            if source_dir == FASHION_MNIST_DIR else "")
+    raise ValueError(f"dataset {name!r}: IDX directory {source_dir!r} does not exist.{hint}")
 
 
 def _load_idx(name: str, source_dir: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
   from dal_jax import _idx_builder  # imports tensorflow_datasets
 
-  if not os.path.isdir(source_dir):
-    hint = (" Install it with `apt-get install dataset-fashion-mnist`."
-            if source_dir == FASHION_MNIST_DIR else "")
-    raise ValueError(f"dataset {name!r}: IDX directory {source_dir!r} does not exist.{hint}")
+  check_idx_dir(name, source_dir)
   builder = _idx_builder.idx_builder(name, source_dir, data_dir)
   sources = builder.as_data_source()
   c = builder.info.features["label"].num_classes
@@ -94,7 +102,7 @@ def _load_digits() -> tuple[Dataset, Dataset]:
   y = d.target.astype(np.int32)
   order = np.random.default_rng(0).permutation(len(y))  # fixed split, independent of the run seed
   train, test = order[:1297], order[1297:]
-  return _as_dataset(x[train], y[train], 10), _as_dataset(x[test], y[test], 10)
+  return as_dataset(x[train], y[train], 10), as_dataset(x[test], y[test], 10)
 
 
 def _prepared_dir(name: str, data_dir: str | None) -> str | None:
@@ -137,7 +145,7 @@ def _load_tfds(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
     if split not in sources:
       raise ValueError(f"tfds dataset {name!r} has no {split!r} split (has {sorted(sources)})")
     items = sources[split].__getitems__(list(range(len(sources[split]))))
-    return _as_dataset(np.stack([it[image_key] for it in items]),
+    return as_dataset(np.stack([it[image_key] for it in items]),
                        np.array([it[label_key] for it in items]), c)
 
   return load("train"), load("test")
@@ -170,14 +178,11 @@ def _load_scenes(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
   from dal_jax import scenes
 
   o = scene_options(name)
-  if not os.path.isdir(o["source"]):
-    hint = (" Install it with `apt-get install dataset-fashion-mnist`."
-            if o["source"] == FASHION_MNIST_DIR else "")
-    raise ValueError(f"dataset {name!r}: IDX directory {o['source']!r} does not exist.{hint}")
+  check_idx_dir(name, o["source"])
   train, test = scenes.load_scenes(o["source"], data_dir, train=o["train"], test=o["test"],
                                    size=o["size"], seed=o["seed"])
   c = scenes.NUM_CLASSES
-  return _as_dataset(train.x, train.masks, c), _as_dataset(test.x, test.masks, c)
+  return as_dataset(train.x, train.masks, c), as_dataset(test.x, test.masks, c)
 
 
 def load_dataset(name: str, *, data_dir: str | None = None) -> tuple[Dataset, Dataset]:

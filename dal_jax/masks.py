@@ -110,4 +110,4 @@ def load_mask_folder(root: str):
       source = "classes.txt" if os.path.exists(names_path) else "the largest class found"
       raise ValueError(f"mask {items[i][2]!r} has class {int(masks[i].max())}; the classes are "
                        f"0..{num_classes - 1} ({source}) and 255 = not labeled")
-  return (data_lib._as_dataset(x, y, num_classes), data_lib._as_dataset(tx, ty, num_classes))
+  return data_lib.as_dataset(x, y, num_classes), data_lib.as_dataset(tx, ty, num_classes)
