@@ -591,8 +591,8 @@ def _check_regions(method: Method, data: LoopData, config: RoundConfig) -> None:
   acquisition = method.acquisition
   if acquisition.element_score is None:
     raise ValueError(f"region queries (region_size={config.region_size}) rank windows by a "
-                     f"per-pixel score (entropy, bald, margin, ripu, ...); {acquisition.name!r} "
-                     "is not one")
+                     "per-pixel score (entropy, bald, margin, ripu, random, foreground_random, "
+                     f"...); {acquisition.name!r} is not one")
   if method.hooks:
     hooks = ", ".join(h.name for h in method.hooks)
     raise ValueError(f"method {method.name!r} has round hooks ({hooks}), which work on whole "
@@ -602,17 +602,18 @@ def _check_regions(method: Method, data: LoopData, config: RoundConfig) -> None:
                      "(config.pool_on_disk=False)")
 
 
-def _select_regions(acquisition, outputs, state: LoopState, cands, where, config: RoundConfig):
+def _select_regions(acquisition, outputs, state: LoopState, cands, where, config: RoundConfig,
+                    key: jax.Array):
   """``(candidate positions [k], regions [k, 4], window scores [k])``: the windows of the
   candidates to label, by the acquisition's per-pixel score reduced per window
   (``element_reduction``), windows with a labeled pixel excluded, neighbours of a chosen window
   passed over (:func:`dal_jax.acquisition.select_windows`)."""
   size = config.region_size
-  pixels = jnp.asarray(acquisition.element_score(outputs))
+  labels = state.labels[cands]
+  pixels = jnp.asarray(acquisition.element_score(outputs, key=key, shape=labels.shape))
   if pixels.ndim != 3:
     raise ValueError(f"region queries need a per-pixel score [N, H, W] of images; "
                      f"{acquisition.name!r} gave shape {pixels.shape}")
-  labels = state.labels[cands]
   asked = (labels != UNKNOWN) | ~where[:, None, None]
   reduction, q = acquisition.element_reduction or ("mean", 0.1)
   windows = acq_lib.window_scores(pixels, asked, size, reduction=reduction, q=q)
@@ -764,7 +765,7 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
     regions = None
     if config.region_size:
       chosen, regions, scores = _select_regions(acquisition, outputs, states[g], cands[j],
-                                                where[j], config)
+                                                where[j], config, keys[g][3])
       selected, acq_state = np.asarray(cands[j])[chosen], states[g].methods["acquisition"]
     else:
       if acquisition.item_score is not None and needs.predictions and "scores" not in outputs:

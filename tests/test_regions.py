@@ -151,3 +151,63 @@ def test_the_loop_labels_windows_under_a_pixel_budget(tmp_path, capsys):
     experiment.run_experiment(_scenes_config(tmp_path / "data", acquisition="coreset",
                                              region_size=4), str(tmp_path / "bad"),
                               splits=splits)
+
+
+def test_foreground_random_puts_predicted_foreground_first_against_a_reference(rng):
+  """u + [argmax of the mean prediction != background] with u the key's uniforms; candidates
+  outside `where` are -inf, and a bad background index is refused."""
+  logits = rng.normal(size=(3, 4, 6, 5, 4)) * 3
+  lp = log_softmax(logits, axis=-1)
+  key = jax.random.key(int(rng.integers(1 << 30)))
+  got = np.asarray(acq.foreground_random_scores(key, jnp.asarray(lp, jnp.float32),
+                                                background=2))
+  pred = np.argmax(logsumexp(lp, axis=0), axis=-1)
+  u = np.asarray(jax.random.uniform(key, pred.shape))
+  np.testing.assert_allclose(got, u + (pred != 2), rtol=1e-6)
+  assert got[pred != 2].min() > got[pred == 2].max()
+  where = rng.random(pred.shape) > 0.5
+  masked = np.asarray(acq.foreground_random_scores(key, jnp.asarray(lp, jnp.float32),
+                                                   where=jnp.asarray(where)))
+  assert np.isneginf(masked[~where]).all()
+  with pytest.raises(ValueError, match=r"background=4 must be a class index in \[0, 4\)"):
+    acq.foreground_random_scores(key, jnp.asarray(lp), background=4)
+  # Whole images: the ones predicted all background come last.
+  outputs = {"log_probs": jnp.asarray(lp, jnp.float32)}
+  items = acq.acquire("foreground_random", outputs, key=key, k=int((pred != 2).any(
+      axis=(1, 2)).sum()), where=jnp.ones(4, bool), background=2)
+  assert (pred[np.asarray(items)] != 2).any(axis=(1, 2)).all()
+
+
+def test_random_regions_are_uniform_and_foreground_regions_come_first(rng):
+  """Random windows: every free window equally likely (a chi-square bound over 4000 draws);
+  foreground_random windows: only windows with a predicted foreground pixel while any is
+  left."""
+  from dal_jax import loop
+
+  n, h, w, size = 2, 8, 8, 4
+  labels = np.full((n, h, w), loop.UNKNOWN, np.int32)
+  labels[0, :4, :4] = 1  # window 0 of item 0 is labeled: never drawn
+  state = loop.init_loop_state(jax.random.key(0), n, np.zeros(0, np.int64),
+                               np.zeros((0, h, w), np.int32)).replace(labels=jnp.asarray(labels))
+  config = loop.RoundConfig(query_size=1, region_size=size, budget=100)
+  cands, where = jnp.arange(n), jnp.ones(n, bool)
+  random = acq.get_acquisition("random")
+  counts = np.zeros((n, 4), int)
+  for t in range(4000):
+    items, regions, _ = loop._select_regions(random, {}, state, cands, where, config,
+                                             jax.random.key(t))
+    counts[items[0], (regions[0, 0] // size) * 2 + regions[0, 1] // size] += 1
+  assert counts[0, 0] == 0
+  free = counts.reshape(-1)[1:]
+  chi2 = float(((free - free.mean()) ** 2 / free.mean()).sum())
+  assert chi2 < 24.3, counts  # 7 cells, 6 degrees of freedom: P(chi2 > 24.3) < 0.0005
+
+  lp = np.full((1, n, h, w, 3), math.log(1e-3))
+  lp[..., 0] = math.log(1 - 2e-3)  # background everywhere ...
+  lp[0, 1, 5, 1] = [math.log(1e-3), math.log(1 - 2e-3), math.log(1e-3)]  # ... but one pixel
+  fg = acq.get_acquisition("foreground_random")
+  config = config._replace(query_size=2)
+  for t in range(20):
+    items, regions, _ = loop._select_regions(fg, {"log_probs": jnp.asarray(lp, jnp.float32)},
+                                             state, cands, where, config, jax.random.key(t))
+    assert (items[0], *regions[0]) == (1, 4, 0, 8, 4)

@@ -56,6 +56,7 @@ from dal_jax.acquisition._scores import margin
 from dal_jax.acquisition._scores import mean_log_probs
 from dal_jax.acquisition._scores import mean_std
 from dal_jax.acquisition._scores import predictive_entropy
+from dal_jax.acquisition._scores import foreground_random_scores
 from dal_jax.acquisition._scores import random_scores
 from dal_jax.acquisition._scores import variation_ratios
 from dal_jax.acquisition._scores import vote_entropy

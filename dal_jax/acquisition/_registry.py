@@ -83,10 +83,11 @@ class Acquisition(NamedTuple):
       the candidates (an item's score depends on its own outputs alone); ``select`` then takes
       the candidates' scores as ``outputs["scores"]`` instead of the model outputs. A pool on
       disk is scored this way, chunk by chunk. None for batch methods.
-    element_score: for registered scores, ``element_score(outputs) -> [n, ...]`` the scores
-      before any reduction (a segmentation model's pixels), which region queries reduce per
-      window with ``element_reduction`` (``(reduction, q)``, the acquisition's options); None
-      for the others.
+    element_score: for registered scores and the random baselines,
+      ``element_score(outputs, *, key, shape) -> [n, ...]`` the scores before any reduction (a
+      segmentation model's pixels; ``shape`` is ``[n, ...]``, what random scores need without
+      model outputs), which region queries reduce per window with ``element_reduction``
+      (``(reduction, q)``); None for the others.
   """
 
   name: str
@@ -119,7 +120,7 @@ REDUCTION_OPTIONS = {"reduction": "mean", "q": 0.1}
 # softmax-based stochastic selector.
 NONNEGATIVE_SCORES = frozenset({
     "random", "entropy", "least_confidence", "variation_ratios", "mean_std", "bald",
-    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu"})
+    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu", "foreground_random"})
 
 
 def _no_state(key, spec):
@@ -259,7 +260,8 @@ def register_score(name: str, score_fn: Callable[..., jax.Array], *,
     if not 0 < q <= 1:
       raise ValueError(f"acquisition {name!r}: q={q!r} must be in (0, 1]")
 
-    def element_score(outputs):
+    def element_score(outputs, *, key=None, shape=None):
+      del key, shape
       return score_fn(*arguments(outputs, needs, name))
 
     def item_score(outputs, where):
@@ -393,10 +395,43 @@ def _random(state, outputs, *, key, where):
   return _scores.random_scores(key, where.shape[0], where=where), state
 
 
+def _random_elements(outputs, *, key, shape):
+  """Region queries: iid uniform pixel scores; their per-window maximum ranks equal windows
+  in a uniformly random order (random regions)."""
+  del outputs
+  return jax.random.uniform(key, tuple(shape))
+
+
 # Random sampling needs no model output: the loop skips pool inference for it.
 register("random", lambda *, selector="top_k", beta=1.0: score_acquisition(
-    "random", _random, Needs(), selector=selector, beta=beta), needs=Needs(),
-         options=SELECTION_OPTIONS, doc="uniform random baseline")
+    "random", _random, Needs(), selector=selector, beta=beta, element_score=_random_elements,
+    element_reduction=("max", 0.1)), needs=Needs(),
+         options=SELECTION_OPTIONS, doc="uniform random baseline (random items or regions)")
+
+
+def _foreground_random(*, selector="top_k", beta=1.0, background=0):
+  name = "foreground_random"
+
+  def element_score(outputs, *, key, shape=None):
+    del shape
+    return _scores.foreground_random_scores(key, arguments(outputs, _LOG_PROBS, name)[0],
+                                            background=background)
+
+  def score(state, outputs, *, key, where):
+    pixels = element_score(outputs, key=key)
+    items = (pixels if pixels.ndim == 1 else
+             _reduce.reduce_scores(pixels, reduction="max", where=outputs.get("element_where")))
+    return _scores.apply_where(items, _scores.validate_where(where, items.shape[0])), state
+
+  return score_acquisition(name, score, _LOG_PROBS, selector=selector, beta=beta,
+                           element_score=element_score, element_reduction=("max", 0.1))
+
+
+_LOG_PROBS = Needs(log_probs=True)
+register("foreground_random", _foreground_random, needs=_LOG_PROBS,
+         options={**SELECTION_OPTIONS, "background": 0},
+         doc="random among the items (or regions) the model predicts foreground in, first "
+             "(nnActive's foreground-aware random, Lüth et al. 2025)")
 
 # ---- batch-aware acquisitions (return indices) and gradient-length scores ----
 

@@ -276,3 +276,30 @@ def random_scores(key: jax.Array, n: int, *, where: ArrayLike | None = None) -> 
   """Uniform random scores in ``[0, 1)`` (the random-sampling baseline)."""
   where = validate_where(where, n)
   return apply_where(jax.random.uniform(key, (n,)), where)
+
+
+def foreground_random_scores(key: jax.Array, log_probs: ArrayLike, *, background: int = 0,
+                             where: ArrayLike | None = None) -> jax.Array:
+  """Random scores that put the predicted foreground first: ``u + [ŷ != background]`` per element
+  (``u`` uniform in ``[0, 1)``, ``ŷ`` the argmax of the mean prediction), so every element the
+  model calls foreground outranks every background one and the order within each group is
+  uniformly random.
+
+  Args:
+    key: PRNG key.
+    log_probs: ``[S, N, ..., C]`` log-probabilities (``S = 1`` for a deterministic model).
+    background: the background class index, in ``[0, C)``.
+    where: optional ``[N, ...]`` mask of the elements (the log-probs' shape without S and C).
+
+  Returns:
+    ``[N, ...]`` scores in ``[0, 2)``; ``-inf`` outside ``where``.
+  """
+  log_probs = validate_log_probs(log_probs, per_element=True)
+  c = log_probs.shape[-1]
+  if isinstance(background, bool) or not isinstance(background, (int, np.integer)) or not (
+      0 <= background < c):
+    raise ValueError(f"background={background!r} must be a class index in [0, {c})")
+  where = validate_where(where, log_probs.shape[1:-1])
+  pred = jnp.argmax(mean_log_probs(log_probs), axis=-1)
+  u = jax.random.uniform(key, pred.shape)
+  return apply_where(u + (pred != background).astype(u.dtype), where)
