@@ -160,6 +160,28 @@ def pool_on_disk(x: np.ndarray, path: str) -> streaming.RecordPool:
   return pool
 
 
+def build_learner(config, model: models_lib.Model, method: methods_lib.Method | None = None, *,
+                  mesh=None) -> learner_lib.Learner:
+  """The config's learner of ``model``: its training recipe, the task's loss and metrics, and
+  the method's loss terms (none without a method: a plain supervised fit). The runner and
+  projects both build theirs here."""
+  return learner_lib.Learner(model=model, config=training.TrainConfig(**config.train),
+                             terms=method.loss_terms if method is not None else (),
+                             mesh=mesh, chunk_size=config.chunk_size,
+                             task=tasks_lib.get_task(config.task))
+
+
+def round_config(config, **changes) -> loop_lib.RoundConfig:
+  """The config's :class:`dal_jax.loop.RoundConfig` (``changes`` replace fields: a project's
+  ``query_size`` and budget)."""
+  rc = loop_lib.RoundConfig(query_size=config.query_size, mc_samples=config.mc_samples,
+                            pool_subsample=config.pool_subsample, budget=config.budget,
+                            target_accuracy=config.target_accuracy,
+                            warm_start=config.warm_start, ensemble_size=config.ensemble_size,
+                            region_size=config.region_size)
+  return rc._replace(**changes)
+
+
 def build(config, splits: data_lib.Splits, *, workdir: str | None = None) -> Run:
   """Everything a config's seeds share. ``workdir`` holds the pool file when
   ``config.pool_on_disk`` asks for one."""
@@ -169,15 +191,8 @@ def build(config, splits: data_lib.Splits, *, workdir: str | None = None) -> Run
   if config.selfsup_init:
     model = selfsup.init_from_encoder(model, encoder)
   method = build_method(config)
-  learner = learner_lib.Learner(model=model, config=training.TrainConfig(**config.train),
-                                terms=method.loss_terms, mesh=make_mesh(config),
-                                chunk_size=config.chunk_size,
-                                task=tasks_lib.get_task(config.task))
-  rc = loop_lib.RoundConfig(query_size=config.query_size, mc_samples=config.mc_samples,
-                            pool_subsample=config.pool_subsample, budget=config.budget,
-                            target_accuracy=config.target_accuracy,
-                            warm_start=config.warm_start, ensemble_size=config.ensemble_size,
-                            region_size=config.region_size)
+  learner = build_learner(config, model, method, mesh=make_mesh(config))
+  rc = round_config(config)
   has_val, has_test = len(splits.val) > 0, len(splits.test) > 0
   if config.pool_on_disk:
     if workdir is None:

@@ -48,7 +48,7 @@ import io
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,10 +120,11 @@ def _parse_value(text: str):
     return text
 
 
-def make_config(config_file: str | None = None, overrides: dict[str, Any] | None = None
-                ) -> ml_collections.ConfigDict:
-  """The run config of a project: ``default_config()`` with the project defaults (a small MLP,
-  entropy, no validation split), a config file's ``get_config()`` and ``field=value`` overrides."""
+def make_config(config_file: str | None = None, overrides: dict[str, Any] | None = None, *,
+                defaults: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The run config of a project: ``default_config()`` with the project defaults (``defaults``,
+  else those of a classification project: a small MLP, entropy, no validation split), a config
+  file's ``get_config()`` and ``field=value`` overrides."""
   if config_file:
     import importlib.util
 
@@ -135,7 +136,7 @@ def make_config(config_file: str | None = None, overrides: dict[str, Any] | None
     config = module.get_config()
   else:
     config = config_lib.default_config()
-    for k, v in _PROJECT_DEFAULTS.items():
+    for k, v in (_PROJECT_DEFAULTS if defaults is None else defaults).items():
       config[k] = v
   for field, value in (overrides or {}).items():
     node, *path = field.split(".")
@@ -178,6 +179,12 @@ class Project:
     self.classes: list[str] = meta["classes"]
     self.config = ml_collections.ConfigDict(meta["config"])
     self._pool = None
+    task = meta.get("task", "classification")
+    if task not in PROJECT_KINDS:
+      self.close()
+      raise ValueError(f"{self.path}: a {task!r} project; this dal_jax opens "
+                       f"{', '.join(sorted(PROJECT_KINDS))} projects")
+    self.__class__ = PROJECT_KINDS[task].project  # the task's answers, queries and reports
 
   # ---- files and state
 
@@ -289,9 +296,7 @@ class Project:
     pool = self.pool
     model = experiment.model_for(config, pool.x.shape[1:], len(self.classes))
     method = experiment.build_method(config)
-    learner = learner_lib.Learner(model=model, config=training.TrainConfig(**config.train),
-                                  terms=method.loss_terms, chunk_size=config.chunk_size)
-    return model, method, learner
+    return model, method, experiment.build_learner(config, model, method)
 
   def _plain_learner(self) -> learner_lib.Learner:
     """The config's model and training, without the method's loss terms (cross-validation and
@@ -299,8 +304,7 @@ class Project:
     from dal_jax import experiment
 
     model = experiment.model_for(self.config, self.pool.x.shape[1:], len(self.classes))
-    return learner_lib.Learner(model=model, config=training.TrainConfig(**self.config.train),
-                               chunk_size=self.config.chunk_size)
+    return experiment.build_learner(self.config, model)
 
   def _setup(self, model):
     # A project's budget is its pool: nothing more can ever be labeled (methods size their
@@ -314,7 +318,7 @@ class Project:
     init_key, run_key = self._keys()
     n = len(pool.ids)
     labeled = np.zeros(n, bool)
-    labels = np.full(n, loop_lib.UNKNOWN, np.int32)
+    labels = np.full((n, *self._label_shape()), loop_lib.UNKNOWN, np.int32)
     acquired = np.full(n, -1, np.int32)
     for e in self.events():
       j = index.get(e["id"])
@@ -323,7 +327,7 @@ class Project:
       if e["event"] in ("label", "relabel"):
         if not labeled[j]:
           acquired[j] = e["round"]
-        labeled[j], labels[j] = True, self.classes.index(e["label"])
+        labeled[j], labels[j] = True, self._label_value(e["label"])
       elif e["event"] == "withdraw":
         labeled[j], labels[j], acquired[j] = False, loop_lib.UNKNOWN, -1
     template = loop_lib.init_method_state(method, init_key, setup)
@@ -342,6 +346,14 @@ class Project:
         labeled=jnp.asarray(labeled), labels=jnp.asarray(labels),
         acquired_round=jnp.asarray(acquired), round=jnp.int32(round_),
         key=run_key, done=jnp.array(False), methods=methods)
+
+  def _label_shape(self) -> tuple[int, ...]:
+    """One item's label shape in the loop state (a class: ``()``)."""
+    return ()
+
+  def _label_value(self, label: str):
+    """The loop state's label of a label-log answer (a class name -> its index)."""
+    return self.classes.index(label)
 
   @staticmethod
   def _method_blob(methods) -> bytes:
@@ -395,9 +407,9 @@ class Project:
       round_ = None
     else:
       state = self._loop_state(method, self._setup(model), meta["round"], fresh=switched)
-      rc = loop_lib.RoundConfig(query_size=k, mc_samples=config.mc_samples,
-                                pool_subsample=config.pool_subsample, budget=len(pool.ids),
-                                ensemble_size=config.ensemble_size)
+      from dal_jax import experiment
+      rc = experiment.round_config(config, query_size=k, budget=len(pool.ids),
+                                   target_accuracy=None, warm_start=False, region_size=0)
       self._say(f"round {int(state.round)}: training on {len(labels)} labels, then scoring "
                 f"{n_unlabeled} unlabeled items with {config.acquisition}")
       data = loop_lib.LoopData(x_pool=_device(pool.x))
@@ -407,10 +419,7 @@ class Project:
       if q.stop is not None:
         raise ValueError(f"the run stops: {q.stop} (nothing selected)")
       blobs["method_state"] = self._method_blob(state.methods)
-      probs = self._probabilities(learner, variables, data.x_pool[np.asarray(q.indices)])
-      scores = [None] * len(q.indices) if q.scores is None else [float(v) for v in q.scores]
-      rows = [(int(j), score, int(p.argmax()), float(p.max()))
-              for j, score, p in zip(q.indices, scores, probs)]
+      rows = self._query_rows(learner, variables, data.x_pool, q)
       round_ = int(state.round)
       self._say(f"trained {q.metrics['train_steps']} steps ({q.metrics['time_train']:.1f}s), "
                 f"selected {k} ({q.metrics['time_score'] + q.metrics['time_select']:.1f}s)")
@@ -425,6 +434,13 @@ class Project:
       self._say(f"acquisition is now {acquisition} (stored in the project)")
     self._say(f"wrote {self._rel(csv_path)} and {self._rel(csv_path[:-4] + '_tasks.json')}")
     return csv_path
+
+  def _query_rows(self, learner, variables, x_pool, q) -> list[tuple]:
+    """``(position, score, predicted class, its probability)`` of each queried item."""
+    probs = self._probabilities(learner, variables, x_pool[np.asarray(q.indices)])
+    scores = [None] * len(q.indices) if q.scores is None else [float(v) for v in q.scores]
+    return [(int(j), score, int(p.argmax()), float(p.max()))
+            for j, score, p in zip(q.indices, scores, probs)]
 
   def _with_acquisition(self, acquisition: str) -> ml_collections.ConfigDict:
     """The config with another acquisition (checked; stored by the query that uses it)."""
@@ -484,7 +500,7 @@ class Project:
     skipped in Label Studio) send pending items back to the pool and withdraw the label of an
     item labeled before (the history keeps it). The events, the round and the method's state
     commit in one transaction. Returns what changed."""
-    answers = read_answers(file, self.classes, set(self.pool.ids))
+    answers, answer_blobs = self._read_answers(file)
     meta = self.meta
     pending = meta["pending"]
     pending_ids = set(pending["ids"]) if pending else set()
@@ -539,6 +555,8 @@ class Project:
             blobs["method_state"] = blob
           updates["round"] = round_now + 1
         updates["pending"] = None
+    used = {e["label"] for e in events if "label" in e}
+    blobs.update({k: v for k, v in answer_blobs.items() if k in used})
     if events or updates:
       self.db.commit(meta=updates, events=events, blobs=blobs)
     summary["pending"] = len(still)
@@ -547,6 +565,11 @@ class Project:
               f"skipped (back in the pool), {summary['withdrawn']} withdrawn, "
               f"{summary['unchanged']} unchanged; {len(still)} pending items unanswered")
     return summary
+
+  def _read_answers(self, file: str) -> tuple[dict[str, tuple[str | None, str]], dict]:
+    """``(id -> (answer or None for skip, where), blobs)``: the answers of ``file`` as label-log
+    values, and data they refer to (none for classes)."""
+    return read_answers(file, self.classes, set(self.pool.ids)), {}
 
   def _after_answers(self, pending, labels: dict[str, str], events) -> bytes | None:
     """The method's state once the pending model query is answered (its hooks see the
@@ -608,7 +631,7 @@ class Project:
     correct = sum(int((pred[f][fold == f] == y[fold == f]).sum()) for f in range(folds))
     return correct / len(ids)
 
-  def _plot(self, history) -> str:
+  def _plot(self, history, *, ylabel: str = "cross-validated accuracy") -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -617,7 +640,7 @@ class Project:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot([h["labeled"] for h in history], [h["cv_accuracy"] for h in history], "o-")
     ax.set_xlabel("labeled items")
-    ax.set_ylabel("cross-validated accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title("learning curve (estimate from the labels)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -824,11 +847,18 @@ def _label_studio_rows(path: str, text: str):
 def create(path: str, *, pool: str, classes: list[str], config_file: str | None = None,
            overrides: dict[str, Any] | None = None, image_size: tuple[int, int] = (28, 28),
            channels: int = 1, labels_from_folders: bool = False, cold_start: str = "random",
-           data_dir: str | None = None, progress: bool = True) -> Project:
+           data_dir: str | None = None, task: str = "classification",
+           progress: bool = True) -> Project:
   """Creates a project directory (the config, the pool's items, an empty label log) and opens
   it. Raises ``ValueError`` if ``path`` already holds a project or another process is creating
   or using one there (the lock is taken before anything is checked or written)."""
   path = os.path.abspath(path)
+  if task not in PROJECT_KINDS:
+    raise ValueError(f"unknown project task {task!r}; valid: {', '.join(sorted(PROJECT_KINDS))}")
+  kind = PROJECT_KINDS[task]
+  if labels_from_folders and not kind.labels_from_folders:
+    raise ValueError(f"a {task} project's labels are not folder names: leave out "
+                     "--labels-from-folders")
   classes = [c.strip() for c in classes if c.strip()]
   if len(classes) < 2 or len(set(classes)) != len(classes):
     raise ValueError(f"classes must be >= 2 distinct names, got {classes}")
@@ -840,7 +870,8 @@ def create(path: str, *, pool: str, classes: list[str], config_file: str | None 
   if os.path.exists(os.path.join(path, store_lib.DB_FILE)) or os.path.exists(
       os.path.join(path, "project.json")):
     raise ValueError(f"{path} already holds a project; open it instead")
-  config = make_config(config_file, overrides)
+  config = make_config(config_file, {**kind.overrides, **(overrides or {})},
+                       defaults={**_PROJECT_DEFAULTS, **kind.overrides})
   os.makedirs(path, exist_ok=True)
   lock = workdir_lib.WorkdirLock(path, what="project")
   try:
@@ -851,11 +882,11 @@ def create(path: str, *, pool: str, classes: list[str], config_file: str | None 
                                 class_names=classes, labels_from_folders=labels_from_folders,
                                 data_dir=data_dir, progress=progress)
     with open(os.path.join(path, "label_config.xml"), "w", encoding="utf-8") as f:
-      f.write(label_config(classes))
+      f.write(kind.label_config(classes))
     events = [{"event": "label", "id": i, "label": c, "round": 0, "source": "pool",
                "time": _now()} for i, c in sorted(loaded.known.items())]
     store_lib.create(path, meta={
-        "classes": classes, "cold_start": cold_start, "created": _now(),
+        "task": task, "classes": classes, "cold_start": cold_start, "created": _now(),
         "config": config_lib.resolved(config),
         "pool": {"source": os.path.abspath(pool), "image_size": list(image_size),
                  "channels": channels, "labels_from_folders": labels_from_folders,
@@ -1009,3 +1040,19 @@ def load_model(path: str) -> ExportedModel:
   if os.path.exists(os.path.join(path, "export", "export.json")):
     path = os.path.join(path, "export")
   return ExportedModel(path)
+
+
+class ProjectKind(NamedTuple):
+  """What a project of one task needs: its :class:`Project` class (answers, queries, reports),
+  its Label Studio labeling config, and config fields it sets (the task and a model for it)."""
+
+  project: type
+  label_config: Any
+  overrides: dict[str, Any]
+  labels_from_folders: bool = False
+
+
+PROJECT_KINDS: dict[str, ProjectKind] = {
+    "classification": ProjectKind(Project, label_config, {}, labels_from_folders=True)}
+
+from dal_jax import mask_project  # noqa: E402,F401  (registers the segmentation projects)

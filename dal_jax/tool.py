@@ -2,7 +2,8 @@
 
   dal-jax init PROJECT --pool PATH --classes a,b,c [--config FILE] [--set field=value ...]
   dal-jax query PROJECT [-k 20] [--acquisition NAME]
-  dal-jax ingest PROJECT FILE          # a CSV (id,label) or a Label Studio JSON export
+  dal-jax ingest PROJECT FILE          # a CSV (id,label), a Label Studio JSON export, or a
+                                       # folder of <id>.png masks (segmentation)
   dal-jax status PROJECT
   dal-jax export PROJECT
   dal-jax log PROJECT                  # the label log as JSON lines
@@ -49,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                     choices=["random", "kmeans", "coreset", "typiclust", "probcover"],
                     help="how the first query is chosen when nothing is labeled yet")
   init.add_argument("--data-dir", help="tfds data directory of the decoded-pool cache")
+  init.add_argument("--task", default="classification",
+                    choices=["classification", "segmentation"],
+                    help="what an answer is: a class per image, or a mask (segmentation: the "
+                    "first class is the background)")
 
   query = sub.add_parser("query", help="train on the labels so far and choose what to label")
   query.add_argument("project")
@@ -57,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
   ingest = sub.add_parser("ingest", help="add the annotator's answers to the label log")
   ingest.add_argument("project")
-  ingest.add_argument("file", help="a CSV with id,label columns or a Label Studio JSON export")
+  ingest.add_argument("file", help="a CSV with id,label columns, a Label Studio JSON export, "
+                      "or (segmentation) a folder of <id>.png masks")
 
   status = sub.add_parser("status", help="labels, classes, accuracy estimate, learning curve")
   status.add_argument("project")
@@ -131,7 +137,7 @@ def run(argv: list[str]) -> int:
                              channels=3 if args.rgb else 1,
                              labels_from_folders=args.labels_from_folders,
                              cold_start=args.cold_start, data_dir=args.data_dir,
-                             progress=progress)
+                             task=args.task, progress=progress)
       p.close()
       print(f"next: dal-jax query {args.project} -k 20")
       return 0
