@@ -56,14 +56,16 @@ class DalImagePool(tfds.core.GeneratorBasedBuilder):
     self.info.metadata["skipped"] = json.dumps(skipped)
 
 
-def pool_builder(key: str, items, size, channels, data_dir, decode) -> DalImagePool:
+def pool_builder(key: str, items, size, channels, data_dir, decode, *, progress: bool = True
+                 ) -> DalImagePool:
   """The (prepared, if needed) builder of a pool whose content key is ``key``."""
   config = PoolConfig(name=f"pool_{key}", items=items, size=size, channels=channels,
                       decode=decode, description="decoded pool")
   builder = DalImagePool(config=config, data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
+  if not builder.is_prepared() and progress:
     print(f"dal_jax: decoding {len(items)} images into {builder.data_dir} (once per content)",
           file=sys.stderr, flush=True)
+  if not builder.is_prepared():
     # tfds prints "Downloading and preparing dataset" although nothing is downloaded: hidden
     # (and stdout is the tool's answer).
     with contextlib.redirect_stdout(io.StringIO()):

@@ -133,17 +133,20 @@ def brush_mask(rle, height: int, width: int) -> np.ndarray:
 
 def polygon_mask(points, height: int, width: int) -> np.ndarray:
   """Boolean ``[H, W]`` mask of a polygon given in percent of the width and height (Label
-  Studio's ``points``): the pixels Pillow's polygon fill covers, its outline included."""
-  from PIL import Image
-  from PIL import ImageDraw
-
+  Studio's ``points``): the pixels whose centres lie inside it (even-odd rule)."""
   pts = np.asarray(points, np.float64)
   if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
     raise ValueError("a polygon needs at least 3 [x, y] points in percent of the image")
-  xy = [(x * width / 100.0 - 0.5, y * height / 100.0 - 0.5) for x, y in pts]
-  img = Image.new("L", (width, height), 0)
-  ImageDraw.Draw(img).polygon(xy, fill=1, outline=1)
-  return np.asarray(img, bool)
+  x, y = pts[:, 0] * width / 100.0, pts[:, 1] * height / 100.0
+  cy, cx = np.mgrid[0:height, 0:width] + 0.5
+  inside = np.zeros((height, width), bool)
+  for i in range(len(pts)):
+    x1, y1, x2, y2 = x[i], y[i], x[i - 1], y[i - 1]
+    if y1 == y2:
+      continue
+    crosses = (y1 > cy) != (y2 > cy)
+    inside ^= crosses & (cx < x1 + (cy - y1) * (x2 - x1) / (y2 - y1))
+  return inside
 
 
 def results_to_mask(results, classes: list[str], shape: tuple[int, int]) -> np.ndarray | None:

@@ -309,7 +309,8 @@ def _cached_decode(items: list[_Item], size, channels, data_dir, progress: bool)
     h.update(f"{os.path.basename(it.path)}\0{d}\0".encode())
   key = f"{h.hexdigest()[:12]}_{size[0]}x{size[1]}x{channels}"
   builder = _pool_builder.pool_builder(key, items, size, channels, data_dir,
-                                       lambda: _decode_all(items, size, channels, progress))
+                                       lambda: _decode_all(items, size, channels, progress),
+                                       progress=progress)
   try:
     source = builder.as_data_source()["train"]
     reasons = json.loads(builder.info.metadata["skipped"]) if builder.info.metadata else {}
