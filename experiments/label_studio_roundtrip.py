@@ -13,7 +13,16 @@ Not part of the test suite (it installs and runs another program). It
    labeling config carries a second ``<Choices>`` control (a quality flag) that every annotation
    also answers, and is not read as a class;
 5. exports the same project as Label Studio CSV (its ``id`` column is Label Studio's task number,
-   ``item_id`` the item's) and ingests it: every label must be the same item's same label.
+   ``item_id`` the item's) and ingests it: every label must be the same item's same label;
+6. segmentation (brush): makes a ``--task segmentation`` project of the same images (mask = the
+   item's class where its pixels are bright, background elsewhere), answers a cold-start query
+   with PNG masks, queries again (tasks with the model's masks as brush pre-annotations),
+   imports them into a Label Studio project with the brush/polygon labeling config, submits one
+   skip, one polygon and brush answers (dal_jax's RLE of the true masks), exports JSON and
+   ingests it: every labeled mask must equal the submitted one pixel for pixel. Label Studio's
+   own RLE decoder (``label_studio_sdk.converter.brush``, as its PNG export uses it) decodes
+   every brush answer of the export to the same pixels, and dal_jax decodes RLE that Label
+   Studio's encoder wrote.
 
 Usage::
 
@@ -85,6 +94,7 @@ def main() -> int:
   ap.add_argument("--port", type=int, default=8089)
   ap.add_argument("--images", type=int, default=120)
   ap.add_argument("-k", type=int, default=8)
+  ap.add_argument("--skip-segmentation", action="store_true")
   args = ap.parse_args()
 
   from dal_jax import project as project_lib
@@ -162,11 +172,139 @@ def main() -> int:
     p.close()
     log.close()
   print(json.dumps(result, sort_keys=True))
+  if result.get("ok") and not args.skip_segmentation:
+    seg = segmentation_round_trip(args, work, truth)
+    print(json.dumps(seg, sort_keys=True))
+    result["ok"] = seg.get("ok", False)
   if result.get("ok"):
     shutil.rmtree(work, ignore_errors=True)
   else:
     print(f"kept {work} (label_studio.log inside)", file=sys.stderr)
   return 0 if result.get("ok") else 1
+
+
+CONVERTER_CHECK = r"""
+import json, sys
+import numpy as np
+try:
+  from label_studio_sdk.converter import brush
+except ImportError:
+  from label_studio_converter import brush
+job = json.load(open(sys.argv[1]))
+decoded = [brush.decode_rle(r).tolist() for r in job["decode"]]
+encoded = [[int(v) for v in brush.encode_rle(np.asarray(a, np.uint8))] for a in job["encode"]]
+json.dump({"decoded": decoded, "encoded": encoded, "module": brush.__name__},
+          open(sys.argv[2], "w"))
+"""
+
+
+def segmentation_round_trip(args, work: str, truth: dict[str, str]) -> dict:
+  """Step 6 of the module docs: one JSON-able record with ``ok``."""
+  import numpy as np
+  from PIL import Image
+
+  from dal_jax import mask_answers
+  from dal_jax import project as project_lib
+  from experiments.fashion_folder import CLASSES
+
+  classes = ["background", *CLASSES]
+  folder = os.path.join(work, "photos", "images")
+  masks = {}
+  for item, cls in truth.items():
+    img = np.asarray(Image.open(os.path.join(folder, item)).convert("L"), np.float32) / 255
+    masks[item] = np.where(img > 0.2, classes.index(cls), 0).astype(np.int32)
+  p = project_lib.create(os.path.join(work, "seg"), pool=folder, classes=classes,
+                         task="segmentation", image_size=(28, 28),
+                         overrides={"train.max_steps": 50, "models.unet.width": 8},
+                         data_dir=os.path.join(work, "tfds"))
+  record: dict = {"task": "segmentation"}
+  env = {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+         "LABEL_STUDIO_BASE_DATA_DIR": os.path.join(work, "ls_data_seg"),
+         "DATA_UPLOAD_MAX_MEMORY_SIZE": str(200 * 2**20)}
+  log = open(os.path.join(work, "label_studio_seg.log"), "w")
+  proc = None
+  try:
+    cold = p.query(10)
+    answers_dir = cold[:-4] + "_answers"
+    for item in p.meta["pending"]["ids"]:
+      path = os.path.join(answers_dir, mask_answers.answer_name(item))
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "wb") as f:
+        f.write(mask_answers.mask_png(masks[item]))
+    p.ingest(answers_dir)
+    query = p.query(args.k)
+    with open(query[:-4] + "_tasks.json", encoding="utf-8") as f:
+      tasks = json.load(f)
+    record["predictions_with_brush"] = sum(bool(t.get("predictions")) for t in tasks)
+    proc = subprocess.Popen(
+        [os.path.join(args.venv, "bin", "label-studio"), "start", "--no-browser",
+         "--port", str(args.port), "--username", "annotator@example.org", "--password",
+         "dal-jax-roundtrip", "--user-token", TOKEN], env=env, stdout=log, stderr=log)
+    base = f"http://localhost:{args.port}"
+    wait_up(base, proc)
+    ls_project = http("POST", base + "/api/projects", {
+        "title": "dal_jax masks", "label_config": mask_answers.label_config(classes)})
+    pid = ls_project["id"]
+    record["imported"] = http("POST", f"{base}/api/projects/{pid}/import", tasks).get(
+        "task_count")
+    listed = http("GET", f"{base}/api/tasks?project={pid}&page_size=1000")
+    ls_tasks = listed["tasks"] if isinstance(listed, dict) else listed
+    submitted = {}
+    for n, t in enumerate(ls_tasks):
+      item = t["data"]["item_id"]
+      if n == 0:
+        http("POST", f"{base}/api/tasks/{t['id']}/annotations",
+             {"result": [], "was_cancelled": True})
+        continue
+      if n == 1:  # a polygon over the middle of the image
+        points = [[25, 25], [75, 25], [75, 75], [25, 75]]
+        result = [{"from_name": "label_polygon", "to_name": "image", "type": "polygonlabels",
+                   "original_width": 28, "original_height": 28,
+                   "value": {"points": points, "polygonlabels": [truth[item]]}}]
+        want = np.where(mask_answers.polygon_mask(points, 28, 28), classes.index(truth[item]), 0)
+      else:
+        result = mask_answers.mask_results(masks[item], classes)
+        want = masks[item]
+      http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": result})
+      submitted[item] = want
+    export = http("GET", f"{base}/api/projects/{pid}/export?exportType=JSON")
+    export_path = os.path.join(work, "label_studio_masks.json")
+    with open(export_path, "w", encoding="utf-8") as f:
+      json.dump(export, f)
+    summary = p.ingest(export_path)
+    labels = p.labels()
+    same = [bool(np.array_equal(p._label_value(labels[i]), m)) for i, m in submitted.items()
+            if i in labels]
+    record.update(summary=summary, submitted=len(submitted), masks_equal=sum(same),
+                  json_ok=len(same) == len(submitted) and all(same)
+                  and summary["skipped"] == 1 and summary["pending"] == 0)
+    # Label Studio's own RLE code against dal_jax's, both ways.
+    rles = [r["value"]["rle"] for task in export for a in task.get("annotations", [])
+            for r in a.get("result", []) if r.get("type") == "brushlabels"]
+    probe = (np.arange(28 * 28 * 4) // 37 % 3 * 120).astype(np.uint8)
+    job, out = os.path.join(work, "rle_job.json"), os.path.join(work, "rle_out.json")
+    with open(job, "w") as f:
+      json.dump({"decode": rles, "encode": [probe.tolist()]}, f)
+    subprocess.run([os.path.join(args.venv, "bin", "python"), "-c", CONVERTER_CHECK, job, out],
+                   check=True)
+    with open(out) as f:
+      converted = json.load(f)
+    theirs_decode = all(np.array_equal(np.asarray(d, np.uint8), mask_answers.rle_decode(r))
+                        for d, r in zip(converted["decoded"], rles))
+    ours_decode = np.array_equal(mask_answers.rle_decode(converted["encoded"][0]), probe)
+    record.update(rle_module=converted["module"], brush_results=len(rles),
+                  label_studio_decodes_ours=theirs_decode, ours_decode_label_studio=ours_decode)
+    record["ok"] = record["json_ok"] and theirs_decode and ours_decode and len(rles) > 0
+  finally:
+    if proc is not None:
+      proc.terminate()
+      try:
+        proc.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+    p.close()
+    log.close()
+  return record
 
 
 if __name__ == "__main__":
