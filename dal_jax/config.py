@@ -115,6 +115,9 @@ FIELDS: dict[str, Field] = {
     "region_size": _f(0, "0: whole items are queried; r > 0 (segmentation): r x r windows of "
                       "the images, query_size windows per round, the budget and num_labels "
                       "counting labeled pixels in images' worth", _int_at_least(0)),
+    "region_shape": _f("window", "with region_size > 0: 'window' (r x r squares, neighbours "
+                       "of a chosen one passed over) or 'superpixel' (SLIC superpixels of about "
+                       "r x r pixels; Cai et al. 2021)", _one_of(("window", "superpixel"))),
     "pool_on_disk": _f(False, "keep the pool in an array_record file in the workdir, not in "
                        "memory: rounds train on the labeled items read by index and score the "
                        "pool chunk by chunk (with several processes, each reads only its "
@@ -189,7 +192,7 @@ TRAIN_FIELDS: dict[str, Field] = {
 LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
                  "report_counting": "labels", "protocol": "", "cold_start": "random",
                  "workers": 1, "pool_on_disk": False, "task": "classification",
-                 "region_size": 0}
+                 "region_size": 0, "region_shape": "window"}
 
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
                 "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}
@@ -309,6 +312,9 @@ def check(config) -> None:
     raise ValueError(f"config.region_size={config.region_size} queries windows of [H, W] masks; "
                      f"task {config.task!r} has no such labels (use task=segmentation, or "
                      "region_size=0)")
+  if config.region_shape != "window" and not config.region_size:
+    raise ValueError(f"config.region_shape={config.region_shape!r} shapes region queries: set "
+                     "config.region_size (about r x r pixels per region) too")
   if 0 < config.pool_subsample < config.query_size and not config.region_size:  # (windows)
     raise ValueError(f"config.pool_subsample={config.pool_subsample} must be 0 (score the whole "
                      f"pool) or at least config.query_size={config.query_size}")

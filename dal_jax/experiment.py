@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dal_jax import acquisition as acq_lib
 from dal_jax import config as config_lib
 from dal_jax import data as data_lib
 from dal_jax import learner as learner_lib
@@ -178,8 +179,22 @@ def round_config(config, **changes) -> loop_lib.RoundConfig:
                             pool_subsample=config.pool_subsample, budget=config.budget,
                             target_accuracy=config.target_accuracy,
                             warm_start=config.warm_start, ensemble_size=config.ensemble_size,
-                            region_size=config.region_size)
+                            region_size=config.region_size,
+                            region_shape=config.region_shape)
   return rc._replace(**changes)
+
+
+def pool_superpixels(config, x_pool: np.ndarray) -> np.ndarray | None:
+  """``[N, H, W]`` SLIC superpixels of the pool for ``region_shape='superpixel'`` (None
+  otherwise)."""
+  if not (config.region_size and config.region_shape == "superpixel"):
+    return None
+  t0 = time.perf_counter()
+  segments = acq_lib.superpixels(np.asarray(x_pool), config.region_size)
+  if config.progress:
+    print(f"superpixels: {segments.shape[0]} images, {segments.max(axis=(1, 2)).mean() + 1:.1f} "
+          f"per image ({time.perf_counter() - t0:.1f}s)", flush=True)
+  return segments
 
 
 def build(config, splits: data_lib.Splits, *, workdir: str | None = None) -> Run:
@@ -207,7 +222,8 @@ def build(config, splits: data_lib.Splits, *, workdir: str | None = None) -> Run
       y_val=jnp.asarray(splits.val.y) if has_val else None,
       x_test=jnp.asarray(splits.test.x) if has_test else None,
       y_test=jnp.asarray(splits.test.y) if has_test else None,
-      embeddings=None if embeddings is None else jnp.asarray(embeddings))
+      embeddings=None if embeddings is None else jnp.asarray(embeddings),
+      segments=pool_superpixels(config, pool.x))
   return Run(config=config, splits=splits, method=method, learner=learner, round_config=rc,
              data=data, oracle=loop_lib.simulated_oracle(pool.y, pool.num_classes),
              setup=loop_lib.make_setup(model, data.x_pool, pool.num_classes, config.budget))

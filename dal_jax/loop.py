@@ -92,8 +92,9 @@ class Query(NamedTuple):
       by a per-item score (``Acquisition.item_score``); None for batch methods, learned and
       random acquisitions.
     regions: with region queries (``RoundConfig.region_size``), ``[k, 4]`` the window of each
-      queried image to label (top, left, bottom, right pixels; exclusive ends): an image may
-      appear more than once in ``indices``. None when whole items are queried.
+      queried image to label (top, left, bottom, right pixels; exclusive ends), or with
+      superpixels ``[k, H, W]`` the pixels of each: an image may appear more than once in
+      ``indices``. None when whole items are queried.
   """
 
   round: int
@@ -235,32 +236,51 @@ def init_loop_state(key: jax.Array, num_points: int, initial: np.ndarray, labels
                    key=key, done=jnp.zeros((), bool), methods=methods or {"acquisition": {}})
 
 
+def region_masks(regions, item_shape: tuple[int, ...]) -> np.ndarray:
+  """``[k, H, W]`` boolean pixels of regions given as windows ``[k, 4]`` (top, left, bottom,
+  right; exclusive ends) or as masks ``[k, H, W]`` (returned as they are); a window outside the
+  image raises."""
+  regions = np.asarray(regions)
+  if regions.ndim == 3 and tuple(regions.shape[1:]) == tuple(item_shape):
+    return regions.astype(bool)
+  if regions.ndim != 2 or regions.shape[1:] != (4,) or len(item_shape) != 2:
+    raise ValueError(f"regions must be windows [k, 4] or masks [k, *{tuple(item_shape)}], got "
+                     f"shape {regions.shape}")
+  out = np.zeros((len(regions), *item_shape), bool)
+  for n, (top, left, bottom, right) in enumerate(regions.tolist()):
+    if not (0 <= top < bottom <= item_shape[0] and 0 <= left < right <= item_shape[1]):
+      raise ValueError(f"region {[top, left, bottom, right]} is not inside the "
+                       f"{item_shape[0]}x{item_shape[1]} pixels")
+    out[n, top:bottom, left:right] = True
+  return out
+
+
 def add_region_labels(state: LoopState, indices, regions, labels, *,
                       num_classes: int | None = None) -> LoopState:
-  """Adds the answers to region queries: for each ``indices[i]`` the window ``regions[i]``
-  (top, left, bottom, right) of ``labels[i]`` (a mask of the item's shape; only the window is
-  read). A window with a pixel labeled already is refused."""
-  indices, regions, labels = np.asarray(indices), np.asarray(regions), np.asarray(labels)
+  """Adds the answers to region queries: for each ``indices[i]`` the region ``regions[i]`` (a
+  window ``(top, left, bottom, right)`` or a pixel mask, :func:`region_masks`) of ``labels[i]``
+  (a mask of the item's shape; only the region is read). A region with a pixel labeled already
+  is refused."""
+  indices, labels = np.asarray(indices), np.asarray(labels)
   n = state.labeled.shape[0]
   item_shape = tuple(state.labels.shape[1:])
-  if (indices.ndim != 1 or regions.shape != (len(indices), 4)
-      or labels.shape != (len(indices), *item_shape)):
-    raise ValueError(f"region answers need indices [k], regions [k, 4] and labels "
-                     f"[k, *{item_shape}]; got shapes {indices.shape}, {regions.shape} and "
-                     f"{labels.shape}")
+  if indices.ndim != 1 or labels.shape != (len(indices), *item_shape) or len(
+      np.asarray(regions)) != len(indices):
+    raise ValueError(f"region answers need indices [k], regions [k, 4] (or [k, *{item_shape}]) "
+                     f"and labels [k, *{item_shape}]; got shapes {indices.shape}, "
+                     f"{np.shape(regions)} and {labels.shape}")
   if ((indices < 0) | (indices >= n)).any():
     raise ValueError(f"pool indices must be in [0, {n}); got {indices.tolist()[:10]}")
+  masks = region_masks(regions, item_shape)
   new = np.asarray(state.labels).copy()
   labeled = np.asarray(state.labeled).copy()
   acquired = np.asarray(state.acquired_round).copy()
-  for i, (top, left, bottom, right), answer in zip(indices, regions, labels):
-    if not (0 <= top < bottom <= item_shape[0] and 0 <= left < right <= item_shape[1]):
-      raise ValueError(f"region {[int(top), int(left), int(bottom), int(right)]} of item {i} is "
-                       f"not inside its {item_shape[0]}x{item_shape[1]} pixels")
-    window = (slice(top, bottom), slice(left, right))
+  for i, window, answer, given in zip(indices, masks, labels, np.asarray(regions)):
+    where = given.tolist() if np.ndim(given) == 1 else f"of {int(window.sum())} pixels"
+    if not window.any():
+      raise ValueError(f"region {where} of item {i} has no pixel")
     if (new[i][window] != UNKNOWN).any():
-      raise ValueError(f"region {[int(top), int(left), int(bottom), int(right)]} of item {i} is "
-                       "labeled already")
+      raise ValueError(f"region {where} of item {i} is labeled already")
     values = answer[window]
     bad = (values < OOD_LABEL) | ((values >= num_classes) if num_classes else False)
     if bad.any():
@@ -301,6 +321,9 @@ def add_labels(state: LoopState, indices, labels, *, num_classes: int | None = N
       acquired_round=state.acquired_round.at[indices].set(state.round + 1))
 
 
+REGION_SHAPES = ("window", "superpixel")
+
+
 class RoundConfig(NamedTuple):
   """What a round needs besides the states, the method and the learner.
 
@@ -317,6 +340,9 @@ class RoundConfig(NamedTuple):
       images are queried, ``query_size`` windows per round, chosen by the acquisition's
       per-pixel score reduced per window (:mod:`dal_jax.acquisition._regions`); ``budget`` then
       counts labeled pixels in images' worth (labeled pixels / (H·W)), as does ``num_labels``.
+    region_shape: ``window`` (``r x r`` squares) or ``superpixel`` (SLIC superpixels of about
+      ``r²`` pixels, ``LoopData.segments``; Cai et al. 2021), each scored by the reduction of its
+      pixels' scores.
   """
 
   query_size: int
@@ -327,6 +353,7 @@ class RoundConfig(NamedTuple):
   warm_start: bool = False
   ensemble_size: int = 1
   region_size: int = 0
+  region_shape: str = "window"
 
 
 def check_round_config(config: RoundConfig) -> RoundConfig:
@@ -339,6 +366,9 @@ def check_round_config(config: RoundConfig) -> RoundConfig:
   if 0 < config.pool_subsample < config.query_size and not config.region_size:
     raise ValueError(f"RoundConfig.pool_subsample={config.pool_subsample} must be 0 (the whole "
                      f"pool) or at least query_size={config.query_size}")
+  if config.region_shape not in REGION_SHAPES:
+    raise ValueError(f"RoundConfig.region_shape must be one of {REGION_SHAPES}, got "
+                     f"{config.region_shape!r}")
   t = config.target_accuracy
   if t is not None and not (isinstance(t, (int, float, np.number)) and 0 <= t <= 1):
     raise ValueError(f"RoundConfig.target_accuracy must be None or a number in [0, 1], got {t!r}")
@@ -353,6 +383,8 @@ def query_size(state: LoopState, config: RoundConfig) -> int:
     return max(0, min(config.query_size, config.budget - state.num_labeled))
   pixels = int(np.prod(state.labels.shape[1:]))
   left = config.budget * pixels - int(jnp.sum(state.labels != UNKNOWN))
+  if config.region_shape == "superpixel":  # superpixels differ in size: _select_regions stops
+    return config.query_size if left > 0 else 0  # at the budget's pixels
   return max(0, min(config.query_size, left // config.region_size**2))
 
 
@@ -376,6 +408,8 @@ def closed_items(state: LoopState, config: RoundConfig) -> jax.Array:
   those whose every window is labeled."""
   if not config.region_size:
     return state.labeled
+  if config.region_shape == "superpixel":  # superpixels tile the image: every pixel asked
+    return jnp.all((state.labels != UNKNOWN).reshape(state.labels.shape[0], -1), axis=1)
   return jnp.asarray(_window_asked(state, config.region_size).all(axis=1))
 
 
@@ -396,6 +430,7 @@ class LoopData(NamedTuple):
   x_test: jax.Array | None = None
   y_test: jax.Array | None = None
   embeddings: jax.Array | None = None  # [N_pool, D] self-supervised, for Needs(embeddings=True)
+  segments: np.ndarray | None = None  # [N_pool, H, W] superpixels, for region_shape=superpixel
 
 
 class RoundContext(NamedTuple):
@@ -600,14 +635,19 @@ def _check_regions(method: Method, data: LoopData, config: RoundConfig) -> None:
   if streaming.is_rows(data.x_pool):
     raise ValueError("region queries do not run on a pool on disk yet; use a pool in memory "
                      "(config.pool_on_disk=False)")
+  if config.region_shape == "superpixel" and data.segments is None:
+    raise ValueError("region_shape='superpixel' needs the pool's superpixels in "
+                     "LoopData.segments (dal_jax.acquisition.superpixels)")
 
 
 def _select_regions(acquisition, outputs, state: LoopState, cands, where, config: RoundConfig,
-                    key: jax.Array):
-  """``(candidate positions [k], regions [k, 4], window scores [k])``: the windows of the
-  candidates to label, by the acquisition's per-pixel score reduced per window
-  (``element_reduction``), windows with a labeled pixel excluded, neighbours of a chosen window
-  passed over (:func:`dal_jax.acquisition.select_windows`)."""
+                    key: jax.Array, segments_of=None):
+  """``(candidate positions [k], regions, region scores [k])``: the regions of the candidates
+  to label, by the acquisition's per-pixel score reduced per region (``element_reduction``),
+  regions with a labeled pixel excluded. Windows (regions ``[k, 4]``): neighbours of a chosen
+  window passed over (:func:`dal_jax.acquisition.select_windows`); superpixels (regions
+  ``[k, H, W]`` pixel masks, from ``segments_of`` ``[N_pool, H, W]``): the best ones
+  (:func:`dal_jax.acquisition.select_segments`)."""
   size = config.region_size
   labels = state.labels[cands]
   pixels = jnp.asarray(acquisition.element_score(outputs, key=key, shape=labels.shape))
@@ -616,6 +656,17 @@ def _select_regions(acquisition, outputs, state: LoopState, cands, where, config
                      f"{acquisition.name!r} gave shape {pixels.shape}")
   asked = (labels != UNKNOWN) | ~where[:, None, None]
   reduction, q = acquisition.element_reduction or ("mean", 0.1)
+  if config.region_shape == "superpixel":
+    segments = np.asarray(segments_of)[np.asarray(cands)]
+    per = acq_lib.segment_scores(pixels, segments, asked, reduction=reduction, q=q)
+    n, width = per.shape
+    sizes = np.bincount((np.arange(n)[:, None] * width + segments.reshape(n, -1)).reshape(-1),
+                        minlength=n * width).reshape(n, width)
+    left = config.budget * int(np.prod(labels.shape[1:])) - int(jnp.sum(state.labels != UNKNOWN))
+    items, chosen = acq_lib.select_segments(per, query_size(state, config), sizes=sizes,
+                                            pixels=left)
+    masks = segments[items] == chosen[:, None, None]
+    return items, masks, per[items, chosen]
   windows = acq_lib.window_scores(pixels, asked, size, reduction=reduction, q=q)
   rows_cols = acq_lib.region_grid(tuple(labels.shape[1:]), size)
   items, chosen = acq_lib.select_windows(windows, query_size(state, config), rows_cols)
@@ -765,7 +816,7 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
     regions = None
     if config.region_size:
       chosen, regions, scores = _select_regions(acquisition, outputs, states[g], cands[j],
-                                                where[j], config, keys[g][3])
+                                                where[j], config, keys[g][3], data.segments)
       selected, acq_state = np.asarray(cands[j])[chosen], states[g].methods["acquisition"]
     else:
       if acquisition.item_score is not None and needs.predictions and "scores" not in outputs:
@@ -787,8 +838,12 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   t3 = time.perf_counter()
   for g in active:
     metrics[g].update(time_score=t2 - t1, time_select=t3 - t2, selected=queries[g].indices.tolist())
-    if queries[g].regions is not None:
+    if queries[g].regions is not None and queries[g].regions.ndim == 2:
       metrics[g]["selected_regions"] = queries[g].regions.tolist()
+    elif queries[g].regions is not None:  # superpixels: their numbers in data.segments
+      metrics[g]["selected_superpixels"] = [
+          int(data.segments[i][m].reshape(-1)[0])
+          for i, m in zip(queries[g].indices, queries[g].regions)]
   return states, queries, variables
 
 
@@ -840,10 +895,8 @@ def al_round(states: Sequence[LoopState], *, method: Method, learner: learner_li
   for state, query in zip(states, queries):
     labels = (oracle.label(query.indices) if query.stop is None
               else np.zeros(0, np.int32))
-    if query.regions is not None and len(labels):  # the annotator labels the windows alone
-      inside = np.zeros(labels.shape, bool)
-      for i, (top, left, bottom, right) in enumerate(query.regions):
-        inside[i, top:bottom, left:right] = True
+    if query.regions is not None and len(labels):  # the annotator labels the regions alone
+      inside = region_masks(query.regions, labels.shape[1:])
       labels = np.where(inside, labels, UNKNOWN)
     hist = np.bincount(labels[labels >= 0], minlength=oracle.num_classes)
     query.metrics.update(selected=query.indices.tolist(), selected_class_histogram=hist.tolist(),

@@ -211,3 +211,89 @@ def test_random_regions_are_uniform_and_foreground_regions_come_first(rng):
     items, regions, _ = loop._select_regions(fg, {"log_probs": jnp.asarray(lp, jnp.float32)},
                                              state, cands, where, config, jax.random.key(t))
     assert (items[0], *regions[0]) == (1, 4, 0, 8, 4)
+
+
+def _segments_reference(scores, segments, asked, reduction, q):
+  n = scores.shape[0]
+  width = segments.max() + 1
+  out = np.full((n, width), -np.inf)
+  for i in range(n):
+    for s in range(width):
+      sel = segments[i] == s
+      if not sel.any() or asked[i][sel].any():
+        continue
+      v = np.sort(scores[i][sel])[::-1]
+      out[i, s] = {"mean": v.mean(), "max": v.max(), "sum": v.sum(),
+                   "top_q_mean": v[:max(1, math.ceil(round(q * v.size, 9)))].mean()}[reduction]
+  return out
+
+
+@pytest.mark.parametrize("reduction", acq.REDUCTIONS)
+def test_superpixel_scores_and_choice_match_brute_force(rng, reduction):
+  images = rng.random((3, 12, 16, 1))
+  images[:, :6] += 2  # two halves of different brightness
+  segments = acq.superpixels(images / 3, 4)
+  # A partition of each image into consecutive numbers, about H·W / 16 of them.
+  for seg in segments:
+    assert sorted(np.unique(seg)) == list(range(seg.max() + 1)) and 3 <= seg.max() + 1 <= 20
+  scores = np.round(rng.random((3, 12, 16)), 1)
+  asked = np.zeros((3, 12, 16), bool)
+  asked[0, 0, 0] = asked[2, 11, 15] = True
+  got = acq.segment_scores(scores, segments, asked, reduction=reduction, q=0.3)
+  np.testing.assert_allclose(got, _segments_reference(scores, segments, asked, reduction, 0.3))
+  finite = int(np.isfinite(got).sum())
+  k = int(rng.integers(1, finite + 1))
+  items, chosen = acq.select_segments(got, k)
+  order = sorted(((-got[i, s], i, s) for i in range(3) for s in range(got.shape[1])
+                  if np.isfinite(got[i, s])))[:k]
+  assert list(zip(items.tolist(), chosen.tolist())) == [(i, s) for _, i, s in order]
+  with pytest.raises(ValueError, match="fewer than k"):
+    acq.select_segments(got, finite + 1)
+  # A pixel allowance: taken in order until the taken hold that many pixels.
+  sizes = np.stack([np.bincount(seg.reshape(-1), minlength=got.shape[1]) for seg in segments])
+  allowance = int(rng.integers(1, 60))
+  items, chosen = acq.select_segments(got, finite, sizes=sizes, pixels=allowance)
+  ranked = sorted(((-got[i, s], i, s) for i in range(3) for s in range(got.shape[1])
+                   if np.isfinite(got[i, s])))
+  want, held = [], 0
+  for _, i, s in ranked:
+    if held >= allowance:
+      break
+    want.append((i, s))
+    held += sizes[i, s]
+  assert list(zip(items.tolist(), chosen.tolist())) == want
+
+
+def test_the_loop_labels_superpixels(tmp_path):
+  """Superpixel queries label exactly the chosen superpixels' pixels, never one twice."""
+  from dal_jax import experiment
+  from dal_jax import loop
+  from tests.test_segmentation import _scenes_config
+
+  config = _scenes_config(tmp_path / "data", acquisition="entropy", region_size=4,
+                          query_size=6, budget=7)
+  config.region_shape = "superpixel"
+  splits = experiment.load_splits(config)
+  records = experiment.run_experiment(config, str(tmp_path / "run"), splits=splits)[0]
+  run = experiment.build(config, splits)
+  state = experiment.SeedRun(run, 0, str(tmp_path / "run" / "seed_0")).state
+  labels = np.asarray(state.labels)
+  segments = run.data.segments
+  seen = set()
+  assert [len(r["selected"]) for r in records[:-2]] == [6] * (len(records) - 2)
+  for r in records[:-1]:
+    assert 1 <= len(r["selected"]) == len(r["selected_superpixels"]) <= 6
+    for i, s in zip(r["selected"], r["selected_superpixels"]):
+      assert (i, s) not in seen
+      seen.add((i, s))
+      sel = segments[i] == s
+      np.testing.assert_array_equal(labels[i][sel], splits.pool.y[i][sel])
+  initial = int(np.asarray(state.acquired_round == 0).sum())
+  asked = labels != loop.UNKNOWN
+  assert asked.sum() == initial * 16 * 16 + sum(int((segments[i] == s).sum()) for i, s in seen)
+  # The budget (7 images' worth of pixels) is reached; only the last superpixel passes it.
+  last = records[-2]
+  i, s = last["selected"][-1], last["selected_superpixels"][-1]
+  assert 7 * 256 <= asked.sum() < 7 * 256 + (segments[i] == s).sum()
+  assert records[-1]["stop"] == "budget"
+  assert records[-1]["stop"] == "budget"

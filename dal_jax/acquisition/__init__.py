@@ -25,7 +25,10 @@ from dal_jax.acquisition._regions import grid as region_grid
 from dal_jax.acquisition._regions import region_impurity
 from dal_jax.acquisition._regions import window_box
 from dal_jax.acquisition._regions import ripu
+from dal_jax.acquisition._regions import segment_scores
+from dal_jax.acquisition._regions import select_segments
 from dal_jax.acquisition._regions import select_windows
+from dal_jax.acquisition._regions import superpixels
 from dal_jax.acquisition._regions import window_scores
 from dal_jax.acquisition._registry import ACQUISITIONS
 from dal_jax.acquisition._registry import NONNEGATIVE_SCORES
