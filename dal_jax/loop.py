@@ -347,8 +347,8 @@ class RoundConfig(NamedTuple):
 
   query_size: int
   mc_samples: int = 20
-  pool_subsample: int = 0
-  budget: int = 1000
+  pool_subsample: int = 5000
+  budget: int = 220
   target_accuracy: float | None = None
   warm_start: bool = False
   ensemble_size: int = 1
@@ -675,33 +675,86 @@ def _select_regions(acquisition, outputs, state: LoopState, cands, where, config
   return items, regions, np.asarray(windows)[items, chosen]
 
 
-def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib.Learner,
-            data: LoopData, config: RoundConfig, num_classes: int, variables=None
-            ) -> tuple[list[LoopState], list[Query], Any]:
-  """The first half of a round for G >= 1 seeds: train, hooks, evaluate, stop?, score, select.
+class PoolInputs(NamedTuple):
+  """What a round computed on its candidates, from which each seed's acquisition ``outputs``
+  are assembled (:data:`OUTPUT_SOURCES`).
 
-  Args:
-    states: the seeds' loop states, all at the same round and not done.
-    method: the :class:`dal_jax.methods.Method`.
-    learner: the :class:`dal_jax.learner.Learner` (its loss terms are the method's).
-    data: the fixed splits; without a test set no test metrics are recorded.
-    config: :class:`RoundConfig`.
-    num_classes: C.
-    variables: the previous round's stacked variables (used with ``config.warm_start``).
-
-  Returns:
-    ``(states, queries, variables)``: the states with updated method state, one
-    :class:`Query` per seed, and the trained stacked variables (M = G·E models).
+  Attributes:
+    learner, data: the round's.
+    needs: the acquisition's :class:`dal_jax.acquisition.Needs`.
+    cands: per active seed, ``[W]`` candidate pool positions (padded by repetition).
+    where: per active seed, ``[W]`` which candidates count.
+    variables: the active seeds' stacked variables (``members`` models per seed).
+    members: E.
+    x_cands: ``[G_active, W, ...]`` the candidates' inputs, or None when nothing reads them.
+    preds: the learner's predictions of the candidates (None: not needed, or scored by chunk).
+    scored: per active seed ``(scores [W], pool BALD or None)`` of a pool on disk scored chunk
+      by chunk, or None.
   """
-  states = list(states)
-  check_round_config(config)
-  if not states or len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
-    raise ValueError("propose needs at least one state; all at the same round and not done")
-  _check_pool_on_disk(method, learner, data)
-  _check_regions(method, data, config)
+
+  learner: learner_lib.Learner
+  data: LoopData
+  needs: Any
+  cands: list
+  where: list
+  variables: Any
+  members: int
+  x_cands: Any = None
+  preds: Any = None
+  scored: Any = None
+
+
+def _predicted_outputs(inputs: PoolInputs, j: int, name: str) -> dict[str, Any]:
+  if inputs.preds is None:
+    return {}
+  m, preds = inputs.members, inputs.preds
+  out = {"log_probs": learner_lib.ensemble_log_probs(preds.log_probs[j * m:(j + 1) * m])}
+  if preds.pre_logits is not None:
+    out["pre_logits"] = preds.pre_logits[j * m]
+  out.update({k: v[j * m] for k, v in preds.outputs.items()})
+  return out
+
+
+def _chunk_scored_outputs(inputs: PoolInputs, j: int, name: str) -> dict[str, Any]:
+  return {} if inputs.scored is None else {"scores": inputs.scored[j][0]}
+
+
+def _input_outputs(inputs: PoolInputs, j: int, name: str) -> dict[str, Any]:
+  needs = inputs.needs
+  if not (needs.inputs or needs.model):
+    return {}
+  return {"x": jnp.asarray(streaming.materialize(inputs.x_cands[j]))}
+
+
+def _embedding_outputs(inputs: PoolInputs, j: int, name: str) -> dict[str, Any]:
+  if not inputs.needs.embeddings:
+    return {}
+  if inputs.data.embeddings is None:
+    raise ValueError(f"acquisition {name!r} selects on self-supervised embeddings of the pool: "
+                     "set config.embeddings (e.g. 'simclr')")
+  return {"embeddings": inputs.data.embeddings[inputs.cands[j]]}
+
+
+def _model_outputs(inputs: PoolInputs, j: int, name: str) -> dict[str, Any]:
+  if not inputs.needs.model:
+    return {}
+  first = learner_lib.index(inputs.variables, j * inputs.members)
+  return {"model": inputs.learner.model, "variables": first["model"]}
+
+
+# Each source adds the entries of one kind of acquisition input to a seed's ``outputs``
+# (``source(inputs: PoolInputs, j, acquisition name) -> dict``); a new kind of input is one more
+# source here, not a branch in propose.
+OUTPUT_SOURCES = [_predicted_outputs, _chunk_scored_outputs, _input_outputs, _embedding_outputs,
+                  _model_outputs]
+
+
+def _fit_and_evaluate(states: list[LoopState], method: Method, learner: learner_lib.Learner,
+                      data: LoopData, config: RoundConfig, num_classes: int, variables, keys):
+  """Trains every seed's models (one stacked fit), runs the hooks after the fit and evaluates
+  on the test set: ``(states, variables, context, metrics)``."""
   g_count, members = len(states), config.ensemble_size
   rnd = int(states[0].round)
-  keys = [_round_keys(s) for s in states]
   metrics = [{"round": rnd, "num_labels": labeled_amount(s, config),
               "num_trainable": int(jnp.sum(s.trainable))} for s in states]
   if g_count > 1:
@@ -737,40 +790,35 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
     for g, m in enumerate(metrics):
       lp = learner_lib.ensemble_log_probs(test_lp[g * members:(g + 1) * members])
       m.update(learner.task.metrics(acq_lib.mean_log_probs(lp), data.y_test))
-  t_train = time.perf_counter() - t0
-  stops = [_stop_reason(s, m, config, learner.task.headline) for s, m in zip(states, metrics)]
   for m in metrics:
-    m["time_train"] = t_train
-  queries: list[Query | None] = [None] * g_count
-  for g, reason in enumerate(stops):
-    metrics[g].update(stop=reason)
-    if reason is not None:
-      metrics[g].update(time_score=0.0, time_select=0.0)
-      queries[g] = Query(round=rnd, indices=np.zeros(0, np.int64), stop=reason,
-                         metrics=metrics[g])
-  active = [g for g in range(g_count) if stops[g] is None]
-  if not active:
-    return states, queries, variables
+    m["time_train"] = time.perf_counter() - t0
+  return states, variables, ctx, metrics
 
-  t1 = time.perf_counter()
-  acquisition = method.acquisition
+
+def _pool_inputs(states: list[LoopState], active: list[int], method: Method, ctx: RoundContext,
+                 variables, keys, config: RoundConfig) -> PoolInputs:
+  """The active seeds' candidates (all of the pool, or ``pool_subsample`` random open items) and
+  what the acquisition needs predicted on them."""
+  learner, data = ctx.learner, ctx.data
+  acquisition, members = method.acquisition, config.ensemble_size
   needs = acquisition.needs
-  n_pool = data.x_pool.shape[0]
   cands = []
   closed = {g: closed_items(states[g], config) for g in active}
   for g in active:
     n_unlabeled = int(jnp.sum(~closed[g]))
     sub = 0 < config.pool_subsample < n_unlabeled
     cands.append(_scored_points(keys[g][1], closed[g], config.pool_subsample) if sub
-                 else jnp.arange(n_pool))
+                 else jnp.arange(data.x_pool.shape[0]))
   width = max(c.shape[0] for c in cands)
   valid = [jnp.arange(width) < c.shape[0] for c in cands]
   cands = [jnp.pad(c, (0, width - c.shape[0]), mode="edge") for c in cands]
   models = np.array([g * members + e for g in active for e in range(members)])
-  active_vars = (variables if len(active) == g_count
+  active_vars = (variables if len(active) == len(states)
                  else jax.tree.map(lambda v: v[models], variables))
   sub_ctx = ctx._replace(states=tuple(states[g] for g in active))
   where = [~closed[g][cands[j]] & valid[j] for j, g in enumerate(active)]
+  inputs = PoolInputs(learner=learner, data=data, needs=needs, cands=cands, where=where,
+                      variables=active_vars, members=members)
   predict = dict(keys=sub_ctx.per_model(jnp.stack([keys[g][2] for g in active])),
                  mc_samples=config.mc_samples if needs.log_probs else 0,
                  with_pre_logits=needs.pre_logits, outputs=needs.outputs, per_model_x=True)
@@ -779,55 +827,91 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   if needs.predictions or needs.inputs or needs.model:
     x_cands = (data.x_pool[np.stack([np.asarray(c) for c in cands])] if on_disk
                else jnp.stack([data.x_pool[c] for c in cands]))
-  preds, scored = None, None
   if needs.predictions and on_disk and acquisition.item_score is not None:
-    scored = _scores_by_chunk(acquisition, learner, active_vars, x_cands, where, members,
-                              predict)
-  elif needs.predictions:
+    return inputs._replace(x_cands=x_cands, scored=_scores_by_chunk(
+        acquisition, learner, active_vars, x_cands, where, members, predict))
+  if needs.predictions:
     x_models = (x_cands[np.repeat(np.arange(len(active)), members)] if on_disk
                 else sub_ctx.per_model(x_cands))
     preds = learner.predict(active_vars, x_models, **predict)
     jax.block_until_ready(preds)
+    return inputs._replace(x_cands=x_cands, preds=preds)
+  return inputs._replace(x_cands=x_cands)
+
+
+def _choose(state: LoopState, outputs, inputs: PoolInputs, j: int, method: Method,
+            config: RoundConfig, key: jax.Array):
+  """One seed's selection: ``(positions [k], regions or None, scores or None, acquisition
+  state)``."""
+  acquisition, cands, where = method.acquisition, inputs.cands[j], inputs.where[j]
+  if config.region_size:
+    chosen, regions, scores = _select_regions(acquisition, outputs, state, cands, where, config,
+                                              key, inputs.data.segments)
+    return np.asarray(cands)[chosen], regions, scores, state.methods["acquisition"]
+  if (acquisition.item_score is not None and inputs.needs.predictions
+      and "scores" not in outputs):
+    outputs["scores"] = acquisition.item_score(outputs, where)  # what select computes
+  chosen, acq_state = acq_lib.checked_select(
+      acquisition, state.methods["acquisition"], outputs, key=key, k=query_size(state, config),
+      where=where)
+  scores = (np.asarray(outputs["scores"])[np.asarray(chosen)] if "scores" in outputs
+            else None)
+  return np.asarray(cands[chosen]), None, scores, acq_state
+
+
+def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib.Learner,
+            data: LoopData, config: RoundConfig, num_classes: int, variables=None
+            ) -> tuple[list[LoopState], list[Query], Any]:
+  """The first half of a round for G >= 1 seeds: train, hooks, evaluate, stop?, score, select.
+
+  Args:
+    states: the seeds' loop states, all at the same round and not done.
+    method: the :class:`dal_jax.methods.Method`.
+    learner: the :class:`dal_jax.learner.Learner` (its loss terms are the method's).
+    data: the fixed splits; without a test set no test metrics are recorded.
+    config: :class:`RoundConfig`.
+    num_classes: C.
+    variables: the previous round's stacked variables (used with ``config.warm_start``).
+
+  Returns:
+    ``(states, queries, variables)``: the states with updated method state, one
+    :class:`Query` per seed, and the trained stacked variables (M = G·E models).
+  """
+  states = list(states)
+  check_round_config(config)
+  if not states or len({int(s.round) for s in states}) != 1 or any(bool(s.done) for s in states):
+    raise ValueError("propose needs at least one state; all at the same round and not done")
+  _check_pool_on_disk(method, learner, data)
+  _check_regions(method, data, config)
+  rnd = int(states[0].round)
+  keys = [_round_keys(s) for s in states]
+  states, variables, ctx, metrics = _fit_and_evaluate(states, method, learner, data, config,
+                                                      num_classes, variables, keys)
+  queries: list[Query | None] = [None] * len(states)
+  for g, (state, m) in enumerate(zip(states, metrics)):
+    m["stop"] = _stop_reason(state, m, config, learner.task.headline)
+    if m["stop"] is not None:
+      m.update(time_score=0.0, time_select=0.0)
+      queries[g] = Query(round=rnd, indices=np.zeros(0, np.int64), stop=m["stop"], metrics=m)
+  active = [g for g in range(len(states)) if queries[g] is None]
+  if not active:
+    return states, queries, variables
+
+  t1 = time.perf_counter()
+  inputs = _pool_inputs(states, active, method, ctx, variables, keys, config)
   t2 = time.perf_counter()
   for j, g in enumerate(active):
-    block = slice(j * members, (j + 1) * members)
-    first = learner_lib.index(active_vars, j * members)
     outputs: dict[str, Any] = {}
-    if preds is not None:
-      outputs["log_probs"] = learner_lib.ensemble_log_probs(preds.log_probs[block])
-      if preds.pre_logits is not None:
-        outputs["pre_logits"] = preds.pre_logits[j * members]
-      outputs.update({k: v[j * members] for k, v in preds.outputs.items()})
-    if scored is not None:
-      outputs["scores"], pool_bald = scored[j]
-      if pool_bald is not None:
-        metrics[g]["pool_bald"] = pool_bald
-    if needs.inputs or needs.model:
-      outputs["x"] = jnp.asarray(streaming.materialize(x_cands[j]))
-    if needs.embeddings:
-      if data.embeddings is None:
-        raise ValueError(f"acquisition {acquisition.name!r} selects on self-supervised "
-                         "embeddings of the pool: set config.embeddings (e.g. 'simclr')")
-      outputs["embeddings"] = data.embeddings[cands[j]]
-    if needs.model:
-      outputs.update(model=learner.model, variables=first["model"])
+    for source in OUTPUT_SOURCES:
+      outputs.update(source(inputs, j, method.acquisition.name))
+    if inputs.scored is not None and inputs.scored[j][1] is not None:
+      metrics[g]["pool_bald"] = inputs.scored[j][1]
     if "log_probs" in outputs and outputs["log_probs"].shape[0] > 1:
-      metrics[g]["pool_bald"] = _mean_bald(outputs["log_probs"], where[j])
-    regions = None
-    if config.region_size:
-      chosen, regions, scores = _select_regions(acquisition, outputs, states[g], cands[j],
-                                                where[j], config, keys[g][3], data.segments)
-      selected, acq_state = np.asarray(cands[j])[chosen], states[g].methods["acquisition"]
-    else:
-      if acquisition.item_score is not None and needs.predictions and "scores" not in outputs:
-        outputs["scores"] = acquisition.item_score(outputs, where[j])  # what select computes
-      chosen, acq_state = acq_lib.checked_select(
-          acquisition, states[g].methods["acquisition"], outputs, key=keys[g][3],
-          k=query_size(states[g], config), where=where[j])
-      selected = np.asarray(cands[j][chosen])
-      scores = (np.asarray(outputs["scores"])[np.asarray(chosen)] if "scores" in outputs
-                else None)
+      metrics[g]["pool_bald"] = _mean_bald(outputs["log_probs"], inputs.where[j])
+    selected, regions, scores, acq_state = _choose(states[g], outputs, inputs, j, method,
+                                                   config, keys[g][3])
     state = states[g].replace(methods={**states[g].methods, "acquisition": acq_state})
+    first = learner_lib.index(inputs.variables, j * inputs.members)
     for hook in method.hooks:
       if hook.after_select is not None:
         state = state.replace(methods={**state.methods, hook.name: hook.after_select(
@@ -838,12 +922,12 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
   t3 = time.perf_counter()
   for g in active:
     metrics[g].update(time_score=t2 - t1, time_select=t3 - t2, selected=queries[g].indices.tolist())
-    if queries[g].regions is not None and queries[g].regions.ndim == 2:
-      metrics[g]["selected_regions"] = queries[g].regions.tolist()
-    elif queries[g].regions is not None:  # superpixels: their numbers in data.segments
+    regions = queries[g].regions
+    if regions is not None and regions.ndim == 2:
+      metrics[g]["selected_regions"] = regions.tolist()
+    elif regions is not None:  # superpixels: their numbers in data.segments
       metrics[g]["selected_superpixels"] = [
-          int(data.segments[i][m].reshape(-1)[0])
-          for i, m in zip(queries[g].indices, queries[g].regions)]
+          int(data.segments[i][m].reshape(-1)[0]) for i, m in zip(queries[g].indices, regions)]
   return states, queries, variables
 
 

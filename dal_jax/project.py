@@ -572,21 +572,24 @@ class Project:
     return read_answers(file, self.classes, set(self.pool.ids)), {}
 
   def _after_answers(self, pending, labels: dict[str, str], events) -> bytes | None:
-    """The method's state once the pending model query is answered (its hooks see the
-    answers), or None for methods without such hooks."""
+    """The method's state once the pending model query is answered, through the loop's own
+    second half (:func:`dal_jax.loop.incorporate`: its hooks see the answers), or None for
+    methods without such hooks."""
     model, method, _ = self._build()
-    hooks = [h for h in method.hooks if h.after_answers is not None]
-    if not hooks:
+    if not any(h.after_answers is not None for h in method.hooks):
       return None
     state = self._loop_state(method, self._setup(model), self.meta["round"])
     index = {i: n for n, i in enumerate(self.pool.ids)}
     answered = [i for i in pending["all_ids"] if i in labels]
     idx = np.array([index[i] for i in answered], np.int64)
-    ys = np.array([self.classes.index(labels[i]) for i in answered], np.int32)
-    methods = dict(state.methods)
-    for h in hooks:
-      methods[h.name] = h.after_answers(methods[h.name], idx, ys)
-    return self._method_blob(methods)
+    ys = np.asarray([self._label_value(labels[i]) for i in answered], np.int32).reshape(
+        len(answered), *self._label_shape())
+    # Items of this query answered by an earlier ingest are in the state already: they join
+    # with the rest, as the query's answers.
+    state = state.replace(labeled=state.labeled.at[idx].set(False))
+    query = loop_lib.Query(round=int(state.round), indices=idx, stop=None, metrics={})
+    state = loop_lib.incorporate(state, query, ys, method=method, num_classes=len(self.classes))
+    return self._method_blob(state.methods)
 
   # ---- status and export
 

@@ -24,7 +24,8 @@ from dal_jax.models import Model
 
 class TrainConfig(NamedTuple):
   """Hyper-parameters of one ``fit`` (what every method shares; a method's own options live in
-  its loss terms).
+  its loss terms). The defaults are the project's recipe, the same values as the ``train``
+  fields of :func:`dal_jax.config.default_config` (which reads them from here).
 
   Attributes:
     batch_size: labeled examples per step (drawn with replacement from the labeled set).
@@ -50,14 +51,14 @@ class TrainConfig(NamedTuple):
       penalty c / N with c = 3.5, i.e. ``decay="l2"``, λ = 7, on their Keras loss).
   """
 
-  batch_size: int = 64
+  batch_size: int = 32
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
   max_steps: int = 1000
-  eval_every: int = 50
-  patience: int = 4
-  min_steps: int = 0
-  min_epochs: float = 0.0
+  eval_every: int = 25
+  patience: int = 3
+  min_steps: int = 300
+  min_epochs: float = 20.0
   early_stopping: str = "accuracy"
   decay: str = "decoupled"
   weight_decay_scale: str = "constant"

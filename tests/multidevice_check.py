@@ -25,7 +25,8 @@ def main():
   x = (rng.normal(size=(3, 64))[y] * 2 + rng.normal(size=(256, 64))).reshape(256, 8, 8, 1)
   x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
   model = models.get_model("gal_cnn", (8, 8, 1), 3, filters=4, hidden=16)
-  cfg = training.TrainConfig(max_steps=20, eval_every=10, patience=5, batch_size=16)
+  cfg = training.TrainConfig(max_steps=20, eval_every=10, patience=5, batch_size=16,
+                             min_steps=0, min_epochs=0.0)
   labeled = np.arange(256) < 40
   mesh = parallel.make_mesh()
   out = {"devices": jax.device_count()}

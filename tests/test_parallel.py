@@ -64,7 +64,8 @@ def test_stacked_training_equals_members_trained_alone(vectorize, recipe):
       200, 4, 4, 1), jnp.float32)
   y = jnp.asarray(y, jnp.int32)
   model = models.get_model("mlp", (4, 4, 1), 3, hidden=(16,))
-  cfg = training.TrainConfig(max_steps=60, eval_every=10, patience=1, batch_size=8, **recipe)
+  cfg = training.TrainConfig(max_steps=60, eval_every=10, patience=1, batch_size=8,
+                             **{"min_steps": 0, "min_epochs": 0.0, **recipe})
   keys = jax.random.split(jax.random.key(0), 3)
   # Parallel seeds (different labeled-set sizes: their own decay and minimum steps): each model has its own labeled set; a loss term on unlabeled inputs too.
   labeled = np.zeros((3, 200), bool)

@@ -112,3 +112,28 @@ def test_project_api_example_runs(tmp_path, monkeypatch):
   assert len(labels) == 40
   names, probs = scope["model"].predict(["shop/images/shoot_0/day_0/img_0000.png"])
   assert names[0] in scope["fashion_folder"].CLASSES and probs.shape == (1, 10)
+
+
+def test_label_your_own_masks_commands_run_as_written(tmp_path):
+  """The README's segmentation project commands, one by one."""
+  import json
+  import subprocess
+
+  env = {**os.environ, "PYTHONPATH": REPO}
+  for line in _example("label-your-own-masks", "bash").splitlines():
+    command = line.split("  #")[0].strip()
+    if not command:
+      continue
+    out = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, (command, out.stderr[-2000:])
+  status = subprocess.run(["dal-jax", "--quiet", "status", "rooms"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=True)
+  record = json.loads(status.stdout)
+  assert record["labeled"] == 15 and record["labeled_pixels"] == 15 * 32 * 32
+  assert 0 <= record["cv_miou"] <= 1
+  export = tmp_path / "rooms" / "export"
+  assert len(os.listdir(export / "masks")) == 60 and len(os.listdir(export / "labels")) == 15
+  for name in os.listdir(export / "labels"):
+    assert ((export / "labels" / name).read_bytes()
+            == (tmp_path / "scenes_demo" / "masks" / name).read_bytes())

@@ -25,7 +25,7 @@ def test_min_train_steps_grows_with_the_labeled_set_and_is_capped():
   assert training.min_train_steps(cfg, 20) == 100  # ceil(10·20/32) = 7 < 100
   assert training.min_train_steps(cfg, 1000) == 313  # ceil(10·1000/32)
   assert training.min_train_steps(cfg, 10_000) == 500  # capped at max_steps
-  assert training.min_train_steps(training.TrainConfig(), 10_000) == 0
+  assert training.min_train_steps(training.TrainConfig(min_steps=0, min_epochs=0.0), 10_000) == 0
 
 
 def test_early_stopping_waits_for_the_minimum():
@@ -34,7 +34,8 @@ def test_early_stopping_waits_for_the_minimum():
   labeled = np.isin(np.asarray(y), [0, 1]) & (np.arange(240) < 150)
   # Validation labels the model never sees: accuracy stays flat, so patience 1 stops at once.
   val = (x[150:], jnp.full((90,), 2, jnp.int32))
-  base = training.TrainConfig(max_steps=200, eval_every=4, patience=1, batch_size=8)
+  base = training.TrainConfig(max_steps=200, eval_every=4, patience=1, batch_size=8,
+                              min_steps=0, min_epochs=0.0)
   quick = training.fit(m, x, y, labeled, key=jax.random.key(0), config=base, val=val)
   assert quick.steps <= 12
   held = training.fit(m, x, y, labeled, key=jax.random.key(0),
@@ -120,3 +121,17 @@ def test_scaled_decay_needs_the_labeled_count_and_bad_recipes_are_refused():
                                                         "min_epochs")):
     with pytest.raises(ValueError, match=match):
       training.check_train_config(training.TrainConfig(**bad))
+
+
+def test_library_defaults_are_the_configs():
+  """One source of defaults: TrainConfig() and RoundConfig's defaults are the config's fields,
+  so the library trains with the recipe the runner reports."""
+  from dal_jax import config as config_lib
+  from dal_jax import loop
+
+  c = config_lib.default_config()
+  assert training.TrainConfig() == training.TrainConfig(**c.train)
+  rc = loop.RoundConfig(query_size=c.query_size)
+  for field in ("mc_samples", "pool_subsample", "budget", "target_accuracy", "warm_start",
+                "ensemble_size", "region_size", "region_shape"):
+    assert getattr(rc, field) == c[field], field

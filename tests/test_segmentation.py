@@ -93,7 +93,8 @@ def test_a_learner_learns_a_toy_segmentation():
   learner = learner_lib.Learner(model=model, task=tasks.SEGMENTATION,
                                 config=training.TrainConfig(max_steps=300, eval_every=50,
                                                             batch_size=16, learning_rate=3e-3,
-                                                            early_stopping="miou"))
+                                                            early_stopping="miou", patience=4,
+                                                            min_steps=0, min_epochs=0.0))
   fit = learner.fit(jnp.asarray(x[:40]), jnp.asarray(labels[:40]), jnp.ones(40, bool),
                     keys=jax.random.split(jax.random.key(0), 2),
                     val=(jnp.asarray(x[40:]), jnp.asarray(y[40:])))

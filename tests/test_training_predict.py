@@ -26,7 +26,8 @@ def test_fit_learns_and_uses_only_labeled_points():
   labeled[:60] = True
   y_noisy = np.asarray(y).copy()
   y_noisy[60:] = -1  # unlabeled entries are never read
-  cfg = training.TrainConfig(max_steps=200, eval_every=50, patience=10)
+  cfg = training.TrainConfig(max_steps=200, eval_every=50, patience=10, batch_size=64,
+                             min_steps=0, min_epochs=0.0)
   r = training.fit(m, x, jnp.asarray(y_noisy), labeled, key=jax.random.key(0), config=cfg,
                    val=(x[200:], y[200:]))
   acc = metrics.accuracy(predict.predict(m, r.variables["model"], x[200:]).log_probs[0],
@@ -48,7 +49,8 @@ def test_growing_labeled_set_reuses_one_compiled_step():
 def test_fit_is_deterministic_and_early_stops():
   x, y = blobs(seed=2)
   m = models.get_model("mlp", (4, 4, 1), 3, hidden=(16,))
-  cfg = training.TrainConfig(max_steps=1000, eval_every=10, patience=2)
+  cfg = training.TrainConfig(max_steps=1000, eval_every=10, patience=2, batch_size=64,
+                             min_steps=0, min_epochs=0.0)
   a = training.fit(m, x, y, np.arange(300) < 50, key=jax.random.key(1), config=cfg,
                    val=(x[250:], y[250:]))
   b = training.fit(m, x, y, np.arange(300) < 50, key=jax.random.key(1), config=cfg,

@@ -120,7 +120,7 @@ REDUCTION_OPTIONS = {"reduction": "mean", "q": 0.1}
 # softmax-based stochastic selector.
 NONNEGATIVE_SCORES = frozenset({
     "random", "entropy", "least_confidence", "variation_ratios", "mean_std", "bald",
-    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu", "foreground_random"})
+    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu"})
 
 
 def _no_state(key, spec):
@@ -411,6 +411,9 @@ register("random", lambda *, selector="top_k", beta=1.0: score_acquisition(
 
 def _foreground_random(*, selector="top_k", beta=1.0, background=0):
   name = "foreground_random"
+  if selector != "top_k":  # (so config.selector=auto leaves it top_k)
+    raise ValueError(f"{name} is random already; selector={selector!r} does not apply (leave "
+                     "selector=top_k)")
 
   def element_score(outputs, *, key, shape=None):
     del shape

@@ -6,8 +6,8 @@ r"""Fashion-MNIST scenes (semantic segmentation) on a 2-core CPU: images or wind
 
 32x32 canvases holding 1-4 Fashion-MNIST items (``dal_jax.scenes``; 11 classes with the
 background), a pool of 1,950 scenes, 50 validation and 200 test scenes. A small U-Net (width 8,
-two levels, MC dropout in the decoder; learning rate 3e-3, at most 500 steps of 32 images, early
-stopping on validation mIoU after 300), 20 random initial images, k = 15 images per round up to
+two levels, MC dropout in the decoder; learning rate 3e-3, at most 300 steps of 32 images, early
+stopping on validation mIoU after 200), 20 random initial images, k = 15 images per round up to
 50, S = 8 MC-dropout samples over 200 random unlabeled candidates per round. Pixel scores are
 reduced per image by the acquisition's ``reduction`` option (``mean`` by default;
 ``entropy_top_q`` averages each image's 10% most uncertain pixels). ``foreground_random`` takes
@@ -40,8 +40,8 @@ def get_config():
   c.mc_samples = 8
   c.pool_subsample = 200
   c.train.learning_rate = 3e-3
-  c.train.max_steps = 500
-  c.train.min_steps = 300
+  c.train.max_steps = 300
+  c.train.min_steps = 200
   c.train.min_epochs = 0.0
   c.train.eval_every = 50
   c.train.patience = 2
