@@ -88,10 +88,23 @@ class MaskProject(project_lib.Project):
       raise ValueError(f"answers {file!r} do not exist")
     answers: dict[str, tuple[str | None, str]] = {}
     blobs: dict[str, bytes] = {}
+    pending, labels = self.meta["pending"], self.labels()
+    from_label_studio = not os.path.isdir(file)
     for where, item_id, mask in found:
       if mask is None:
         answers[item_id] = (None, where)
         continue
+      inside = self._inside(item_id, pending)
+      if inside is not None:  # a window query: the answer fills the windows of the mask so far
+        if from_label_studio:  # (unpainted pixels outside the windows are not answers)
+          mask = np.where(inside, mask, -1)
+        elif (mask[~inside] >= 0).any():
+          raise ValueError(f"{where}: {item_id!r} was asked for the windows "
+                           f"{pending['regions'][item_id]} (top, left, bottom, right) only, and "
+                           "the mask labels pixels outside them; set those to 255")
+        before = (self._label_value(labels[item_id]) if item_id in labels
+                  else np.full(self._shape(), -1, np.int32))
+        mask = np.where(inside, mask, before)
       if not (mask >= 0).any():
         raise ValueError(f"{where}: the mask of {item_id!r} labels no pixel (all 255); mark "
                          "the item skipped instead")
@@ -118,9 +131,30 @@ class MaskProject(project_lib.Project):
     return np.asarray(jnp.argmax(lp, axis=-1), np.int32)
 
   def _query_rows(self, learner, variables, x_pool, q) -> list[tuple]:
+    """``(position, score, the model's mask, window or None)`` per queried image or window."""
+    if q.regions is not None and q.regions.ndim != 2:
+      raise ValueError("projects query whole images or windows; region_shape='superpixel' runs "
+                       "in simulated experiments only")
     masks = self._predicted_masks(learner, variables, x_pool[np.asarray(q.indices)])
     scores = [None] * len(q.indices) if q.scores is None else [float(v) for v in q.scores]
-    return [(int(j), score, m) for j, score, m in zip(q.indices, scores, masks)]
+    regions = [None] * len(q.indices) if q.regions is None else q.regions.tolist()
+    return [(int(j), score, m, r) for j, score, m, r in zip(q.indices, scores, masks, regions)]
+
+  def _pending_regions(self, rows) -> dict[str, Any]:
+    windows: dict[str, list] = {}
+    for j, _, _, region in rows:
+      if region is not None:
+        windows.setdefault(self.pool.ids[j], []).append([int(v) for v in region])
+    return {"regions": windows} if windows else {}
+
+  def _inside(self, item_id: str, pending) -> np.ndarray | None:
+    """``[H, W]`` the pixels of ``item_id``'s queried windows, or None when the pending query
+    (if any) asks for the whole image."""
+    windows = ((pending or {}).get("regions") or {}).get(item_id)
+    if not windows:
+      return None
+    import dal_jax.loop as loop_lib
+    return loop_lib.region_masks(np.asarray(windows), self._shape()).any(axis=0)
 
   def _write_query(self, qnum: int, rows) -> str:
     pool = self.pool
@@ -128,10 +162,19 @@ class MaskProject(project_lib.Project):
     os.makedirs(self._file("queries"), exist_ok=True)
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["id", "path", "rank", "score", "predicted_mask", "answer"])
-    tasks = []
-    for rank, (j, score, mask, *_) in enumerate(rows, 1):
+    w.writerow(["id", "path", "rank", "score", "predicted_mask", "answer", "region"])
+    inside: dict[str, np.ndarray] = {}
+    for j, _, _, *region in rows:
+      if region and region[0] is not None:
+        top, left, bottom, right = region[0]
+        box = inside.setdefault(pool.ids[j], np.zeros(self._shape(), bool))
+        box[top:bottom, left:right] = True
+    tasks, written = [], set()
+    for rank, (j, score, mask, *region) in enumerate(rows, 1):
       item_id = pool.ids[j]
+      region = region[0] if region else None
+      if item_id in inside and mask is not None:  # only the queried windows are asked for
+        mask = np.where(inside[item_id], mask, -1)
       predicted = ""
       if mask is not None:
         predicted = os.path.join(f"query_{qnum:03d}_predicted",
@@ -141,10 +184,17 @@ class MaskProject(project_lib.Project):
         project_lib.atomic_write(path, mask_answers.mask_png(mask))
       w.writerow([item_id, pool.paths[j], rank, "" if score is None else f"{score:.6f}",
                   predicted, os.path.join(f"query_{qnum:03d}_answers",
-                                          mask_answers.answer_name(item_id))])
+                                          mask_answers.answer_name(item_id)),
+                  "" if region is None else ",".join(str(v) for v in region)])
+      if item_id in written:  # one Label Studio task per image, however many windows
+        continue
+      written.add(item_id)
       task = {"data": {"image": project_lib._data_uri(streaming.materialize(pool.x[j])),
                        "item_id": item_id, "path": pool.paths[j], "rank": rank,
                        "query": qnum}}
+      if item_id in inside:
+        boxes = [r[3] for r in rows if pool.ids[r[0]] == item_id]
+        task["data"]["regions"] = "; ".join(",".join(str(v) for v in b) for b in boxes)
       if mask is not None:
         task["predictions"] = [{"model_version": f"dal_jax query {qnum}",
                                 "result": mask_answers.mask_results(mask, self.classes)}]

@@ -387,7 +387,7 @@ class Project:
     labels = self.labels()
     k = int(config.query_size if k is None else k)
     n_unlabeled = len(pool.ids) - len(labels)
-    if not 1 <= k <= n_unlabeled:
+    if not 1 <= k <= n_unlabeled and not (labels and config.region_size):
       raise ValueError(f"-k {k} is not allowed: expected 1 <= k <= {n_unlabeled} (the unlabeled "
                        "items left)")
     qnum = meta["queries"] + 1
@@ -409,10 +409,11 @@ class Project:
       state = self._loop_state(method, self._setup(model), meta["round"], fresh=switched)
       from dal_jax import experiment
       rc = experiment.round_config(config, query_size=k, budget=len(pool.ids),
-                                   target_accuracy=None, warm_start=False, region_size=0)
+                                   target_accuracy=None, warm_start=False)
       self._say(f"round {int(state.round)}: training on {len(labels)} labels, then scoring "
                 f"{n_unlabeled} unlabeled items with {config.acquisition}")
-      data = loop_lib.LoopData(x_pool=_device(pool.x))
+      data = loop_lib.LoopData(x_pool=_device(pool.x),
+                               segments=experiment.pool_superpixels(config, pool.x))
       (state,), (q,), variables = loop_lib.propose(
           [state], method=method, learner=learner, data=data, config=rc,
           num_classes=len(self.classes))
@@ -424,16 +425,20 @@ class Project:
       self._say(f"trained {q.metrics['train_steps']} steps ({q.metrics['time_train']:.1f}s), "
                 f"selected {k} ({q.metrics['time_score'] + q.metrics['time_select']:.1f}s)")
     csv_path = self._write_query(qnum, rows)
-    ids = [pool.ids[j] for j, *_ in rows]
+    ids = list(dict.fromkeys(pool.ids[j] for j, *_ in rows))  # (a region query repeats images)
     updates.update(queries=qnum, pending={
         "query": qnum, "round": round_, "file": os.path.relpath(csv_path, self.path),
-        "ids": ids, "all_ids": ids})
+        "ids": ids, "all_ids": ids, **self._pending_regions(rows)})
     self.db.commit(meta=updates, blobs=blobs)
     if switched:
       self.config = config
       self._say(f"acquisition is now {acquisition} (stored in the project)")
     self._say(f"wrote {self._rel(csv_path)} and {self._rel(csv_path[:-4] + '_tasks.json')}")
     return csv_path
+
+  def _pending_regions(self, rows) -> dict[str, Any]:
+    """What the pending query records about regions besides its items (nothing for classes)."""
+    return {}
 
   def _query_rows(self, learner, variables, x_pool, q) -> list[tuple]:
     """``(position, score, predicted class, its probability)`` of each queried item."""

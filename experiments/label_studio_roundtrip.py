@@ -88,6 +88,34 @@ def wait_up(base: str, proc, timeout: float = 300) -> None:
   raise RuntimeError("label-studio did not come up")
 
 
+def start_label_studio(args, env, log) -> tuple[subprocess.Popen, str]:
+  """Starts Label Studio on localhost and waits until it answers: ``(process, base URL)``."""
+  proc = subprocess.Popen(
+      [os.path.join(args.venv, "bin", "label-studio"), "start", "--no-browser",
+       "--port", str(args.port), "--username", "annotator@example.org", "--password",
+       "dal-jax-roundtrip", "--user-token", TOKEN], env=env, stdout=log, stderr=log)
+  base = f"http://localhost:{args.port}"
+  wait_up(base, proc)
+  return proc, base
+
+
+def export_and_ingest(base: str, pid: int, p, path: str):
+  """Label Studio's JSON export of project ``pid``, saved to ``path`` and ingested into the
+  dal_jax project ``p``: ``(export, ingest summary)``."""
+  export = http("GET", f"{base}/api/projects/{pid}/export?exportType=JSON")
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(export, f)
+  return export, p.ingest(path)
+
+
+def stop(proc) -> None:
+  proc.terminate()
+  try:
+    proc.wait(timeout=30)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+
+
 def main() -> int:
   ap = argparse.ArgumentParser()
   ap.add_argument("--venv", default=os.path.join(tempfile.gettempdir(), "dal_jax_ls"))
@@ -115,14 +143,10 @@ def main() -> int:
          "LABEL_STUDIO_BASE_DATA_DIR": os.path.join(work, "ls_data"),
          "DATA_UPLOAD_MAX_MEMORY_SIZE": str(200 * 2**20)}
   log = open(os.path.join(work, "label_studio.log"), "w")
-  proc = subprocess.Popen(
-      [os.path.join(args.venv, "bin", "label-studio"), "start", "--no-browser",
-       "--port", str(args.port), "--username", "annotator@example.org", "--password",
-       "dal-jax-roundtrip", "--user-token", TOKEN], env=env, stdout=log, stderr=log)
-  base = f"http://localhost:{args.port}"
   result = {"label_studio": ls_version, "python": sys.version.split()[0]}
+  proc = None
   try:
-    wait_up(base, proc)
+    proc, base = start_label_studio(args, env, log)
     ls_project = http("POST", base + "/api/projects", {
         "title": "dal_jax round trip",
         "label_config": project_lib.label_config(CLASSES).replace("</View>", QUALITY)})
@@ -144,11 +168,8 @@ def main() -> int:
           {"from_name": "quality", "to_name": "image", "type": "choices",
            "value": {"choices": ["blurry" if n % 2 else "sharp"]}}]})
       submitted[item] = truth[item]
-    export = http("GET", f"{base}/api/projects/{pid}/export?exportType=JSON")
-    export_path = os.path.join(work, "label_studio_export.json")
-    with open(export_path, "w", encoding="utf-8") as f:
-      json.dump(export, f)
-    summary = p.ingest(export_path)
+    export, summary = export_and_ingest(base, pid, p,
+                                        os.path.join(work, "label_studio_export.json"))
     labels = p.labels()
     json_ok = (all(labels.get(i) == c for i, c in submitted.items())
                and summary["new"] == len(submitted) and summary["skipped"] == 1
@@ -164,11 +185,8 @@ def main() -> int:
     result.update(summary=summary, csv_summary=csv_summary, submitted=len(submitted),
                   json_ok=json_ok, csv_ok=csv_ok, ok=json_ok and csv_ok)
   finally:
-    proc.terminate()
-    try:
-      proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-      proc.kill()
+    if proc is not None:
+      stop(proc)
     p.close()
     log.close()
   print(json.dumps(result, sort_keys=True))
@@ -236,12 +254,7 @@ def segmentation_round_trip(args, work: str, truth: dict[str, str]) -> dict:
     with open(query[:-4] + "_tasks.json", encoding="utf-8") as f:
       tasks = json.load(f)
     record["predictions_with_brush"] = sum(bool(t.get("predictions")) for t in tasks)
-    proc = subprocess.Popen(
-        [os.path.join(args.venv, "bin", "label-studio"), "start", "--no-browser",
-         "--port", str(args.port), "--username", "annotator@example.org", "--password",
-         "dal-jax-roundtrip", "--user-token", TOKEN], env=env, stdout=log, stderr=log)
-    base = f"http://localhost:{args.port}"
-    wait_up(base, proc)
+    proc, base = start_label_studio(args, env, log)
     ls_project = http("POST", base + "/api/projects", {
         "title": "dal_jax masks", "label_config": mask_answers.label_config(classes)})
     pid = ls_project["id"]
@@ -267,11 +280,8 @@ def segmentation_round_trip(args, work: str, truth: dict[str, str]) -> dict:
         want = masks[item]
       http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": result})
       submitted[item] = want
-    export = http("GET", f"{base}/api/projects/{pid}/export?exportType=JSON")
-    export_path = os.path.join(work, "label_studio_masks.json")
-    with open(export_path, "w", encoding="utf-8") as f:
-      json.dump(export, f)
-    summary = p.ingest(export_path)
+    export, summary = export_and_ingest(base, pid, p,
+                                        os.path.join(work, "label_studio_masks.json"))
     labels = p.labels()
     same = [bool(np.array_equal(p._label_value(labels[i]), m)) for i, m in submitted.items()
             if i in labels]
@@ -297,11 +307,7 @@ def segmentation_round_trip(args, work: str, truth: dict[str, str]) -> dict:
     record["ok"] = record["json_ok"] and theirs_decode and ours_decode and len(rles) > 0
   finally:
     if proc is not None:
-      proc.terminate()
-      try:
-        proc.wait(timeout=30)
-      except subprocess.TimeoutExpired:
-        proc.kill()
+      stop(proc)
     p.close()
     log.close()
   return record

@@ -184,3 +184,58 @@ def test_segmentation_project_round_trips_masks_and_refuses_bad_ones(tmp_path, c
   for item_id, data in written.items():
     assert (out / "labels" / (item_id[:-4] + ".png")).read_bytes() == data
   assert len(os.listdir(out / "masks")) == 12
+
+
+def test_segmentation_project_window_queries(tmp_path, capsys):
+  """With region_size a model query asks for windows: the CSV names each, the model's mask and
+  the Label Studio pre-annotation cover only them, an answer labeling pixels outside them is
+  refused, and answers fill the windows of the masks so far (a window is never asked twice)."""
+  pool = tmp_path / "imgs"
+  _images(str(pool))
+  proj = tmp_path / "proj"
+  _cli("init", proj, "--pool", pool, "--classes", "background,box", "--task", "segmentation",
+       "--image-size", "8x8", *SETTINGS, "--set", "region_size=4", "--set", "pool_subsample=0",
+       "--data-dir", tmp_path / "tfds")
+  truth = _truth()
+  _cli("query", proj, "-k", "3")  # the cold start asks for whole images
+  rows = list(csv.DictReader(open(proj / "queries" / "query_001.csv")))
+  assert all(r["region"] == "" for r in rows)
+  for r in rows:
+    (proj / "queries" / r["answer"]).write_bytes(ma.mask_png(truth))
+  _cli("ingest", proj, proj / "queries" / "query_001_answers")
+  asked = {}
+  for qnum in (2, 3):
+    _cli("query", proj, "-k", "5")
+    rows = list(csv.DictReader(open(proj / "queries" / f"query_{qnum:03d}.csv")))
+    assert len(rows) == 5
+    inside = {}
+    for r in rows:
+      top, left, bottom, right = map(int, r["region"].split(","))
+      assert (bottom - top, right - left) == (4, 4)
+      key = (r["id"], top, left)
+      assert key not in asked
+      asked[key] = qnum
+      inside.setdefault(r["id"], np.zeros((8, 8), bool))[top:bottom, left:right] = True
+    tasks = json.loads((proj / "queries" / f"query_{qnum:03d}_tasks.json").read_text())
+    assert sorted(t["data"]["item_id"] for t in tasks) == sorted(inside)
+    for item, box in inside.items():
+      row = next(r for r in rows if r["id"] == item)
+      predicted = ma.read_answer_png(str(proj / "queries" / row["predicted_mask"]),
+                                     ["background", "box"], (8, 8))
+      assert (predicted[~box] == -1).all() and (predicted[box] >= 0).all()
+    answers = proj / "queries" / f"query_{qnum:03d}_answers"
+    item, box = next(iter(inside.items()))
+    (answers / (item[:-4] + ".png")).write_bytes(ma.mask_png(truth))  # labels everything
+    assert tool.run(["--quiet", "ingest", str(proj), str(answers)]) == 2
+    assert "labels pixels outside them; set those to 255" in capsys.readouterr().err
+    for item, box in inside.items():
+      (answers / (item[:-4] + ".png")).write_bytes(ma.mask_png(np.where(box, truth, -1)))
+    with project_lib.open_project(str(proj), progress=False) as p:
+      before = {i: p._label_value(v) for i, v in p.labels().items()}
+    _cli("ingest", proj, answers)
+    with project_lib.open_project(str(proj), progress=False) as p:
+      after = {i: p._label_value(v) for i, v in p.labels().items()}
+      assert p.meta["pending"] is None
+    for item, box in inside.items():
+      old = before.get(item, np.full((8, 8), -1))
+      np.testing.assert_array_equal(after[item], np.where(box, truth, old))

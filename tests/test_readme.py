@@ -83,20 +83,29 @@ def _example(name, lang):
   return re.search(rf"<!-- example: {name} -->\n```{lang}\n(.*?)```", _readme(), re.S).group(1)
 
 
+def _run_commands(example: str, cwd) -> dict[str, str]:
+  """Runs a README bash example line by line in ``cwd`` (comments after two spaces dropped);
+  returns the environment it ran in."""
+  import subprocess
+
+  env = {**os.environ, "PYTHONPATH": REPO}
+  for line in _example(example, "bash").splitlines():
+    command = line.split("  #")[0].strip()
+    if not command:
+      continue
+    out = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, (command, out.stderr[-2000:])
+  return env
+
+
 def test_label_your_own_data_commands_run_as_written(tmp_path):
   """The README's commands from a folder of images to the first exported model, one by one
   (`dal-jax` is the console script the install command puts on PATH)."""
   import json
   import subprocess
 
-  env = {**os.environ, "PYTHONPATH": REPO}
-  for line in _example("label-your-own-data", "bash").splitlines():
-    command = line.split("  #")[0].strip()
-    if not command:
-      continue
-    out = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
-                         text=True)
-    assert out.returncode == 0, (command, out.stderr[-2000:])
+  env = _run_commands("label-your-own-data", tmp_path)
   status = subprocess.run(["dal-jax", "--quiet", "status", "shirts"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, check=True)
   assert json.loads(status.stdout)["labeled"] == 30
@@ -119,14 +128,7 @@ def test_label_your_own_masks_commands_run_as_written(tmp_path):
   import json
   import subprocess
 
-  env = {**os.environ, "PYTHONPATH": REPO}
-  for line in _example("label-your-own-masks", "bash").splitlines():
-    command = line.split("  #")[0].strip()
-    if not command:
-      continue
-    out = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
-                         text=True)
-    assert out.returncode == 0, (command, out.stderr[-2000:])
+  env = _run_commands("label-your-own-masks", tmp_path)
   status = subprocess.run(["dal-jax", "--quiet", "status", "rooms"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, check=True)
   record = json.loads(status.stdout)
