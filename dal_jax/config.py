@@ -112,17 +112,21 @@ FIELDS: dict[str, Field] = {
                         "selfsup_init ask for it", _int_at_least(1)),
     "selfsup_init": _f(False, "the task model starts every round from the SimCLR encoder "
                        "(classifier fresh)", _BOOL),
-    "mc_samples": _f(_ROUND.mc_samples, "MC-dropout samples for acquisitions that read log-probs (0: "
-                     "deterministic)", _int_at_least(0)),
-    "pool_subsample": _f(_ROUND.pool_subsample, "score this many random unlabeled candidates per round (0: all)",
-                         _int_at_least(0)),
+    "mc_samples": _f(_ROUND.mc_samples,
+        "MC-dropout samples for acquisitions that read log-probs (0: "
+        "deterministic)", _int_at_least(0)),
+    "pool_subsample": _f(_ROUND.pool_subsample,
+        "score this many random unlabeled candidates per round (0: all)",
+        _int_at_least(0)),
     "chunk_size": _f(1024, "pool points per compiled prediction call", _int_at_least(1)),
-    "region_size": _f(_ROUND.region_size, "0: whole items are queried; r > 0 (segmentation): r x r windows of "
-                      "the images, query_size windows per round, the budget and num_labels "
-                      "counting labeled pixels in images' worth", _int_at_least(0)),
-    "region_shape": _f(_ROUND.region_shape, "with region_size > 0: 'window' (r x r squares, neighbours "
-                       "of a chosen one passed over) or 'superpixel' (SLIC superpixels of about "
-                       "r x r pixels; Cai et al. 2021)", _one_of(("window", "superpixel"))),
+    "region_size": _f(_ROUND.region_size,
+        "0: whole items are queried; r > 0 (segmentation): r x r windows of "
+        "the images, query_size windows per round, the budget and num_labels "
+        "counting labeled pixels in images' worth", _int_at_least(0)),
+    "region_shape": _f(_ROUND.region_shape,
+        "with region_size > 0: 'window' (r x r squares, neighbours "
+        "of a chosen one passed over) or 'superpixel' (SLIC superpixels of about "
+        "r x r pixels; Cai et al. 2021)", _one_of(("window", "superpixel"))),
     "pool_on_disk": _f(False, "keep the pool in an array_record file in the workdir, not in "
                        "memory: rounds train on the labeled items read by index and score the "
                        "pool chunk by chunk (with several processes, each reads only its "
@@ -137,10 +141,12 @@ FIELDS: dict[str, Field] = {
                      "pool_subsample random points", _one_of(loop_lib.COLD_STARTS)),
     "query_size": _f(20, "k, points labeled per round", _int_at_least(1)),
     "budget": _f(_ROUND.budget, "stop once this many points are labeled", _int_at_least(1)),
-    "target_accuracy": _f(_ROUND.target_accuracy, "stop once test accuracy reaches this (None: never)",
-                          _optional(_float_in(0.0, 1.0))),
-    "warm_start": _f(_ROUND.warm_start, "continue from last round's weights instead of re-initialising",
-                     _BOOL),
+    "target_accuracy": _f(_ROUND.target_accuracy,
+        "stop once test accuracy reaches this (None: never)",
+        _optional(_float_in(0.0, 1.0))),
+    "warm_start": _f(_ROUND.warm_start,
+        "continue from last round's weights instead of re-initialising",
+        _BOOL),
     "stabilizing_stop_set": _f(0, "stabilizing predictions (Bloodgood & Vijay-Shanker 2009): "
                                "stop-set size (0: off)", _int_at_least(0)),
     "stabilizing_window": _f(3, "kappas averaged by the stabilizing rule", _int_at_least(1)),
@@ -149,8 +155,9 @@ FIELDS: dict[str, Field] = {
     "stop_on_stabilizing": _f(False, "stop the run when predictions stabilize (else record "
                               "only)", _BOOL),
     # Stacks and devices.
-    "ensemble_size": _f(_ROUND.ensemble_size, "E models per seed: a deep ensemble (DEBAL with mc_samples > 0)",
-                        _int_at_least(1)),
+    "ensemble_size": _f(_ROUND.ensemble_size,
+        "E models per seed: a deep ensemble (DEBAL with mc_samples > 0)",
+        _int_at_least(1)),
     "num_devices": _f(0, "devices to shard over (0: all visible)", _int_at_least(0)),
     "distributed": _f(False, "jax.distributed.initialize() first (multi-host)", _BOOL),
     "parallel_seeds": _f(False, "run the seeds as one stacked program per round (same "
@@ -174,21 +181,26 @@ FIELDS: dict[str, Field] = {
 
 TRAIN_FIELDS: dict[str, Field] = {
     "batch_size": _f(_TRAIN.batch_size, "labeled examples per step", _int_at_least(1)),
-    "learning_rate": _f(_TRAIN.learning_rate, "AdamW learning rate", _float_in(0.0, 10.0, lo_open=True)),
+    "learning_rate": _f(_TRAIN.learning_rate,
+        "AdamW learning rate", _float_in(0.0, 10.0, lo_open=True)),
     "weight_decay": _f(_TRAIN.weight_decay, "weight-decay coefficient λ (see train.decay, "
                        "train.weight_decay_scale)", _float_in(0.0, 1e4)),
     "decay": _f(_TRAIN.decay, "decoupled (AdamW) or l2 (penalty λ'/2·||w||² in the loss, as "
                 "Gal et al. 2017)", _one_of(training.DECAYS)),
-    "weight_decay_scale": _f(_TRAIN.weight_decay_scale, "constant (λ' = λ) or inverse_n (λ' = λ / labeled "
-                             "points, Gal et al. 2017)", _one_of(training.DECAY_SCALES)),
+    "weight_decay_scale": _f(_TRAIN.weight_decay_scale,
+        "constant (λ' = λ) or inverse_n (λ' = λ / labeled "
+        "points, Gal et al. 2017)", _one_of(training.DECAY_SCALES)),
     "max_steps": _f(_TRAIN.max_steps, "upper bound on steps per round", _int_at_least(1)),
     "eval_every": _f(_TRAIN.eval_every, "steps between validation evaluations", _int_at_least(1)),
-    "patience": _f(_TRAIN.patience, "evaluations without improvement before stopping", _int_at_least(1)),
-    "early_stopping": _f(_TRAIN.early_stopping, "validation criterion, one of the task's: accuracy or nll "
-                         "(segmentation also miou)", _STR),
+    "patience": _f(_TRAIN.patience,
+        "evaluations without improvement before stopping", _int_at_least(1)),
+    "early_stopping": _f(_TRAIN.early_stopping,
+        "validation criterion, one of the task's: accuracy or nll "
+        "(segmentation also miou)", _STR),
     "min_steps": _f(_TRAIN.min_steps, "steps before early stopping may stop", _int_at_least(0)),
-    "min_epochs": _f(_TRAIN.min_epochs, "passes over the labeled set before early stopping may stop (the "
-                     "minimum grows with the labeled set)", _float_in(0.0, 1e4)),
+    "min_epochs": _f(_TRAIN.min_epochs,
+        "passes over the labeled set before early stopping may stop (the "
+        "minimum grows with the labeled set)", _float_in(0.0, 1e4)),
 }
 
 # Values of train fields added after runs were first stored that reproduce those runs (a stored
