@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dal_jax import config as config_lib
 from dal_jax import learner as learner_lib
 from dal_jax import mask_answers
 from dal_jax import masks as masks_lib
@@ -274,6 +275,7 @@ class MaskProject(project_lib.Project):
                            learner_lib.index(fit.variables, 0)["model"])
     project_lib._write_json(os.path.join(out, "export.json"), {
         "task": "segmentation", "model": self.config.model,
+        "options": config_lib.plain(self.config.models.get(self.config.model, {})),
         "input_shape": list(pool.x.shape[1:]), "classes": self.classes,
         "labels": len(ids), "time": project_lib._now()})
     buf = io.StringIO()

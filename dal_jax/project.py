@@ -1014,7 +1014,8 @@ def save_model(path: str, variables) -> None:
 
 
 class ExportedModel:
-  """An exported model: ``predict(images)`` -> ``(classes [n], probabilities [n, C])``;
+  """An exported model: ``predict(images)`` -> ``(classes [n], probabilities [n, C])`` (a
+  segmentation project's: ``(class-index masks [n, H, W], probabilities [n, H, W, C])``);
   ``images`` are ``[n, H, W, C]`` floats in [0, 1] or image file paths (decoded as the pool)."""
 
   def __init__(self, export_dir: str):
@@ -1040,6 +1041,8 @@ class ExportedModel:
                        f"got {tuple(x.shape)}")
     logits, _ = self.model.apply(self.variables, x, train=False)
     probs = np.asarray(jax.nn.softmax(logits, -1))
+    if probs.ndim > 2:  # a class per pixel
+      return probs.argmax(-1).astype(np.int32), probs
     return [self.classes[int(i)] for i in probs.argmax(-1)], probs
 
 

@@ -184,6 +184,11 @@ def test_segmentation_project_round_trips_masks_and_refuses_bad_ones(tmp_path, c
   for item_id, data in written.items():
     assert (out / "labels" / (item_id[:-4] + ".png")).read_bytes() == data
   assert len(os.listdir(out / "masks")) == 12
+  model = project_lib.load_model(str(proj))
+  masks, probs = model.predict([str(pool / "im00.jpg")])
+  assert masks.shape == (1, 8, 8) and probs.shape == (1, 8, 8, 2)
+  np.testing.assert_array_equal(
+      masks[0], ma.read_answer_png(str(out / "masks" / "im00.png"), ["background", "box"], (8, 8)))
 
 
 def test_segmentation_project_window_queries(tmp_path, capsys):
