@@ -412,7 +412,10 @@ class Project:
                                    target_accuracy=None, warm_start=False)
       self._say(f"round {int(state.round)}: training on {len(labels)} labels, then scoring "
                 f"{n_unlabeled} unlabeled items with {config.acquisition}")
-      data = loop_lib.LoopData(x_pool=_device(pool.x),
+      # Region queries score every pixel of the candidates in memory (not chunk by chunk).
+      x_pool = (jnp.asarray(streaming.materialize(pool.x)) if config.region_size
+                else _device(pool.x))
+      data = loop_lib.LoopData(x_pool=x_pool,
                                segments=experiment.pool_superpixels(config, pool.x))
       (state,), (q,), variables = loop_lib.propose(
           [state], method=method, learner=learner, data=data, config=rc,

@@ -123,15 +123,32 @@ def test_project_api_example_runs(tmp_path, monkeypatch):
   assert names[0] in scope["fashion_folder"].CLASSES and probs.shape == (1, 10)
 
 
-def test_label_your_own_masks_commands_run_as_written(tmp_path):
-  """The README's segmentation project commands, one by one."""
+def test_label_your_own_masks_commands_run_as_written(tmp_path, monkeypatch, capsys):
+  """The README's segmentation project commands, one by one, in this process (`dal-jax ARGS` is
+  `dal_jax.tool.run(ARGS)`, `python -m MODULE ARGS` runs the module as a script): the same
+  argument lists, without a JAX start and compiles per command."""
   import json
-  import subprocess
+  import runpy
+  import shlex
+  import sys
 
-  env = _run_commands("label-your-own-masks", tmp_path)
-  status = subprocess.run(["dal-jax", "--quiet", "status", "rooms"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, check=True)
-  record = json.loads(status.stdout)
+  from dal_jax import tool
+
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(REPO)
+  for line in _example("label-your-own-masks", "bash").splitlines():
+    argv = shlex.split(line.split("  #")[0])
+    if not argv:
+      continue
+    if argv[0] == "dal-jax":
+      assert tool.run(argv[1:]) == 0, (line, capsys.readouterr().err[-2000:])
+    else:
+      assert argv[:2] == ["python", "-m"], line
+      monkeypatch.setattr(sys, "argv", [argv[2], *argv[3:]])
+      runpy.run_module(argv[2], run_name="__main__")
+  capsys.readouterr()
+  assert tool.run(["--quiet", "status", "rooms"]) == 0
+  record = json.loads(capsys.readouterr().out)
   assert record["labeled"] == 15 and record["labeled_pixels"] == 15 * 32 * 32
   assert 0 <= record["cv_miou"] <= 1
   export = tmp_path / "rooms" / "export"

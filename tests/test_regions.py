@@ -179,7 +179,7 @@ def test_foreground_random_puts_predicted_foreground_first_against_a_reference(r
 
 
 def test_random_regions_are_uniform_and_foreground_regions_come_first(rng):
-  """Random windows: every free window equally likely (a chi-square bound over 4000 draws);
+  """Random windows: every free window equally likely (a chi-square bound over 1400 draws);
   foreground_random windows: only windows with a predicted foreground pixel while any is
   left."""
   from dal_jax import loop
@@ -193,7 +193,7 @@ def test_random_regions_are_uniform_and_foreground_regions_come_first(rng):
   cands, where = jnp.arange(n), jnp.ones(n, bool)
   random = acq.get_acquisition("random")
   counts = np.zeros((n, 4), int)
-  for t in range(4000):
+  for t in range(1400):
     items, regions, _ = loop._select_regions(random, {}, state, cands, where, config,
                                              jax.random.key(t))
     counts[items[0], (regions[0, 0] // size) * 2 + regions[0, 1] // size] += 1
@@ -271,7 +271,7 @@ def test_the_loop_labels_superpixels(tmp_path):
   from tests.test_segmentation import _scenes_config
 
   config = _scenes_config(tmp_path / "data", acquisition="entropy", region_size=4,
-                          query_size=6, budget=7)
+                          query_size=10, budget=7)
   config.region_shape = "superpixel"
   splits = experiment.load_splits(config)
   records = experiment.run_experiment(config, str(tmp_path / "run"), splits=splits)[0]
@@ -280,9 +280,9 @@ def test_the_loop_labels_superpixels(tmp_path):
   labels = np.asarray(state.labels)
   segments = run.data.segments
   seen = set()
-  assert [len(r["selected"]) for r in records[:-2]] == [6] * (len(records) - 2)
+  assert [len(r["selected"]) for r in records[:-2]] == [10] * (len(records) - 2)
   for r in records[:-1]:
-    assert 1 <= len(r["selected"]) == len(r["selected_superpixels"]) <= 6
+    assert 1 <= len(r["selected"]) == len(r["selected_superpixels"]) <= 10
     for i, s in zip(r["selected"], r["selected_superpixels"]):
       assert (i, s) not in seen
       seen.add((i, s))

@@ -585,6 +585,10 @@ def test_preparing_a_pool_prints_no_download_note(tmp_path, capfd):
   for n in range(2):
     _png(str(root / f"{n}.png"), 9 * n)
   pool_lib.load_pool(str(root), image_size=(6, 6), data_dir=str(tmp_path / "tfds"),
-                     progress=False)
+                     progress=True)
   out, err = capfd.readouterr()
   assert "Downloading" not in out + err and "decoding 2 images" in err
+  pool_lib.load_pool(str(root), image_size=(6, 6), data_dir=str(tmp_path / "tfds_quiet"),
+                     progress=False)  # (dal-jax --quiet): nothing at all
+  out, err = capfd.readouterr()
+  assert "decoding" not in out + err and "Downloading" not in out + err
