@@ -83,30 +83,47 @@ def _example(name, lang):
   return re.search(rf"<!-- example: {name} -->\n```{lang}\n(.*?)```", _readme(), re.S).group(1)
 
 
-def _run_commands(example: str, cwd) -> dict[str, str]:
-  """Runs a README bash example line by line in ``cwd`` (comments after two spaces dropped);
-  returns the environment it ran in."""
-  import subprocess
+def _run_commands(example: str, monkeypatch, capsys) -> None:
+  """Runs a README bash example line by line in this process, in the current directory:
+  ``dal-jax ARGS`` is ``dal_jax.tool.run(ARGS)`` and ``python -m MODULE ARGS`` runs the module as
+  a script (the same argument lists, without a JAX start and compiles per command); anything
+  after two spaces and ``#`` is a comment; ``> FILE`` redirects stdout."""
+  import runpy
+  import shlex
+  import sys
 
-  env = {**os.environ, "PYTHONPATH": REPO}
+  from dal_jax import tool
+
+  monkeypatch.syspath_prepend(REPO)
   for line in _example(example, "bash").splitlines():
-    command = line.split("  #")[0].strip()
-    if not command:
+    argv = shlex.split(line.split("  #")[0])
+    if not argv:
       continue
-    out = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True,
-                         text=True)
-    assert out.returncode == 0, (command, out.stderr[-2000:])
-  return env
+    out = None
+    if ">" in argv:
+      argv, out = argv[:argv.index(">")], argv[argv.index(">") + 1]
+    capsys.readouterr()
+    if argv[0] == "dal-jax":
+      assert tool.run(argv[1:]) == 0, (line, capsys.readouterr().err[-2000:])
+    else:
+      assert argv[:2] == ["python", "-m"], line
+      monkeypatch.setattr(sys, "argv", [argv[2], *argv[3:]])
+      runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+    if out is not None:
+      with open(out, "w", encoding="utf-8") as f:
+        f.write(capsys.readouterr().out)
 
 
-def test_label_your_own_data_commands_run_as_written(tmp_path):
-  """The README's commands from a folder of images to the first exported model, one by one
-  (`dal-jax` is the console script the install command puts on PATH)."""
+def test_label_your_own_data_commands_run_as_written(tmp_path, monkeypatch, capsys):
+  """The README's commands from a folder of images to the first exported model, one by one;
+  then `dal-jax status`, the console script the install command puts on PATH, in a process of
+  its own."""
   import json
   import subprocess
 
-  env = _run_commands("label-your-own-data", tmp_path)
-  status = subprocess.run(["dal-jax", "--quiet", "status", "shirts"], cwd=tmp_path, env=env,
+  monkeypatch.chdir(tmp_path)
+  _run_commands("label-your-own-data", monkeypatch, capsys)
+  status = subprocess.run(["dal-jax", "--quiet", "status", "shirts"], cwd=tmp_path,
                           capture_output=True, text=True, check=True)
   assert json.loads(status.stdout)["labeled"] == 30
   assert (tmp_path / "shirts" / "export" / "predictions.csv").read_text().count("\n") == 301
@@ -124,28 +141,13 @@ def test_project_api_example_runs(tmp_path, monkeypatch):
 
 
 def test_label_your_own_masks_commands_run_as_written(tmp_path, monkeypatch, capsys):
-  """The README's segmentation project commands, one by one, in this process (`dal-jax ARGS` is
-  `dal_jax.tool.run(ARGS)`, `python -m MODULE ARGS` runs the module as a script): the same
-  argument lists, without a JAX start and compiles per command."""
+  """The README's segmentation project commands, one by one."""
   import json
-  import runpy
-  import shlex
-  import sys
 
   from dal_jax import tool
 
   monkeypatch.chdir(tmp_path)
-  monkeypatch.syspath_prepend(REPO)
-  for line in _example("label-your-own-masks", "bash").splitlines():
-    argv = shlex.split(line.split("  #")[0])
-    if not argv:
-      continue
-    if argv[0] == "dal-jax":
-      assert tool.run(argv[1:]) == 0, (line, capsys.readouterr().err[-2000:])
-    else:
-      assert argv[:2] == ["python", "-m"], line
-      monkeypatch.setattr(sys, "argv", [argv[2], *argv[3:]])
-      runpy.run_module(argv[2], run_name="__main__")
+  _run_commands("label-your-own-masks", monkeypatch, capsys)
   capsys.readouterr()
   assert tool.run(["--quiet", "status", "rooms"]) == 0
   record = json.loads(capsys.readouterr().out)
