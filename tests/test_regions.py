@@ -271,7 +271,7 @@ def test_the_loop_labels_superpixels(tmp_path):
   from tests.test_segmentation import _scenes_config
 
   config = _scenes_config(tmp_path / "data", acquisition="entropy", region_size=4,
-                          query_size=10, budget=7)
+                          query_size=16, budget=7)
   config.region_shape = "superpixel"
   splits = experiment.load_splits(config)
   records = experiment.run_experiment(config, str(tmp_path / "run"), splits=splits)[0]
@@ -280,9 +280,9 @@ def test_the_loop_labels_superpixels(tmp_path):
   labels = np.asarray(state.labels)
   segments = run.data.segments
   seen = set()
-  assert [len(r["selected"]) for r in records[:-2]] == [10] * (len(records) - 2)
+  assert [len(r["selected"]) for r in records[:-2]] == [16] * (len(records) - 2)
   for r in records[:-1]:
-    assert 1 <= len(r["selected"]) == len(r["selected_superpixels"]) <= 10
+    assert 1 <= len(r["selected"]) == len(r["selected_superpixels"]) <= 16
     for i, s in zip(r["selected"], r["selected_superpixels"]):
       assert (i, s) not in seen
       seen.add((i, s))
