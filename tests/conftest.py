@@ -1,9 +1,23 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# JAX's persistent compilation cache, one folder per test process (no two processes write one):
+# the suite compiles the same programs again and again (every test builds its own learner, and
+# the fixture below drops compiled programs now and then), and a cached executable loads in a
+# fraction of its compile time. Results do not change; the folder is removed at exit.
+_XLA_CACHE = tempfile.mkdtemp(prefix="dal_jax_test_xla_cache_")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def random_log_probs(rng: np.random.Generator, s: int, n: int, c: int, *, sharp: float = 2.0):
