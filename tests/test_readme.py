@@ -85,10 +85,10 @@ def _example(name, lang):
 
 def _run_commands(example: str, monkeypatch, capsys) -> None:
   """Runs a README bash example line by line in this process, in the current directory:
-  ``dal-jax ARGS`` is ``dal_jax.tool.run(ARGS)`` and ``python -m MODULE ARGS`` runs the module as
-  a script (the same argument lists, without a JAX start and compiles per command); anything
-  after two spaces and ``#`` is a comment; ``> FILE`` redirects stdout."""
-  import runpy
+  ``dal-jax ARGS`` is ``dal_jax.tool.run(ARGS)`` and ``python -m MODULE ARGS`` is the module's
+  ``main()`` with those arguments (the same argument lists, without a JAX start and compiles per
+  command); anything after two spaces and ``#`` is a comment; ``> FILE`` redirects stdout."""
+  import importlib
   import shlex
   import sys
 
@@ -108,7 +108,7 @@ def _run_commands(example: str, monkeypatch, capsys) -> None:
     else:
       assert argv[:2] == ["python", "-m"], line
       monkeypatch.setattr(sys, "argv", [argv[2], *argv[3:]])
-      runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+      importlib.import_module(argv[2]).main()
     if out is not None:
       with open(out, "w", encoding="utf-8") as f:
         f.write(capsys.readouterr().out)
