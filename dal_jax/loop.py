@@ -573,7 +573,10 @@ def _stop_reason(state: LoopState, metrics: dict[str, Any], config: RoundConfig,
     return "target_accuracy"
   if metrics.get("stop"):
     return metrics["stop"]
-  if config.region_size:
+  if config.region_size and config.region_shape == "superpixel":
+    if not bool(jnp.any(state.labels == UNKNOWN)):  # every superpixel labeled
+      return "pool_exhausted"
+  elif config.region_size:
     if int(np.sum(~_window_asked(state, config.region_size))) < query_size(state, config):
       return "pool_exhausted"
   elif int(jnp.sum(~state.labeled)) < query_size(state, config):

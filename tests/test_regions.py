@@ -297,3 +297,9 @@ def test_the_loop_labels_superpixels(tmp_path):
   assert 7 * 256 <= asked.sum() < 7 * 256 + (segments[i] == s).sum()
   assert records[-1]["stop"] == "budget"
   assert records[-1]["stop"] == "budget"
+  # Superpixels need no grid: a size that does not divide the image stops only when nothing is
+  # left to label.
+  rc = loop.RoundConfig(query_size=5, region_size=3, region_shape="superpixel", budget=10**6)
+  assert loop._stop_reason(state, {}, rc, "miou") is None
+  done = state.replace(labels=jnp.zeros_like(state.labels))
+  assert loop._stop_reason(done, {}, rc, "miou") == "pool_exhausted"
