@@ -19,6 +19,7 @@ from dal_jax.acquisition._diversity import kmeans
 from dal_jax.acquisition._diversity import kmeans_pp
 from dal_jax.acquisition._diversity import kmeans_select
 from dal_jax.acquisition._diversity import uncertainty_minus_redundancy
+from dal_jax.acquisition._epig import epig
 from dal_jax.acquisition._reduce import REDUCTIONS
 from dal_jax.acquisition._reduce import reduce_scores
 from dal_jax.acquisition._regions import grid as region_grid

@@ -30,6 +30,7 @@ import numpy as np
 
 from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _diversity
+from dal_jax.acquisition import _epig
 from dal_jax.acquisition import _reduce
 from dal_jax.acquisition import _regions
 from dal_jax.acquisition import _scores
@@ -120,7 +121,7 @@ REDUCTION_OPTIONS = {"reduction": "mean", "q": 0.1}
 # softmax-based stochastic selector.
 NONNEGATIVE_SCORES = frozenset({
     "random", "entropy", "least_confidence", "variation_ratios", "mean_std", "bald",
-    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu"})
+    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu", "epig"})
 
 
 def _no_state(key, spec):
@@ -136,7 +137,7 @@ def _first_line(fn) -> str:
 POSITIVE_OPTIONS = frozenset({
     "steps", "batch_size", "sub_batches", "latent_dim", "learning_rate", "max_iter", "width",
     "ratio", "num_samples", "chunk_size", "num_clusters", "max_exact_configs", "knn",
-    "max_clusters", "clusters"})
+    "max_clusters", "clusters", "num_targets"})
 
 
 def _is_number(v) -> bool:
@@ -431,6 +432,31 @@ def _foreground_random(*, selector="top_k", beta=1.0, background=0):
 
 
 _LOG_PROBS = Needs(log_probs=True)
+
+
+def _epig_acquisition(*, selector="top_k", beta=1.0, num_targets=100):
+  if isinstance(num_targets, bool) or not isinstance(num_targets, int) or num_targets < 1:
+    raise ValueError(f"acquisition 'epig': num_targets={num_targets!r} must be an integer >= 1")
+
+  def score(state, outputs, *, key, where):
+    log_probs = jnp.asarray(arguments(outputs, _LOG_PROBS, "epig")[0])
+    if log_probs.ndim != 3:
+      raise ValueError(f"epig scores whole items from [S, N, C] log-probs; got shape "
+                       f"{log_probs.shape} (per-pixel predictions have no EPIG here)")
+    n = log_probs.shape[1]
+    weights = jnp.ones(n) if where is None else jnp.asarray(where, jnp.float32)
+    # Target inputs x* ~ the candidates (the pool as the target distribution), with replacement:
+    # an unbiased sample of E_{x*} of a fixed size.
+    targets = jax.random.choice(key, n, (num_targets,), p=weights / jnp.sum(weights))
+    return _epig.epig(log_probs, log_probs[:, targets], where=where), state
+
+  return score_acquisition("epig", score, _LOG_PROBS, selector=selector, beta=beta)
+
+
+register("epig", _epig_acquisition, needs=_LOG_PROBS,
+         options={**SELECTION_OPTIONS, "num_targets": 100},
+         doc="expected predictive information gain about the predictions on num_targets "
+             "target inputs drawn from the pool (Bickford Smith et al. 2023)")
 register("foreground_random", _foreground_random, needs=_LOG_PROBS,
          options={**SELECTION_OPTIONS, "background": 0},
          doc="random among the items (or regions) the model predicts foreground in, first "
