@@ -381,11 +381,17 @@ def query_size(state: LoopState, config: RoundConfig) -> int:
   queries: windows, as many as the pixels left of the budget hold."""
   if not config.region_size:
     return max(0, min(config.query_size, config.budget - state.num_labeled))
-  pixels = int(np.prod(state.labels.shape[1:]))
-  left = config.budget * pixels - int(jnp.sum(state.labels != UNKNOWN))
+  left = pixels_left(state, config)
   if config.region_shape == "superpixel":  # superpixels differ in size: _select_regions stops
     return config.query_size if left > 0 else 0  # at the budget's pixels
   return max(0, min(config.query_size, left // config.region_size**2))
+
+
+def pixels_left(state: LoopState, config: RoundConfig) -> int:
+  """With region queries: the pixels the budget still allows (``budget`` images' worth minus the
+  labeled pixels)."""
+  return (config.budget * int(np.prod(state.labels.shape[1:]))
+          - int(jnp.sum(state.labels != UNKNOWN)))
 
 
 def labeled_amount(state: LoopState, config: RoundConfig) -> float:
@@ -665,9 +671,8 @@ def _select_regions(acquisition, outputs, state: LoopState, cands, where, config
     n, width = per.shape
     sizes = np.bincount((np.arange(n)[:, None] * width + segments.reshape(n, -1)).reshape(-1),
                         minlength=n * width).reshape(n, width)
-    left = config.budget * int(np.prod(labels.shape[1:])) - int(jnp.sum(state.labels != UNKNOWN))
     items, chosen = acq_lib.select_segments(per, query_size(state, config), sizes=sizes,
-                                            pixels=left)
+                                            pixels=pixels_left(state, config))
     masks = segments[items] == chosen[:, None, None]
     return items, masks, per[items, chosen]
   windows = acq_lib.window_scores(pixels, asked, size, reduction=reduction, q=q)

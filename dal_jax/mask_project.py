@@ -37,6 +37,7 @@ import numpy as np
 
 from dal_jax import config as config_lib
 from dal_jax import learner as learner_lib
+from dal_jax import loop as loop_lib
 from dal_jax import mask_answers
 from dal_jax import masks as masks_lib
 from dal_jax import project as project_lib
@@ -154,7 +155,6 @@ class MaskProject(project_lib.Project):
     windows = ((pending or {}).get("regions") or {}).get(item_id)
     if not windows:
       return None
-    import dal_jax.loop as loop_lib
     return loop_lib.region_masks(np.asarray(windows), self._shape()).any(axis=0)
 
   def _write_query(self, qnum: int, rows) -> str:
@@ -164,12 +164,8 @@ class MaskProject(project_lib.Project):
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["id", "path", "rank", "score", "predicted_mask", "answer", "region"])
-    inside: dict[str, np.ndarray] = {}
-    for j, _, _, *region in rows:
-      if region and region[0] is not None:
-        top, left, bottom, right = region[0]
-        box = inside.setdefault(pool.ids[j], np.zeros(self._shape(), bool))
-        box[top:bottom, left:right] = True
+    asked = self._pending_regions(rows)  # the windows of a window query, per image
+    inside = {item_id: self._inside(item_id, asked) for item_id in asked.get("regions", {})}
     tasks, written = [], set()
     for rank, (j, score, mask, *region) in enumerate(rows, 1):
       item_id = pool.ids[j]
