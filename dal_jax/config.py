@@ -325,7 +325,7 @@ def check(config) -> None:
                                           for k, v in options.items()})
   acq_lib.get_selector(resolved_selector(config.selector, config.acquisition)
                        if config.acquisition in methods_lib.names() else "top_k", config.beta)
-  if config.region_size and len(tasks_lib.get_task(config.task).label_shape((8, 8, 1))) != 2:
+  if config.region_size and not tasks_lib.get_task(config.task).regions:
     raise ValueError(f"config.region_size={config.region_size} queries windows of [H, W] masks; "
                      f"task {config.task!r} has no such labels (use task=segmentation, or "
                      "region_size=0)")
@@ -338,6 +338,7 @@ def check(config) -> None:
   if config.budget < config.initial_size:
     raise ValueError(f"config.budget={config.budget} is smaller than config.initial_size="
                      f"{config.initial_size}")
+  acq_lib.check_task(config.acquisition, config.task)
   entry = acq_lib.ACQUISITIONS.get(config.acquisition)
   if entry is not None and entry.needs.embeddings and not config.embeddings:
     raise ValueError(f"acquisition {config.acquisition!r} selects on embeddings of the pool: "

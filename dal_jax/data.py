@@ -9,7 +9,8 @@ Sources (all offline; nothing downloads at run time):
   by the same builder.
 * ``digits``: scikit-learn's bundled 8x8 digits (1,797 images), a tiny real dataset for tests.
 * ``scenes[:key=value,...]``: segmentation scenes composed from Fashion-MNIST items
-  (:mod:`dal_jax.scenes`; ``y`` is the ``[N, H, W]`` mask, 11 classes, 0 = background); keys
+  (:mod:`dal_jax.scenes`; ``y`` is the ``[N, H, W]`` mask, 11 classes, 0 = background; with
+  ``labels=boxes`` the items' boxes for detection, ``[N, 4, 5]`` rows, 10 classes); keys
   ``size`` (canvas side, 64), ``train`` (5000) and ``test`` (1000) scenes, ``seed`` (0) and
   ``source`` (an IDX directory; Debian's Fashion-MNIST by default), e.g.
   ``scenes:size=32,train=2000``.
@@ -152,7 +153,9 @@ def _load_tfds(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
 
 
 BUILTIN_DATASETS = ("fashion_mnist", "digits", "scenes")
-SCENE_OPTIONS = {"size": 64, "train": 5000, "test": 1000, "seed": 0, "source": FASHION_MNIST_DIR}
+SCENE_OPTIONS = {"size": 64, "train": 5000, "test": 1000, "seed": 0, "source": FASHION_MNIST_DIR,
+                 "labels": "masks"}
+SCENE_LABELS = ("masks", "boxes")
 
 
 def scene_options(name: str) -> dict:
@@ -166,6 +169,11 @@ def scene_options(name: str) -> dict:
                        f"{sorted(SCENE_OPTIONS)}")
     if key == "source":
       options[key] = os.path.abspath(os.path.expanduser(value))
+      continue
+    if key == "labels":
+      if value not in SCENE_LABELS:
+        raise ValueError(f"dataset {name!r}: labels={value!r} must be one of {SCENE_LABELS}")
+      options[key] = value
       continue
     if not value.isdigit() or int(value) < (16 if key == "size" else 0 if key == "seed" else 1):
       raise ValueError(f"dataset {name!r}: {key}={value!r} must be an integer "
@@ -181,6 +189,11 @@ def _load_scenes(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
   check_idx_dir(name, o["source"])
   train, test = scenes.load_scenes(o["source"], data_dir, train=o["train"], test=o["test"],
                                    size=o["size"], seed=o["seed"])
+  if o["labels"] == "boxes":  # detection: the items' boxes, 10 classes (no background class)
+    from dal_jax.tasks import detection
+    c = scenes.NUM_CLASSES - 1
+    return (as_dataset(train.x, detection.pad_boxes(train.boxes), c),
+            as_dataset(test.x, detection.pad_boxes(test.boxes), c))
   c = scenes.NUM_CLASSES
   return as_dataset(train.x, train.masks, c), as_dataset(test.x, test.masks, c)
 

@@ -225,7 +225,8 @@ def build(config, splits: data_lib.Splits, *, workdir: str | None = None) -> Run
       embeddings=None if embeddings is None else jnp.asarray(embeddings),
       segments=pool_superpixels(config, pool.x))
   return Run(config=config, splits=splits, method=method, learner=learner, round_config=rc,
-             data=data, oracle=loop_lib.simulated_oracle(pool.y, pool.num_classes),
+             data=data, oracle=loop_lib.simulated_oracle(pool.y, pool.num_classes,
+                                                      learner.task.label_classes),
              setup=loop_lib.make_setup(model, data.x_pool, pool.num_classes, config.budget))
 
 
@@ -238,8 +239,10 @@ def _log_round(tag: str, m: dict[str, Any]) -> None:
   count = f"{n:5d}" if isinstance(n, (int, np.integer)) else f"{n:7.2f}"
   msg = (f"[{tag}] round {m['round']:3d}  labels {count}  "
          + (f"miou {m['miou']:.4f}  " if m.get("miou") is not None else "")
-         + f"acc {_fmt(m, 'accuracy', '.4f')}  nll {_fmt(m, 'nll', '.3f')}  "
-         f"ece {_fmt(m, 'ece', '.3f')}  | train {m['time_train']:.1f}s "
+         + ("".join(f"{k} {_fmt(m, k, '.4f')}  " for k in ("map50", "map")) if "map50" in m
+            else f"acc {_fmt(m, 'accuracy', '.4f')}  nll {_fmt(m, 'nll', '.3f')}  "
+            f"ece {_fmt(m, 'ece', '.3f')}  ")
+         + f"| train {m['time_train']:.1f}s "
          f"({m['train_steps']} steps)  score {m['time_score']:.1f}s  "
          f"select {m['time_select']:.2f}s"
          + (f"  kappa {m['kappa']:.3f}" if m.get("kappa") is not None else "")

@@ -112,12 +112,11 @@ def _stacked_validation(variables, x, y, *, apply, criterion, task):
   """``([M] headline, [M] score)`` of every model on the validation set: the task's headline
   criterion and its early-stopping ``criterion`` (:func:`training.validation_score`)."""
   def one(v):
-    logits = apply(v["model"], x, train=False)[0]
-    acc = task.criterion(task.headline)(logits, y)
-    if criterion == task.headline:
+    outputs = apply(v["model"], x, train=False)[0]
+    acc = task.criterion(task.validation_criterion)(outputs, y)
+    if criterion == task.validation_criterion:
       return acc, acc
-    return acc, training.validation_score(jax.nn.log_softmax(logits, axis=-1), y, criterion,
-                                          task)
+    return acc, training.validation_score(outputs, y, criterion, task)
   return jax.vmap(one)(variables)
 
 
@@ -129,13 +128,13 @@ def _select(mask, new, old):
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "mc_samples", "with_pre_logits",
-                                             "outputs", "terms", "per_model_x"))
+                                             "outputs", "terms", "per_model_x", "log_probs"))
 def _stacked_chunk(variables, x, keys, *, apply, mc_samples, with_pre_logits, outputs, terms,
-                   per_model_x):
+                   per_model_x, log_probs):
   def one(v, x, keys):
     return predict_lib._predict_chunk(v["model"], v["terms"], x, keys, apply=apply,
                                       mc_samples=mc_samples, with_pre_logits=with_pre_logits,
-                                      outputs=outputs, terms=terms)
+                                      outputs=outputs, terms=terms, log_probs=log_probs)
 
   return jax.vmap(one, in_axes=(0, 0 if per_model_x else None, 0))(variables, x, keys)
 
@@ -202,12 +201,16 @@ class Learner(NamedTuple):
     labeled = jnp.broadcast_to(jnp.asarray(labeled, bool), (m, n))
     label_shape = tuple(self.task.label_shape(tuple(x.shape[1:])))
     y = jnp.asarray(y, jnp.int32)
-    tail = (n, *label_shape)
-    if y.shape[-len(tail):] != tail or y.ndim not in (len(tail), len(tail) + 1):
-      raise ValueError(f"labels must be shaped [N{''.join(f', {d}' for d in label_shape)}] or "
-                       f"[M, N{''.join(f', {d}' for d in label_shape)}] for the "
-                       f"{self.task.name} task, got {y.shape}")
-    y = jnp.broadcast_to(y, (m, n, *label_shape))
+    stacked = y.ndim == len(label_shape) + 2
+    try:
+      self.task.check_labels(x.shape[1:], y.shape[1:] if stacked else y.shape)
+      if y.shape[int(stacked)] != n:
+        raise ValueError
+    except ValueError:
+      dims = "".join(f", {'B' if d is None else d}" for d in label_shape)
+      raise ValueError(f"labels must be shaped [N{dims}] or [M, N{dims}] for the "
+                       f"{self.task.name} task, got {y.shape}") from None
+    y = jnp.broadcast_to(y, (m, *y.shape[-len(label_shape) - 1:]))
     if unlabeled is not None:
       unlabeled = jnp.broadcast_to(jnp.asarray(unlabeled, bool), (m, n))
     counts = np.asarray(jnp.sum(labeled, axis=1))
@@ -363,7 +366,7 @@ class Learner(NamedTuple):
       lp, pre, named = parallel.everywhere(_stacked_chunk(
           variables, xc, sample_keys, apply=self.model.apply, mc_samples=mc_samples,
           with_pre_logits=with_pre_logits, outputs=outputs, terms=self.terms,
-          per_model_x=per_model_x), mesh)
+          per_model_x=per_model_x, log_probs=self.task.log_probs), mesh)
       yield start, Predictions(lp[:, :, :valid], pre[:, :valid] if with_pre_logits else None,
                                {k: v[:, :valid] for k, v in named.items()})
 
@@ -380,7 +383,8 @@ class Learner(NamedTuple):
                                 key=keys[i] if mc_samples else None, mc_samples=mc_samples,
                                 chunk_size=chunk, pad_to=chunk,
                                 with_pre_logits=with_pre_logits, outputs=outputs,
-                                terms=self.terms, term_params=index(variables["terms"], i))
+                                terms=self.terms, term_params=index(variables["terms"], i),
+                                log_probs=self.task.log_probs)
             for i in range(m)]
     return Predictions(jnp.stack([o.log_probs for o in outs]),
                        jnp.stack([o.pre_logits for o in outs]) if with_pre_logits else None,

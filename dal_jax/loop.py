@@ -112,10 +112,13 @@ class Oracle(NamedTuple):
   num_classes: int
 
 
-def simulated_oracle(y: np.ndarray, num_classes: int) -> Oracle:
-  """An oracle that answers from ground-truth labels (the usual pool-based simulation)."""
+def simulated_oracle(y: np.ndarray, num_classes: int, classes=None) -> Oracle:
+  """An oracle that answers from ground-truth labels (the usual pool-based simulation);
+  ``classes`` is the task's ``label_classes`` (which label entries are classes)."""
   y = np.asarray(y, np.int32)
-  bad = (y >= num_classes) | ((y < 0) & (y != OOD_LABEL))
+  cls = y if classes is None else np.asarray(classes(y))
+  bad = (y < OOD_LABEL) | ((cls >= num_classes) | ((cls < 0) & (cls != OOD_LABEL))).reshape(
+      *cls.shape, *(1,) * (y.ndim - cls.ndim))
   if bad.any():
     raise ValueError(f"labels out of range [0, {num_classes}) (or OOD_LABEL={OOD_LABEL}) at pool "
                      f"positions {np.unique(np.nonzero(bad)[0])[:10].tolist()}")
@@ -293,10 +296,11 @@ def add_region_labels(state: LoopState, indices, regions, labels, *,
                        acquired_round=jnp.asarray(acquired))
 
 
-def add_labels(state: LoopState, indices, labels, *, num_classes: int | None = None
-               ) -> LoopState:
+def add_labels(state: LoopState, indices, labels, *, num_classes: int | None = None,
+               classes=None) -> LoopState:
   """Adds answers for ``indices`` (distinct, unlabeled pool positions) to the state: ``labels``
-  ``[k, ...]`` of the state's label shape."""
+  ``[k, ...]`` of the state's label shape; ``classes(labels)`` picks the class entries that
+  ``num_classes`` bounds (the task's ``label_classes``; default all entries)."""
   indices = np.asarray(indices)
   labels = np.asarray(labels)
   n = state.labeled.shape[0]
@@ -307,10 +311,12 @@ def add_labels(state: LoopState, indices, labels, *, num_classes: int | None = N
   out_of_range = (indices < 0) | (indices >= n)
   if out_of_range.any():
     raise ValueError(f"pool indices must be in [0, {n}); got {indices[out_of_range].tolist()[:10]}")
-  bad = (labels < OOD_LABEL) | ((labels >= num_classes) if num_classes else False)
-  if np.any(bad):
+  cls = labels if classes is None else np.asarray(classes(labels))
+  bad = np.concatenate([labels[labels < OOD_LABEL].reshape(-1),
+                        cls[cls >= num_classes].reshape(-1) if num_classes else []])
+  if bad.size:
     raise ValueError(f"labels must be in [0, {num_classes}) or OOD_LABEL={OOD_LABEL}; got "
-                     f"{labels[bad].tolist()[:10]}")
+                     f"{bad.astype(int).tolist()[:10]}")
   already = np.asarray(state.labeled)[indices]
   if already.any() or len(np.unique(indices)) != len(indices):
     raise ValueError(f"selection must be distinct unlabeled points; got labeled/duplicate "
@@ -794,10 +800,13 @@ def _fit_and_evaluate(states: list[LoopState], method: Method, learner: learner_
                                                  hook.name: hook_states[g]})
         metrics[g].update(hook_metrics[g])
   if data.x_test is not None:
-    test_lp = learner.predict(variables, data.x_test).log_probs
+    test = learner.predict(variables, data.x_test, outputs=learner.task.metric_outputs)
     for g, m in enumerate(metrics):
-      lp = learner_lib.ensemble_log_probs(test_lp[g * members:(g + 1) * members])
-      m.update(learner.task.metrics(acq_lib.mean_log_probs(lp), data.y_test))
+      block = slice(g * members, (g + 1) * members)
+      lp = learner_lib.ensemble_log_probs(test.log_probs[block])
+      m.update(learner.task.metrics(acq_lib.mean_log_probs(lp), data.y_test,
+                                    **{k: jnp.mean(v[block], axis=0)
+                                       for k, v in test.outputs.items()}))
   for m in metrics:
     m["time_train"] = time.perf_counter() - t0
   return states, variables, ctx, metrics
@@ -940,7 +949,7 @@ def propose(states: Sequence[LoopState], *, method: Method, learner: learner_lib
 
 
 def incorporate(state: LoopState, query: Query, labels, *, method: Method,
-                num_classes: int | None = None) -> LoopState:
+                num_classes: int | None = None, classes=None) -> LoopState:
   """The second half of a round: the answers to ``query`` join the labeled set.
 
   Args:
@@ -950,6 +959,7 @@ def incorporate(state: LoopState, query: Query, labels, *, method: Method,
       the query stops the run.
     method: the method (its hooks see the answers).
     num_classes: C, to check the labels.
+    classes: the task's ``label_classes`` (which label entries are classes).
 
   Returns:
     The state after the round (``round + 1``; ``done`` when the query stopped the run).
@@ -962,7 +972,7 @@ def incorporate(state: LoopState, query: Query, labels, *, method: Method,
   if query.regions is not None:
     return add_region_labels(state, query.indices, query.regions, labels,
                              num_classes=num_classes).replace(round=state.round + 1)
-  state = add_labels(state, query.indices, labels, num_classes=num_classes)
+  state = add_labels(state, query.indices, labels, num_classes=num_classes, classes=classes)
   for hook in method.hooks:
     if hook.after_answers is not None:
       state = state.replace(methods={**state.methods, hook.name: hook.after_answers(
@@ -990,10 +1000,13 @@ def al_round(states: Sequence[LoopState], *, method: Method, learner: learner_li
     if query.regions is not None and len(labels):  # the annotator labels the regions alone
       inside = region_masks(query.regions, labels.shape[1:])
       labels = np.where(inside, labels, UNKNOWN)
-    hist = np.bincount(labels[labels >= 0], minlength=oracle.num_classes)
+    cls = (np.asarray(learner.task.label_classes(labels)) if len(labels)
+           else np.zeros(0, np.int32))
+    hist = np.bincount(cls[cls >= 0], minlength=oracle.num_classes)
     query.metrics.update(selected=query.indices.tolist(), selected_class_histogram=hist.tolist(),
                          selected_ood=int(np.sum(~np.asarray(item_has_label(labels)))))
     out_states.append(incorporate(state, query, labels, method=method,
-                                  num_classes=oracle.num_classes))
+                                  num_classes=oracle.num_classes,
+                                  classes=learner.task.label_classes))
     out_metrics.append(query.metrics)
   return out_states, out_metrics, variables

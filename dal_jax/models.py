@@ -25,6 +25,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Variables = dict[str, Any]
@@ -260,6 +261,48 @@ class UNet(nnx.Module):
                     "features": tuple(features)}
 
 
+class CenterNet(nnx.Module):
+  """A small anchor-free detector in the manner of CenterNet (Zhou et al. 2019) for
+  :mod:`dal_jax.tasks.detection`: outputs ``[B, H/4, W/4, C + 5]`` (``C + 1`` class logits with
+  background first, then the box regressions ``dy, dx, log h, log w``).
+
+  Backbone: a 3x3 convolution, two stride-2 stages (``width · 2`` and ``width · 4`` channels)
+  and two dilated 3x3 convolutions (dilation 2 and 4) that widen the receptive field to ~70
+  pixels at stride 4. Head: channel dropout (MC dropout in inference with ``mc=True``, folded
+  into the kernel as in :meth:`MCDropout.conv`), a 3x3 convolution and a 1x1 convolution. The
+  background logit starts at ``background_bias`` so that the first steps predict background
+  almost everywhere (CenterNet's prior on its heatmap bias, in softmax form).
+  ``aux["pre_logits"]`` is the head's features averaged over the cells (an image embedding for
+  diversity methods) and ``aux["box_regression"]`` the regression channels. H and W must be
+  multiples of 4.
+  """
+
+  def __init__(self, in_channels: int, spatial: tuple[int, int], num_classes: int, *,
+               width: int = 16, dropout: float = 0.25, background_bias: float = 4.0,
+               rngs: nnx.Rngs):
+    if spatial[0] % 4 or spatial[1] % 4:
+      raise ValueError(f"centernet needs H and W that are multiples of 4 (its output stride), "
+                       f"got {spatial}")
+    conv = functools.partial(nnx.Conv, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+    w1, w2, w4 = width, 2 * width, 4 * width
+    self.backbone = nnx.List([
+        conv(in_channels, w1), conv(w1, w2, strides=(2, 2)), conv(w2, w2),
+        conv(w2, w4, strides=(2, 2)), conv(w4, w4, kernel_dilation=(2, 2)),
+        conv(w4, w4, kernel_dilation=(4, 4))])
+    self.dropout = MCDropout(dropout)
+    self.neck = conv(w4, w4)
+    self.head = nnx.Conv(w4, num_classes + 5, (1, 1), rngs=rngs)
+    self.head.bias.value = self.head.bias.value.at[0].set(background_bias)
+
+  def __call__(self, x, *, train: bool, mc: bool, rngs=None):
+    h = x
+    for layer in self.backbone:
+      h = nnx.relu(layer(h))
+    h = nnx.relu(self.dropout.conv(h, self.neck, train=train, mc=mc, rngs=rngs))
+    out = self.head(h)
+    return out, {"pre_logits": jnp.mean(h, axis=(1, 2)), "box_regression": out[..., -4:]}
+
+
 def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module]) -> Model:
   """Wraps an NNX module into a pure :class:`Model`.
 
@@ -343,6 +386,11 @@ def _unet(input_shape, num_classes, **kw) -> Model:
   return from_nnx(lambda rngs: UNet(c, (h, w), num_classes, rngs=rngs, **kw))
 
 
+def _centernet(input_shape, num_classes, **kw) -> Model:
+  h, w, c = _input_geometry(input_shape)
+  return from_nnx(lambda rngs: CenterNet(c, (h, w), num_classes, rngs=rngs, **kw))
+
+
 MODELS: dict[str, Callable[..., Model]] = {}
 # Each registered model's factory and options with their defaults.
 MODEL_OPTIONS: dict[str, tuple[Callable[..., Model], dict[str, Any]]] = {}
@@ -388,6 +436,10 @@ def _rate(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0
 
 
+def _is_real(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
 def _count(v) -> bool:
   return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
@@ -414,6 +466,9 @@ OPTION_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
     "unet": {"width": (_count, "an integer >= 1"),
              "depth": (lambda v: _count(v) and v <= 6, "an integer in [1, 6]"),
              "dropout": (_rate, "a dropout rate in [0, 1)")},
+    "centernet": {"width": (_count, "an integer >= 1"),
+                  "dropout": (_rate, "a dropout rate in [0, 1)"),
+                  "background_bias": (lambda v: _is_real(v), "a finite number")},
 }
 
 
@@ -424,6 +479,8 @@ register_model("resnet18", _resnet18, options=keyword_defaults(ResNet18.__init__
                checks=OPTION_CHECKS["resnet18"])
 register_model("unet", _unet, options=keyword_defaults(UNet.__init__),
                checks=OPTION_CHECKS["unet"])
+register_model("centernet", _centernet, options=keyword_defaults(CenterNet.__init__),
+               checks=OPTION_CHECKS["centernet"])
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:

@@ -37,9 +37,10 @@ def term_outputs(terms, term_params, aux) -> dict[str, jax.Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "mc_samples", "with_pre_logits",
-                                             "outputs", "terms"))
+                                             "outputs", "terms", "log_probs"))
 def _predict_chunk(variables, term_params, x, keys, *, apply, mc_samples: int,
-                   with_pre_logits: bool, outputs: tuple[str, ...] = (), terms=()):
+                   with_pre_logits: bool, outputs: tuple[str, ...] = (), terms=(),
+                   log_probs=jax.nn.log_softmax):
   pre, extras = None, {}
   if mc_samples == 0 or with_pre_logits or outputs:
     logits, aux = apply(variables, x, train=False)
@@ -50,11 +51,12 @@ def _predict_chunk(variables, term_params, x, keys, *, apply, mc_samples: int,
       raise ValueError(f"neither the model's aux nor the loss terms give {missing} (the model "
                        f"gives {sorted(aux)})")
     extras = {k: named[k] for k in outputs}
+  to_log_probs = log_probs
   if mc_samples == 0:
-    log_probs = jax.nn.log_softmax(logits)[None]
+    log_probs = to_log_probs(logits)[None]
   else:
     def one(key):
-      return jax.nn.log_softmax(apply(variables, x, train=False, mc=True, key=key)[0])
+      return to_log_probs(apply(variables, x, train=False, mc=True, key=key)[0])
     log_probs = jax.vmap(one)(keys)
   return log_probs, pre, extras
 
@@ -62,7 +64,7 @@ def _predict_chunk(variables, term_params, x, keys, *, apply, mc_samples: int,
 def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samples: int = 0,
             chunk_size: int = 1024, with_pre_logits: bool = False,
             outputs: tuple[str, ...] = (), terms=(), term_params=(),
-            pad_to: int | None = None) -> PoolOutputs:
+            pad_to: int | None = None, log_probs=jax.nn.log_softmax) -> PoolOutputs:
   """Predicts a pool in chunks with one model.
 
   Args:
@@ -79,6 +81,8 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
     terms, term_params: :class:`dal_jax.training.LossTerm` s and their parameters.
     pad_to: the compiled chunk length (default ``min(chunk_size, N)``); a caller that cuts a
       pool into chunks itself passes its chunk length so that the last chunk is padded alike.
+    log_probs: the task's map from the model's outputs to per-element class log-probabilities
+      (:attr:`dal_jax.tasks.Task.log_probs`).
 
   Returns:
     :class:`PoolOutputs` with ``log_probs`` ``[max(S, 1), N, C]``.
@@ -94,7 +98,7 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
     raise ValueError("cannot predict an empty pool")
   keys = jax.random.split(key, mc_samples) if mc_samples else jnp.zeros((0,), jnp.uint32)
   chunk = min(chunk_size, n) if pad_to is None else pad_to
-  log_probs, pre, extras = [], [], []
+  to_log_probs, log_probs, pre, extras = log_probs, [], [], []
   for start in range(0, n, chunk):
     xc = x[start:start + chunk]
     valid = xc.shape[0]
@@ -103,7 +107,7 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
     lp, pl, ex = _predict_chunk(variables, term_params, jnp.asarray(xc), keys,
                                 apply=model.apply, mc_samples=mc_samples,
                                 with_pre_logits=with_pre_logits, outputs=tuple(outputs),
-                                terms=tuple(terms))
+                                terms=tuple(terms), log_probs=to_log_probs)
     log_probs.append(lp[:, :valid])
     extras.append({k: v[:valid] for k, v in ex.items()})
     if with_pre_logits:
@@ -112,3 +116,10 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
       log_probs=jnp.concatenate(log_probs, axis=1),
       pre_logits=jnp.concatenate(pre, axis=0) if with_pre_logits else None,
       extras={k: jnp.concatenate([e[k] for e in extras]) for k in outputs})
+
+
+def raw_outputs(model: Model, variables, x, *, chunk_size: int = 1024) -> jax.Array:
+  """The model's deterministic outputs (logits, or a detector's maps) of ``x`` in chunks."""
+  apply = jax.jit(lambda v, xc: model.apply(v, xc, train=False)[0])
+  return jnp.concatenate([apply(variables, jnp.asarray(x[s:s + chunk_size]))
+                          for s in range(0, x.shape[0], chunk_size)])

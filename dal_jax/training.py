@@ -247,11 +247,11 @@ def init_train_state(variables, tx: optax.GradientTransformation, *,
   return TrainState(step=jnp.zeros((), jnp.int32), variables=variables, opt_state=opt_state)
 
 
-def validation_score(log_probs: jax.Array, labels: jax.Array, criterion: str,
+def validation_score(outputs: jax.Array, labels: jax.Array, criterion: str,
                      task: tasks_lib.Task = tasks_lib.CLASSIFICATION) -> jax.Array:
-  """Higher is better: the task's early-stopping ``criterion`` (classification: "accuracy", or
-  "nll" for minus the mean NLL)."""
-  return task.criterion(criterion)(log_probs, labels)
+  """Higher is better: the task's early-stopping ``criterion`` on the model's outputs (logits
+  or log-probabilities; classification: "accuracy", or "nll" for minus the mean NLL)."""
+  return task.criterion(criterion)(outputs, labels)
 
 
 def margin_ranking_loss(predicted: jax.Array, target: jax.Array, *, margin: float = 1.0
@@ -339,7 +339,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
     variables = {"model": {**state.variables["model"], **updates_coll,
                            "params": trainable["params"]},
                  "terms": trainable["terms"]}
-    acc = task.criterion(task.headline)(logits, y)
+    acc = task.criterion(task.validation_criterion)(logits, y)
     return state.replace(step=state.step + 1, variables=variables, opt_state=opt_state), {
         "loss": loss, "accuracy": acc, **metrics}
 
@@ -486,10 +486,9 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
     if val is None:
       best = state.variables
       continue
-    out = predict_lib.predict(model, state.variables["model"], val[0], chunk_size=1024)
-    acc = float(task.criterion(task.headline)(out.log_probs[0], jnp.asarray(val[1])))
-    score = float(validation_score(out.log_probs[0], jnp.asarray(val[1]), config.early_stopping,
-                                   task))
+    out = predict_lib.raw_outputs(model, state.variables["model"], val[0], chunk_size=1024)
+    acc = float(task.criterion(task.validation_criterion)(out, jnp.asarray(val[1])))
+    score = float(validation_score(out, jnp.asarray(val[1]), config.early_stopping, task))
     if score > best_score:
       best, best_acc, best_score, bad = state.variables, acc, score, 0
     else:

@@ -19,6 +19,10 @@ from dal_jax.acquisition._diversity import kmeans
 from dal_jax.acquisition._diversity import kmeans_pp
 from dal_jax.acquisition._diversity import kmeans_select
 from dal_jax.acquisition._diversity import uncertainty_minus_redundancy
+from dal_jax.acquisition._detection import box_entropy
+from dal_jax.acquisition._detection import box_margin
+from dal_jax.acquisition._detection import flip_consistency
+from dal_jax.acquisition._detection import localization_stability
 from dal_jax.acquisition._epig import epig
 from dal_jax.acquisition._reduce import REDUCTIONS
 from dal_jax.acquisition._reduce import reduce_scores
@@ -39,8 +43,10 @@ from dal_jax.acquisition._registry import Needs
 from dal_jax.acquisition._registry import arguments
 from dal_jax.acquisition._registry import batch_only
 from dal_jax.acquisition._registry import check_options
+from dal_jax.acquisition._registry import check_task
 from dal_jax.acquisition._registry import checked_select
 from dal_jax.acquisition._registry import register_batch
+from dal_jax.acquisition._registry import register_model_score
 from dal_jax.acquisition._registry import score_acquisition
 from dal_jax.acquisition._learned import Spec
 from dal_jax.acquisition._learned import dal

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dal_jax.acquisition import _batchbald
+from dal_jax.acquisition import _detection
 from dal_jax.acquisition import _diversity
 from dal_jax.acquisition import _epig
 from dal_jax.acquisition import _reduce
@@ -107,6 +108,7 @@ class Registered(NamedTuple):
   options: dict[str, Any]
   needs: Needs
   doc: str = ""
+  tasks: tuple[str, ...] | None = None  # the tasks it applies to (None: any)
 
 
 ACQUISITIONS: dict[str, Registered] = {}
@@ -121,7 +123,8 @@ REDUCTION_OPTIONS = {"reduction": "mean", "q": 0.1}
 # softmax-based stochastic selector.
 NONNEGATIVE_SCORES = frozenset({
     "random", "entropy", "least_confidence", "variation_ratios", "mean_std", "bald",
-    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu", "epig"})
+    "vote_entropy", "consensus_kl", "egl", "entropy_gradnorm", "ripu", "epig", "box_entropy",
+    "box_margin", "localization_stability", "flip_consistency"})
 
 
 def _no_state(key, spec):
@@ -137,7 +140,7 @@ def _first_line(fn) -> str:
 POSITIVE_OPTIONS = frozenset({
     "steps", "batch_size", "sub_batches", "latent_dim", "learning_rate", "max_iter", "width",
     "ratio", "num_samples", "chunk_size", "num_clusters", "max_exact_configs", "knn",
-    "max_clusters", "clusters", "num_targets"})
+    "max_clusters", "clusters", "num_targets", "boxes", "levels"})
 
 
 def _is_number(v) -> bool:
@@ -189,7 +192,7 @@ def check_options(name: str, given: Mapping[str, Any], valid: Mapping[str, Any])
 
 def register(name: str, make: Callable[..., Acquisition], *, needs: Needs,
              options: Mapping[str, Any] | None = None, doc: str = "",
-             overwrite: bool = False) -> Registered:
+             overwrite: bool = False, tasks: tuple[str, ...] | None = None) -> Registered:
   """Adds an acquisition factory to the registry.
 
   Args:
@@ -200,10 +203,12 @@ def register(name: str, make: Callable[..., Acquisition], *, needs: Needs,
       :func:`get_acquisition`).
     doc: one line for listings.
     overwrite: replace an existing entry.
+    tasks: the tasks it applies to (:func:`check_task` refuses the others); None: any.
   """
   if name in ACQUISITIONS and not overwrite:
     raise ValueError(f"acquisition {name!r} is already registered (pass overwrite=True)")
-  entry = Registered(make=make, options=dict(options or {}), needs=needs, doc=doc)
+  entry = Registered(make=make, options=dict(options or {}), needs=needs, doc=doc,
+                     tasks=None if tasks is None else tuple(tasks))
   ACQUISITIONS[name] = entry
   return entry
 
@@ -243,7 +248,8 @@ def arguments(outputs: Mapping[str, Any], needs: Needs, name: str) -> list[Any]:
 
 
 def register_score(name: str, score_fn: Callable[..., jax.Array], *,
-                   needs: Needs = Needs(log_probs=True), overwrite: bool = False) -> Registered:
+                   needs: Needs = Needs(log_probs=True), overwrite: bool = False,
+                   tasks: tuple[str, ...] | None = None) -> Registered:
   """Registers a pure score ``score_fn(*arrays, where=None) -> [N]`` (higher = acquire), its
   arrays being those of ``needs`` in the order of :meth:`Needs.keys`. An item's score must depend
   on that item's arrays alone: pools on disk are scored chunk by chunk.
@@ -284,7 +290,43 @@ def register_score(name: str, score_fn: Callable[..., jax.Array], *,
 
   return register(name, make, needs=needs,
                   options={**SELECTION_OPTIONS, **REDUCTION_OPTIONS},
-                  doc=_first_line(score_fn), overwrite=overwrite)
+                  doc=_first_line(score_fn), overwrite=overwrite, tasks=tasks)
+
+
+def check_task(name: str, task: str) -> None:
+  """Refuses, in one line, an acquisition registered for other tasks than ``task``."""
+  entry = ACQUISITIONS.get(name)
+  if entry is not None and entry.tasks is not None and task not in entry.tasks:
+    raise ValueError(f"acquisition {name!r} applies to the {' / '.join(entry.tasks)} task only "
+                     f"(it reads what such a model predicts); config.task is {task!r}")
+
+
+_MODEL = Needs(model=True)
+
+
+def register_model_score(name: str, score_fn: Callable[..., jax.Array], *,
+                         tasks: tuple[str, ...] | None = None, chunk: int = 256,
+                         overwrite: bool = False) -> Registered:
+  """Registers a score that runs the model itself: ``score_fn(model, variables, x, *, key,
+  **options) -> [n]`` on chunks of ``chunk`` candidates (each item's score depends on its own
+  input alone; ``key`` is the same for every chunk), its keyword options with defaults
+  becoming the acquisition's options."""
+  defaults = _keyword_defaults(score_fn)
+
+  def make(*, selector="top_k", beta=1.0, **options):
+    opts = check_options(name, options, defaults)
+
+    def score(state, outputs, *, key, where):
+      model, variables, x = arguments(outputs, _MODEL, name)
+      parts = [score_fn(model, variables, jnp.asarray(x[s:s + chunk]), key=key, **opts)
+               for s in range(0, x.shape[0], chunk)]
+      scores = jnp.concatenate(parts)
+      return _scores.apply_where(scores, _scores.validate_where(where, scores.shape[0])), state
+
+    return score_acquisition(name, score, _MODEL, selector=selector, beta=beta)
+
+  return register(name, make, needs=_MODEL, options={**SELECTION_OPTIONS, **defaults},
+                  doc=_first_line(score_fn), overwrite=overwrite, tasks=tasks)
 
 
 def _keyword_defaults(fn) -> dict[str, Any]:
@@ -387,6 +429,11 @@ for _name, _fn in [
     ("ripu", _regions.ripu),
 ]:
   register_score(_name, _fn)
+register_score("box_entropy", _detection.box_entropy, tasks=("detection",))
+register_score("box_margin", _detection.box_margin, tasks=("detection",))
+register_model_score("localization_stability", _detection.localization_stability,
+                     tasks=("detection",))
+register_model_score("flip_consistency", _detection.flip_consistency, tasks=("detection",))
 
 
 def _random(state, outputs, *, key, where):

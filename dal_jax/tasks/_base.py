@@ -4,8 +4,11 @@ A :class:`Task` is a record of pure functions passed as a value, the way a
 :class:`dal_jax.methods.Method` is: the learner trains with its ``loss`` (the first loss term of
 every train step; a method's loss terms wrap it or add to it), early-stops on one of its
 ``criteria`` and reports its ``metrics``. A new task is one file registering a ``Task`` plus a
-model that outputs ``[B, ..., C]`` logits for ``[B, ...]`` labels; nothing else in the trunk
-names a task.
+model. The trunk reads a model's outputs only through the task: ``log_probs`` turns them into
+the per-element class log-probabilities that acquisitions score (a detector's outputs also hold
+box regressions), the ``loss`` and ``criteria`` take the raw outputs, and ``metrics`` reads the
+mean log-probabilities plus any named model outputs it asks for (``metric_outputs``). Nothing
+else in the trunk names a task.
 """
 
 from __future__ import annotations
@@ -21,17 +24,27 @@ class Task(NamedTuple):
   Attributes:
     name: registry name.
     label_shape: ``label_shape(input_shape) -> shape`` of one item's label (``()`` for a class;
-      ``(H, W)`` for a mask).
-    loss: ``loss(logits [B, ..., C], labels [B, ...]) -> [B]`` each item's loss (the mean over
-      a batch is the train step's first loss term).
-    criteria: ``(name, criterion)`` pairs, ``criterion(scores [N, ..., C], labels [N, ...]) ->
-      scalar`` higher is better, for early stopping (``TrainConfig.early_stopping`` names one); ``scores`` are
-      log-probabilities, or logits for criteria that only compare classes (an argmax).
-    headline: the criterion reported as the validation result (``val_accuracy``) and in
-      training metrics.
-    metrics: ``metrics(log_probs [N, ..., C], labels [N, ...]) -> {name: float}`` on the test
-      set (host code); its ``headline`` entry is what ``target_accuracy`` and the reports read.
+      ``(H, W)`` for a mask; ``(None, 5)`` for a detector's padded box rows: None is any size).
+    loss: ``loss(outputs [B, ...], labels [B, ...]) -> [B]`` each item's loss from the model's
+      raw outputs (the mean over a batch is the train step's first loss term).
+    criteria: ``(name, criterion)`` pairs, ``criterion(outputs [N, ...], labels [N, ...]) ->
+      scalar`` higher is better, for early stopping (``TrainConfig.early_stopping`` names one).
+      ``outputs`` are the raw outputs; a criterion must give the same value on
+      ``log_probs(outputs)`` where that is also a valid output (classification and
+      segmentation, whose log-softmax is idempotent). The first criterion is reported as the
+      validation result (``val_accuracy``) and in training metrics.
+    headline: the ``metrics`` entry that ``target_accuracy`` and the reports read.
+    metrics: ``metrics(log_probs [N, ..., C], labels [N, ...], **outputs) -> {name: float}`` on
+      the test set (host code); ``outputs`` are the ``metric_outputs`` named below, the mean over
+      a stack's models.
     doc: one line for listings.
+    log_probs: ``log_probs(outputs) -> [..., C]`` the per-element class log-probabilities the
+      acquisitions read (``jax.nn.log_softmax`` of the logits for the dense tasks).
+    metric_outputs: names of model ``aux`` entries ``metrics`` reads besides the log-probs.
+    regions: whether the loop may query regions of an item (windows, superpixels of an image).
+    label_classes: ``label_classes(labels [N, ...]) -> [N, ...]`` the entries of labels that are
+      classes (all of them but for a detector's box rows, whose first column is the class);
+      host code, for label checks and class histograms.
   """
 
   name: str
@@ -41,6 +54,25 @@ class Task(NamedTuple):
   headline: str
   metrics: Callable[[Any, Any], dict[str, float]]
   doc: str = ""
+  log_probs: Callable[[jax.Array], jax.Array] = jax.nn.log_softmax
+  metric_outputs: tuple[str, ...] = ()
+  regions: bool = False
+  label_classes: Callable[[Any], Any] = lambda labels: labels
+
+  @property
+  def validation_criterion(self) -> str:
+    """The criterion reported as ``val_accuracy`` (the first one)."""
+    return self.criteria[0][0]
+
+  def check_labels(self, input_shape, labels_shape) -> None:
+    """Raises one line when ``labels_shape`` (``[N, ...]``) is not the task's label shape for
+    inputs shaped ``input_shape`` (one item's)."""
+    want = tuple(self.label_shape(tuple(input_shape)))
+    got = tuple(labels_shape[1:])
+    if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+      dims = "".join(f", {'B' if d is None else d}" for d in want)
+      raise ValueError(f"labels must be shaped [N{dims}] for the {self.name} task, got "
+                       f"{tuple(labels_shape)}")
 
   def criterion(self, name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """The criterion ``name``; an unknown name raises naming the task's criteria."""

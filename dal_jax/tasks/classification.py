@@ -5,6 +5,7 @@ Labels below 0 are not trained on (out-of-distribution items, answered but witho
 
 from __future__ import annotations
 
+import jax
 import optax
 
 from dal_jax import metrics as metrics_lib
@@ -12,8 +13,8 @@ from dal_jax.tasks._base import Task
 from dal_jax.tasks._base import register_task
 
 
-def _minus_nll(log_probs, labels):
-  return -metrics_lib.nll(log_probs, labels)
+def _minus_nll(logits, labels):
+  return -metrics_lib.nll(jax.nn.log_softmax(logits), labels)
 
 
 CLASSIFICATION = register_task(Task(

@@ -79,8 +79,8 @@ def metrics(log_probs, labels) -> dict:
           "nll": float(pixel_nll(log_probs, labels))}
 
 
-def _minus_nll(log_probs, labels):
-  return -pixel_nll(log_probs, labels)
+def _minus_nll(logits, labels):
+  return -pixel_nll(jax.nn.log_softmax(logits), labels)
 
 
 SEGMENTATION = register_task(Task(
@@ -90,4 +90,5 @@ SEGMENTATION = register_task(Task(
     criteria=(("miou", mean_iou), ("accuracy", pixel_accuracy), ("nll", _minus_nll)),
     headline="miou",
     metrics=metrics,
-    doc="a class per pixel (-1: not labeled): per-pixel cross-entropy; mIoU, pixel accuracy"))
+    doc="a class per pixel (-1: not labeled): per-pixel cross-entropy; mIoU, pixel accuracy",
+    regions=True))
