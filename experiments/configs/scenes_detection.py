@@ -1,14 +1,14 @@
 r"""Fashion-MNIST scenes (object detection) on a 2-core CPU.
 
   python -m experiments.compare --config=experiments/configs/scenes_detection.py \
-      --acquisitions=random,entropy_max:entropy:methods.entropy.reduction=max,box_entropy_mean:box_entropy,bald_max:bald:methods.bald.reduction=max,localization_stability,coreset \
+      --acquisitions=random,entropy_max:box_entropy:methods.box_entropy.reduction=max,entropy_mean:box_entropy,bald_max:bald:methods.bald.reduction=max,localization_stability,flip_consistency,coreset \
       --workdir=runs/scenes_detection
 
 64x64 canvases holding 1-4 Fashion-MNIST items (``dal_jax.scenes`` with ``labels=boxes``: each
 item's box and class, 10 classes), a pool of 1,950 scenes, 50 validation and 200 test scenes.
 A small CenterNet-style detector (``centernet``, width 8: stride 4, a softmax over background
 and the classes per cell, MC dropout in the head), 20 random initial images, k = 15 images per
-round up to 50, S = 8 MC-dropout samples over 200 random unlabeled candidates per round. The
+round up to 65, S = 8 MC-dropout samples over 200 random unlabeled candidates per round. The
 curve is the test COCO mAP@0.5 against labeled images.
 """
 
@@ -25,7 +25,7 @@ def get_config():
   c.initial_size = 20
   c.initial_balanced = False
   c.query_size = 15
-  c.budget = 50
+  c.budget = 65
   c.mc_samples = 8
   c.pool_subsample = 200
   c.train.learning_rate = 3e-3
