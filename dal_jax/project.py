@@ -137,7 +137,11 @@ def make_config(config_file: str | None = None, overrides: dict[str, Any] | None
   else:
     config = config_lib.default_config()
     for k, v in (_PROJECT_DEFAULTS if defaults is None else defaults).items():
-      config[k] = v
+      *parents, leaf = k.split(".")
+      node = config
+      for p in parents:
+        node = node[p]
+      node[leaf] = v
   for field, value in (overrides or {}).items():
     node, *path = field.split(".")
     target = config
@@ -1018,7 +1022,8 @@ def save_model(path: str, variables) -> None:
 
 class ExportedModel:
   """An exported model: ``predict(images)`` -> ``(classes [n], probabilities [n, C])`` (a
-  segmentation project's: ``(class-index masks [n, H, W], probabilities [n, H, W, C])``);
+  segmentation project's: ``(class-index masks [n, H, W], probabilities [n, H, W, C])``; a
+  detection project's: per image a list of ``{"class", "score", "box"}``);
   ``images`` are ``[n, H, W, C]`` floats in [0, 1] or image file paths (decoded as the pool)."""
 
   def __init__(self, export_dir: str):
@@ -1026,6 +1031,7 @@ class ExportedModel:
 
     meta = _read_json(os.path.join(export_dir, "export.json"), "export.json")
     self.classes, self.input_shape = meta["classes"], tuple(meta["input_shape"])
+    self.task = meta.get("task", "classification")
     self.model = models_lib.get_model(meta["model"], self.input_shape, len(self.classes),
                                       **meta["options"])
     template = self.model.init(jax.random.key(0), None)
@@ -1043,6 +1049,9 @@ class ExportedModel:
       raise ValueError(f"images must be shaped [n, {', '.join(map(str, self.input_shape))}], "
                        f"got {tuple(x.shape)}")
     logits, _ = self.model.apply(self.variables, x, train=False)
+    kind = PROJECT_KINDS.get(self.task)
+    if kind is not None and kind.predict is not None:
+      return kind.predict(self, logits)
     probs = np.asarray(jax.nn.softmax(logits, -1))
     if probs.ndim > 2:  # a class per pixel
       return probs.argmax(-1).astype(np.int32), probs
@@ -1058,15 +1067,19 @@ def load_model(path: str) -> ExportedModel:
 
 class ProjectKind(NamedTuple):
   """What a project of one task needs: its :class:`Project` class (answers, queries, reports),
-  its Label Studio labeling config, and config fields it sets (the task and a model for it)."""
+  its Label Studio labeling config, config fields it sets (the task and a model for it), and,
+  when its model's outputs are not class scores, how an exported model's outputs become
+  predictions."""
 
   project: type
   label_config: Any
   overrides: dict[str, Any]
   labels_from_folders: bool = False
+  predict: Any = None  # predict(exported model, raw outputs) -> what load_model(...).predict gives
 
 
 PROJECT_KINDS: dict[str, ProjectKind] = {
     "classification": ProjectKind(Project, label_config, {}, labels_from_folders=True)}
 
+from dal_jax import box_project  # noqa: E402,F401  (registers the detection projects)
 from dal_jax import mask_project  # noqa: E402,F401  (registers the segmentation projects)

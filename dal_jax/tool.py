@@ -51,9 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="how the first query is chosen when nothing is labeled yet")
   init.add_argument("--data-dir", help="tfds data directory of the decoded-pool cache")
   init.add_argument("--task", default="classification",
-                    choices=["classification", "segmentation"],
-                    help="what an answer is: a class per image, or a mask (segmentation: the "
-                    "first class is the background)")
+                    choices=["classification", "segmentation", "detection"],
+                    help="what an answer is: a class per image, a mask (segmentation: the "
+                    "first class is the background), or boxes (detection)")
 
   query = sub.add_parser("query", help="train on the labels so far and choose what to label")
   query.add_argument("project")

@@ -32,8 +32,6 @@ the maintained reference evaluator, used directly (:func:`coco_map`).
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import NamedTuple
 
 import jax
@@ -208,12 +206,10 @@ def box_iou(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def coco_map(detections: Detections, labels, num_classes: int) -> dict[str, float]:
   """COCO box mAP of ``detections`` against ``[N, B, 5]`` label rows, by pycocotools' COCOeval
-  (its console output silenced): ``map`` (IoU .50:.05:.95), ``map50`` and ``map75``, every
+  (its console output silenced, thread-safely: see :func:`_quiet_pycocotools`): ``map`` (IoU .50:.05:.95), ``map50`` and ``map75``, every
   area, 100 detections per image at most. Detections with score 0 are padding. NaN when the
   labels hold no box (mAP is undefined without ground truth)."""
-  from pycocotools.coco import COCO
-  from pycocotools.cocoeval import COCOeval
-
+  COCO, COCOeval = _quiet_pycocotools()
   labels = np.asarray(labels)
   scores, classes, boxes = (np.asarray(a, np.float64) for a in detections)
   images = [{"id": i + 1} for i in range(len(labels))]
@@ -227,18 +223,34 @@ def coco_map(detections: Detections, labels, num_classes: int) -> dict[str, floa
           for i, j in zip(*np.nonzero(scores > 0))]
   if not dets:
     return {"map": 0.0, "map50": 0.0, "map75": 0.0}
-  with contextlib.redirect_stdout(io.StringIO()):
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": gts,
-                  "categories": [{"id": c + 1} for c in range(num_classes)]}
-    gt.createIndex()
-    evaluation = COCOeval(gt, gt.loadRes(dets), "bbox")
-    evaluation.evaluate()
-    evaluation.accumulate()
-    evaluation.summarize()
+  gt = COCO()
+  gt.dataset = {"images": images, "annotations": gts,
+                "categories": [{"id": c + 1} for c in range(num_classes)]}
+  gt.createIndex()
+  evaluation = COCOeval(gt, gt.loadRes(dets), "bbox")
+  evaluation.evaluate()
+  evaluation.accumulate()
+  evaluation.summarize()
   stats = evaluation.stats
   return {"map": max(float(stats[0]), 0.0), "map50": max(float(stats[1]), 0.0),
           "map75": max(float(stats[2]), 0.0)}
+
+
+def _quiet_pycocotools():
+  """pycocotools' ``COCO`` and ``COCOeval`` with their progress prints silenced. Their modules
+  call the builtin ``print``; a module-level ``print`` shadows it for them alone (redirecting
+  ``sys.stdout`` would also swallow other threads' output, and the runner runs strategies in
+  threads)."""
+  from pycocotools import coco
+  from pycocotools import cocoeval
+
+  for module in (coco, cocoeval):
+    module.print = _no_print
+  return coco.COCO, cocoeval.COCOeval
+
+
+def _no_print(*args, **kwargs):
+  del args, kwargs
 
 
 def _xywh(box) -> list[float]:
