@@ -16,6 +16,8 @@ Sources (all offline; nothing downloads at run time):
   ``scenes:size=32,train=2000``.
 * ``masks:<directory>``: one's own segmentation data, images with PNG masks beside them
   (:mod:`dal_jax.masks`: ``images/``, ``masks/``, optional ``classes.txt`` and ``test/``).
+* ``coco:<directory>``: one's own detection data, images with a COCO JSON of their boxes
+  (:mod:`dal_jax.box_folder`: ``images/``, ``annotations.json``, optional ``test/``).
 * any other name: a tfds dataset already prepared in ``data_dir`` (``tfds.data_source``, no
   download), e.g. ``mnist`` or ``cifar10`` prepared on a machine with internet.
 
@@ -203,7 +205,7 @@ def load_dataset(name: str, *, data_dir: str | None = None) -> tuple[Dataset, Da
 
   Args:
     name: ``fashion_mnist``, ``digits``, ``idx:<directory>``, ``scenes[:key=value,...]``,
-      ``masks:<directory>`` or a prepared tfds dataset name.
+      ``masks:<directory>``, ``coco:<directory>`` or a prepared tfds dataset name.
     data_dir: tfds data directory (default: tfds's, ``~/tensorflow_datasets``).
 
   Raises:
@@ -218,6 +220,9 @@ def load_dataset(name: str, *, data_dir: str | None = None) -> tuple[Dataset, Da
   if name.startswith("masks:"):
     from dal_jax import masks
     return masks.load_mask_folder(os.path.abspath(os.path.expanduser(name[len("masks:"):])))
+  if name.startswith("coco:"):
+    from dal_jax import box_folder
+    return box_folder.load_coco_folder(os.path.abspath(os.path.expanduser(name[len("coco:"):])))
   if name.startswith("idx:"):
     source_dir = os.path.abspath(os.path.expanduser(name[4:]))
     return _load_idx(os.path.basename(source_dir.rstrip("/")) or "idx", source_dir, data_dir)

@@ -23,6 +23,12 @@ Not part of the test suite (it installs and runs another program). It
    own RLE decoder (``label_studio_sdk.converter.brush``, as its PNG export uses it) decodes
    every brush answer of the export to the same pixels, and dal_jax decodes RLE that Label
    Studio's encoder wrote.
+7. detection (rectangles): makes a ``--task detection`` project of the same images (one box per
+   image: the item's bright pixels' bounding box and class), answers a cold-start query with a
+   COCO JSON, queries again (tasks with the model's boxes as rectangle pre-annotations), imports
+   them into a Label Studio project with the RectangleLabels config, submits one skip and one
+   rectangle per other task (the true box, in Label Studio's percent units), exports JSON and
+   ingests it: every labeled image must hold exactly the submitted box.
 
 Usage::
 
@@ -123,6 +129,7 @@ def main() -> int:
   ap.add_argument("--images", type=int, default=120)
   ap.add_argument("-k", type=int, default=8)
   ap.add_argument("--skip-segmentation", action="store_true")
+  ap.add_argument("--skip-detection", action="store_true")
   args = ap.parse_args()
 
   from dal_jax import project as project_lib
@@ -194,6 +201,10 @@ def main() -> int:
     seg = segmentation_round_trip(args, work, truth)
     print(json.dumps(seg, sort_keys=True))
     result["ok"] = seg.get("ok", False)
+  if result.get("ok") and not args.skip_detection:
+    boxes = detection_round_trip(args, work, truth)
+    print(json.dumps(boxes, sort_keys=True))
+    result["ok"] = boxes.get("ok", False)
   if result.get("ok"):
     shutil.rmtree(work, ignore_errors=True)
   else:
@@ -305,6 +316,82 @@ def segmentation_round_trip(args, work: str, truth: dict[str, str]) -> dict:
     record.update(rle_module=converted["module"], brush_results=len(rles),
                   label_studio_decodes_ours=theirs_decode, ours_decode_label_studio=ours_decode)
     record["ok"] = record["json_ok"] and theirs_decode and ours_decode and len(rles) > 0
+  finally:
+    if proc is not None:
+      stop(proc)
+    p.close()
+    log.close()
+  return record
+
+
+def detection_round_trip(args, work: str, truth: dict[str, str]) -> dict:
+  """Step 7 of the module docs: one JSON-able record with ``ok``."""
+  import numpy as np
+  from PIL import Image
+
+  from dal_jax import box_answers
+  from dal_jax import project as project_lib
+  from experiments.fashion_folder import CLASSES
+
+  folder = os.path.join(work, "photos", "images")
+  boxes = {}
+  for item, cls in truth.items():
+    img = np.asarray(Image.open(os.path.join(folder, item)).convert("L"), np.float32) / 255
+    rows, cols = np.nonzero(img > 0.2)
+    boxes[item] = [CLASSES.index(cls), int(rows.min()), int(cols.min()), int(rows.max()) + 1,
+                   int(cols.max()) + 1]
+  p = project_lib.create(os.path.join(work, "det"), pool=folder, classes=CLASSES,
+                         task="detection", image_size=(28, 28),
+                         overrides={"train.max_steps": 50, "models.centernet.width": 8},
+                         data_dir=os.path.join(work, "tfds"))
+  record: dict = {"task": "detection"}
+  env = {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+         "LABEL_STUDIO_BASE_DATA_DIR": os.path.join(work, "ls_data_det"),
+         "DATA_UPLOAD_MAX_MEMORY_SIZE": str(200 * 2**20)}
+  log = open(os.path.join(work, "label_studio_det.log"), "w")
+  proc = None
+  try:
+    p.query(10)
+    cold = box_answers.coco_file([(i, [boxes[i]], None) for i in p.meta["pending"]["ids"]],
+                                 CLASSES, (28, 28))
+    cold_path = os.path.join(work, "cold_coco.json")
+    with open(cold_path, "w") as f:
+      json.dump(cold, f)
+    p.ingest(cold_path)
+    query = p.query(args.k)
+    with open(query[:-4] + "_tasks.json", encoding="utf-8") as f:
+      tasks = json.load(f)
+    record["tasks_with_predictions"] = sum(bool(t.get("predictions")) for t in tasks)
+    record["predicted_rectangles"] = sum(len(t["predictions"][0]["result"]) for t in tasks
+                                         if t.get("predictions"))
+    proc, base = start_label_studio(args, env, log)
+    ls_project = http("POST", base + "/api/projects", {
+        "title": "dal_jax boxes", "label_config": box_answers.label_config(CLASSES)})
+    pid = ls_project["id"]
+    record["imported"] = http("POST", f"{base}/api/projects/{pid}/import", tasks).get(
+        "task_count")
+    listed = http("GET", f"{base}/api/tasks?project={pid}&page_size=1000")
+    ls_tasks = listed["tasks"] if isinstance(listed, dict) else listed
+    submitted = {}
+    for n, t in enumerate(ls_tasks):
+      item = t["data"]["item_id"]
+      if n == 0:
+        http("POST", f"{base}/api/tasks/{t['id']}/annotations",
+             {"result": [], "was_cancelled": True})
+        continue
+      result = box_answers.rectangle_results([boxes[item]], CLASSES, (28, 28))
+      http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": result})
+      submitted[item] = [boxes[item]]
+    export, summary = export_and_ingest(base, pid, p,
+                                        os.path.join(work, "label_studio_boxes.json"))
+    labels = p.labels()
+    same = [p._rows(labels[i]).tolist() == rows for i, rows in submitted.items() if i in labels]
+    record.update(summary=summary, submitted=len(submitted), boxes_equal=sum(same),
+                  rectangle_results=sum(r.get("type") == "rectanglelabels" for task in export
+                                        for a in task.get("annotations", [])
+                                        for r in a.get("result", [])))
+    record["ok"] = (len(same) == len(submitted) and all(same) and summary["skipped"] == 1
+                    and summary["pending"] == 0 and record["rectangle_results"] == len(same))
   finally:
     if proc is not None:
       stop(proc)

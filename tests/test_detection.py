@@ -283,3 +283,21 @@ def test_tiny_detection_experiment_end_to_end(tmp_path):
   assert all(0.0 <= r["map50"] <= 1.0 and r["objects"] > 0 for r in rows)
   assert len(set(rows[0]["selected"])) == 5
   assert "map50" in done.stdout
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_whole_item_acquisitions_are_refused_for_dense_tasks_before_any_work(task):
+  for name in ("badge", "batchbald", "epig", "egl", "kdpp"):
+    c = config_lib.default_config()
+    c.task, c.acquisition = task, name
+    c.train.early_stopping = "loss" if task == "detection" else "miou"
+    with pytest.raises(ValueError, match=f"'{name}' applies to the classification task only "
+                       "\\(it reads one class distribution per item\\)"):
+      config_lib.check(c)
+  c = config_lib.default_config()
+  c.task, c.acquisition = task, "coreset"  # pooled features: any task
+  if task == "detection":
+    c.train.early_stopping = "loss"
+  else:
+    c.train.early_stopping = "miou"
+  config_lib.check(c)

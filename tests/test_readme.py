@@ -158,3 +158,26 @@ def test_label_your_own_masks_commands_run_as_written(tmp_path, monkeypatch, cap
   for name in os.listdir(export / "labels"):
     assert ((export / "labels" / name).read_bytes()
             == (tmp_path / "scenes_demo" / "masks" / name).read_bytes())
+
+
+def test_label_your_own_boxes_commands_run_as_written(tmp_path, monkeypatch, capsys):
+  """The README's detection project commands, one by one."""
+  import json
+
+  from dal_jax import tool
+
+  monkeypatch.chdir(tmp_path)
+  _run_commands("label-your-own-boxes", monkeypatch, capsys)
+  capsys.readouterr()
+  assert tool.run(["--quiet", "status", "shelf"]) == 0
+  record = json.loads(capsys.readouterr().out)
+  truth = json.loads((tmp_path / "boxes_demo" / "annotations.json").read_text())
+  names = {im["id"]: im["file_name"] for im in truth["images"]}
+  labels = json.loads((tmp_path / "shelf" / "export" / "labels.json").read_text())
+  assert record["labeled"] == 15 and len(labels["images"]) == 15
+  want = sum(names[a["image_id"]] in {im["file_name"] for im in labels["images"]}
+             for a in truth["annotations"])
+  assert record["boxes"] == want == len(labels["annotations"])
+  assert 0 <= record["cv_map50"] <= 1
+  predictions = json.loads((tmp_path / "shelf" / "export" / "predictions.json").read_text())
+  assert len(predictions["images"]) == 60

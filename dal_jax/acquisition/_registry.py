@@ -294,11 +294,19 @@ def register_score(name: str, score_fn: Callable[..., jax.Array], *,
 
 
 def check_task(name: str, task: str) -> None:
-  """Refuses, in one line, an acquisition registered for other tasks than ``task``."""
+  """Refuses, in one line, an acquisition registered for other tasks than ``task`` (those
+  registered for classification apply to every task with one class per item)."""
   entry = ACQUISITIONS.get(name)
-  if entry is not None and entry.tasks is not None and task not in entry.tasks:
-    raise ValueError(f"acquisition {name!r} applies to the {' / '.join(entry.tasks)} task only "
-                     f"(it reads what such a model predicts); config.task is {task!r}")
+  if entry is None or entry.tasks is None or task in entry.tasks:
+    return
+  from dal_jax import tasks as tasks_lib
+
+  if "classification" in entry.tasks and tasks_lib.get_task(task).label_shape((8, 8, 1)) == ():
+    return  # another task with one class per item (its own loss or metrics)
+  why = ("it reads one class distribution per item" if entry.tasks == ("classification",)
+         else "it reads what such a model predicts")
+  raise ValueError(f"acquisition {name!r} applies to the {' / '.join(entry.tasks)} task only "
+                   f"({why}); config.task is {task!r}")
 
 
 _MODEL = Needs(model=True)
@@ -343,7 +351,7 @@ def batch_only(name: str, selector: str) -> None:
 
 
 def register_batch(name: str, fn: Callable[..., jax.Array], *, needs: Needs,
-                   overwrite: bool = False) -> Registered:
+                   overwrite: bool = False, tasks: tuple[str, ...] | None = None) -> Registered:
   """Registers a batch method ``fn(*arrays, k, *, key, where, **options) -> [k]`` (arrays in
   the order of :meth:`Needs.keys`; a result record with an ``indices`` field, like
   BatchBALD's, is fine); its keyword options with defaults become its options."""
@@ -362,7 +370,7 @@ def register_batch(name: str, fn: Callable[..., jax.Array], *, needs: Needs,
     return Acquisition(name=name, init=_no_state, select=select, needs=needs)
 
   return register(name, make, needs=needs, options={**SELECTION_OPTIONS, **defaults},
-                  doc=_first_line(fn), overwrite=overwrite)
+                  doc=_first_line(fn), overwrite=overwrite, tasks=tasks)
 
 
 def get_acquisition(name: str, **options) -> Acquisition:
@@ -500,7 +508,7 @@ def _epig_acquisition(*, selector="top_k", beta=1.0, num_targets=100):
   return score_acquisition("epig", score, _LOG_PROBS, selector=selector, beta=beta)
 
 
-register("epig", _epig_acquisition, needs=_LOG_PROBS,
+register("epig", _epig_acquisition, needs=_LOG_PROBS, tasks=("classification",),
          options={**SELECTION_OPTIONS, "num_targets": 100},
          doc="expected predictive information gain about the predictions on num_targets "
              "target inputs drawn from the pool (Bickford Smith et al. 2023)")
@@ -512,16 +520,20 @@ register("foreground_random", _foreground_random, needs=_LOG_PROBS,
 # ---- batch-aware acquisitions (return indices) and gradient-length scores ----
 
 _EMB = Needs(log_probs=True, pre_logits=True)
-register_batch("batchbald", _batchbald.batchbald, needs=Needs(log_probs=True))
-register_batch("badge", _diversity.badge, needs=_EMB)
+# Acquisitions that read one class distribution per item ([S, N, C]): classification only (a
+# mask's or a detector's per-element predictions would be refused later, after a round of
+# training; config.check refuses them before any work).
+_ITEMS = ("classification",)
+register_batch("batchbald", _batchbald.batchbald, needs=Needs(log_probs=True), tasks=_ITEMS)
+register_batch("badge", _diversity.badge, needs=_EMB, tasks=_ITEMS)
 register_batch("coreset", _diversity.coreset, needs=Needs(pre_logits=True))
 register_batch("kmeans", _diversity.kmeans_select, needs=Needs(pre_logits=True))
-register_batch("dmbal", _diversity.dmbal, needs=_EMB)
-register_batch("cluster_margin", _diversity.cluster_margin, needs=_EMB)
-register_batch("umr", _diversity.uncertainty_minus_redundancy, needs=_EMB)
-register_batch("kdpp", _diversity.kdpp, needs=_EMB)
-register_score("egl", _diversity.expected_gradient_length, needs=_EMB)
+register_batch("dmbal", _diversity.dmbal, needs=_EMB, tasks=_ITEMS)
+register_batch("cluster_margin", _diversity.cluster_margin, needs=_EMB, tasks=_ITEMS)
+register_batch("umr", _diversity.uncertainty_minus_redundancy, needs=_EMB, tasks=_ITEMS)
+register_batch("kdpp", _diversity.kdpp, needs=_EMB, tasks=_ITEMS)
+register_score("egl", _diversity.expected_gradient_length, needs=_EMB, tasks=_ITEMS)
 # Low-budget selection on the pool's self-supervised embeddings (no task-model output).
 register_batch("typiclust", _typical.typiclust, needs=Needs(embeddings=True))
 register_batch("probcover", _typical.probcover, needs=Needs(embeddings=True))
-register_score("entropy_gradnorm", _diversity.entropy_gradnorm, needs=_EMB)
+register_score("entropy_gradnorm", _diversity.entropy_gradnorm, needs=_EMB, tasks=_ITEMS)
