@@ -274,39 +274,16 @@ class BoxProject(project_lib.Project):
 
 def _label_studio_boxes(path: str, tasks, classes: list[str], shape, ids: set[str]):
   """``(where, id, rows or None for a skip)`` of a Label Studio JSON export with rectangles."""
-  if isinstance(tasks, dict):
-    tasks = [tasks]
-  if not isinstance(tasks, list):
+  if not isinstance(tasks, (list, dict)):
     raise ValueError(f"{path}: neither a COCO file (images, annotations) nor a Label Studio "
                      "export (a list of tasks)")
-  seen: dict[str, str] = {}
-  for n, task in enumerate(tasks):
-    where = f"{path}, task {task.get('id', n) if isinstance(task, dict) else n}"
-    data = task.get("data") if isinstance(task, dict) else None
-    if not isinstance(data, dict) or not isinstance(data.get("item_id"), (str, int)):
-      raise ValueError(f"{where}: no data.item_id (export tasks imported from a dal_jax "
-                       "query_NNN_tasks.json)")
-    item_id = str(data["item_id"])
-    if item_id not in ids:
-      raise ValueError(f"{where}: unknown id {item_id!r} (not in the pool)")
-    if item_id in seen:
-      raise ValueError(f"{where}: id {item_id!r} is answered again (first at {seen[item_id]}); "
-                       "keep one task per image")
-    seen[item_id] = where
-    annotations = task.get("annotations") or []
-    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-      raise ValueError(f"{where}: 'annotations' must be a list of objects")
-    done = [a for a in annotations if not a.get("was_cancelled")]
-    if not done:
-      if annotations or task.get("skipped"):
-        yield where, item_id, None
+  for where, item_id, answered in project_lib.label_studio_tasks(path, tasks, ids):
+    where = f"{path}, {where}"
+    if answered is None:
+      yield where, item_id, None
       continue
-    found = []
-    for a in done:
-      results = a.get("result") or []
-      if not isinstance(results, list):
-        raise ValueError(f"{where}: an annotation's 'result' must be a list")
-      found.append(sorted(box_answers.rectangle_rows(results, classes, shape, where=where)))
+    found = [sorted(box_answers.rectangle_rows(results, classes, shape, where=where))
+             for results in answered]
     if any(f != found[0] for f in found[1:]):
       raise ValueError(f"{where}: {len(found)} annotations of {item_id!r} disagree; keep one "
                        "in Label Studio first")

@@ -312,37 +312,13 @@ def _label_studio_masks(path: str, classes: list[str], shape, ids: set[str]):
     tasks = json.loads(raw.decode("utf-8-sig"))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ValueError(f"{path}: not a Label Studio JSON export ({e}); a truncated file?") from None
-  if isinstance(tasks, dict):
-    tasks = [tasks]
-  if not isinstance(tasks, list):
-    raise ValueError(f"{path}: a Label Studio export is a JSON list of tasks")
-  seen: dict[str, str] = {}
-  for n, task in enumerate(tasks):
-    where = f"{path}, task {task.get('id', n) if isinstance(task, dict) else n}"
-    data = task.get("data") if isinstance(task, dict) else None
-    if not isinstance(data, dict) or not isinstance(data.get("item_id"), (str, int)):
-      raise ValueError(f"{where}: no data.item_id (export tasks imported from a dal_jax "
-                       "query_NNN_tasks.json)")
-    item_id = str(data["item_id"])
-    if item_id not in ids:
-      raise ValueError(f"{where}: unknown id {item_id!r} (not in the pool)")
-    if item_id in seen:
-      raise ValueError(f"{where}: id {item_id!r} is answered again (first at {seen[item_id]}); "
-                       "keep one task per image")
-    seen[item_id] = where
-    annotations = task.get("annotations") or []
-    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-      raise ValueError(f"{where}: 'annotations' must be a list of objects")
-    done = [a for a in annotations if not a.get("was_cancelled")]
-    if not done:
-      if annotations or task.get("skipped"):
-        yield where, item_id, None
+  for where, item_id, answered in project_lib.label_studio_tasks(path, tasks, ids):
+    where = f"{path}, {where}"
+    if answered is None:
+      yield where, item_id, None
       continue
     found = []
-    for a in done:
-      results = a.get("result") or []
-      if not isinstance(results, list):
-        raise ValueError(f"{where}: an annotation's 'result' must be a list")
+    for results in answered:
       try:
         mask = mask_answers.results_to_mask(results, classes, shape)
       except ValueError as e:

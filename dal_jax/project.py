@@ -805,16 +805,17 @@ def _csv_rows(path: str, text: str):
     yield f"row {n}", row[id_col], row[LABEL_CONTROL]
 
 
-def _label_studio_rows(path: str, text: str):
-  try:
-    tasks = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
-                     "a truncated export?") from None
+def label_studio_tasks(path: str, tasks, ids: set[str] | None = None):
+  """``(where, item id, results)`` of each answered task of a Label Studio JSON export (parsed):
+  ``results`` is the list of its annotations' result lists (cancelled annotations left out), or
+  None for a task skipped or cancelled. Checks the export's shape (a list of tasks, each with a
+  ``data.item_id``, annotations as objects, results as lists) and, with ``ids``, that every ID
+  is a pool item answered once; raises one line naming the task."""
   if isinstance(tasks, dict):
     tasks = [tasks]
   if not isinstance(tasks, list):
     raise ValueError(f"{path}: a Label Studio export is a JSON list of tasks")
+  seen: dict[str, str] = {}
   for n, task in enumerate(tasks):
     where = f"task {task.get('id', n) if isinstance(task, dict) else n}"
     if not isinstance(task, dict) or not isinstance(task.get("data"), dict) or (
@@ -826,19 +827,39 @@ def _label_studio_rows(path: str, text: str):
       raise ValueError(f"{path}, {where}: data.item_id must be a string, got "
                        f"{json.dumps(item_id)}")
     item_id = str(item_id)
+    if ids is not None:
+      if item_id not in ids:
+        raise ValueError(f"{path}, {where}: unknown id {item_id!r} (not in the pool)")
+      if item_id in seen:
+        raise ValueError(f"{path}, {where}: id {item_id!r} is answered again (first at "
+                         f"{seen[item_id]}); keep one task per image")
+      seen[item_id] = where
     annotations = task.get("annotations") or []
     if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
       raise ValueError(f"{path}, {where}: 'annotations' must be a list of objects")
     done = [a for a in annotations if not a.get("was_cancelled")]
     if not done:
       if annotations or task.get("skipped"):  # skipped / cancelled in Label Studio
-        yield where, item_id, "skip"
+        yield where, item_id, None
+      continue
+    results = [a.get("result") or [] for a in done]
+    if not all(isinstance(r, list) for r in results):
+      raise ValueError(f"{path}, {where}: an annotation's 'result' must be a list")
+    yield where, item_id, results
+
+
+def _label_studio_rows(path: str, text: str):
+  try:
+    tasks = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                     "a truncated export?") from None
+  for where, item_id, answered in label_studio_tasks(path, tasks):
+    if answered is None:
+      yield where, item_id, "skip"
       continue
     choices = set()
-    for a in done:
-      results = a.get("result") or []
-      if not isinstance(results, list):
-        raise ValueError(f"{path}, {where}: an annotation's 'result' must be a list")
+    for results in answered:
       for r in results:
         if not isinstance(r, dict):
           raise ValueError(f"{path}, {where}: an annotation result must be an object")

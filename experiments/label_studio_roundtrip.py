@@ -105,6 +105,20 @@ def start_label_studio(args, env, log) -> tuple[subprocess.Popen, str]:
   return proc, base
 
 
+def import_tasks(base: str, title: str, label_config: str, tasks) -> tuple[int, int, list]:
+  """A new Label Studio project with ``tasks`` imported: ``(id, imported count, its tasks)``."""
+  pid = http("POST", base + "/api/projects", {"title": title, "label_config": label_config})["id"]
+  imported = http("POST", f"{base}/api/projects/{pid}/import", tasks).get("task_count")
+  listed = http("GET", f"{base}/api/tasks?project={pid}&page_size=1000")
+  return pid, imported, listed["tasks"] if isinstance(listed, dict) else listed
+
+
+def annotate(base: str, task: dict, result: list | None) -> None:
+  """Submits one annotation of ``task``; None cancels it (the annotator skips the task)."""
+  http("POST", f"{base}/api/tasks/{task['id']}/annotations",
+       {"result": [], "was_cancelled": True} if result is None else {"result": result})
+
+
 def export_and_ingest(base: str, pid: int, p, path: str):
   """Label Studio's JSON export of project ``pid``, saved to ``path`` and ingested into the
   dal_jax project ``p``: ``(export, ingest summary)``."""
@@ -154,26 +168,20 @@ def main() -> int:
   proc = None
   try:
     proc, base = start_label_studio(args, env, log)
-    ls_project = http("POST", base + "/api/projects", {
-        "title": "dal_jax round trip",
-        "label_config": project_lib.label_config(CLASSES).replace("</View>", QUALITY)})
-    pid = ls_project["id"]
-    imported = http("POST", f"{base}/api/projects/{pid}/import", tasks)
-    result["imported"] = imported.get("task_count")
-    listed = http("GET", f"{base}/api/tasks?project={pid}&page_size=1000")
-    ls_tasks = listed["tasks"] if isinstance(listed, dict) else listed
+    pid, result["imported"], ls_tasks = import_tasks(
+        base, "dal_jax round trip",
+        project_lib.label_config(CLASSES).replace("</View>", QUALITY), tasks)
     submitted = {}
     for n, t in enumerate(ls_tasks):
       item = t["data"]["item_id"]
       if n == 0:  # the annotator cannot tell: skip it (it goes back to the pool)
-        http("POST", f"{base}/api/tasks/{t['id']}/annotations",
-             {"result": [], "was_cancelled": True})
+        annotate(base, t, None)
         continue
-      http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": [
+      annotate(base, t, [
           {"from_name": "label", "to_name": "image", "type": "choices",
            "value": {"choices": [truth[item]]}},
           {"from_name": "quality", "to_name": "image", "type": "choices",
-           "value": {"choices": ["blurry" if n % 2 else "sharp"]}}]})
+           "value": {"choices": ["blurry" if n % 2 else "sharp"]}}])
       submitted[item] = truth[item]
     export, summary = export_and_ingest(base, pid, p,
                                         os.path.join(work, "label_studio_export.json"))
@@ -266,19 +274,13 @@ def segmentation_round_trip(args, work: str, truth: dict[str, str]) -> dict:
       tasks = json.load(f)
     record["predictions_with_brush"] = sum(bool(t.get("predictions")) for t in tasks)
     proc, base = start_label_studio(args, env, log)
-    ls_project = http("POST", base + "/api/projects", {
-        "title": "dal_jax masks", "label_config": mask_answers.label_config(classes)})
-    pid = ls_project["id"]
-    record["imported"] = http("POST", f"{base}/api/projects/{pid}/import", tasks).get(
-        "task_count")
-    listed = http("GET", f"{base}/api/tasks?project={pid}&page_size=1000")
-    ls_tasks = listed["tasks"] if isinstance(listed, dict) else listed
+    pid, record["imported"], ls_tasks = import_tasks(
+        base, "dal_jax masks", mask_answers.label_config(classes), tasks)
     submitted = {}
     for n, t in enumerate(ls_tasks):
       item = t["data"]["item_id"]
       if n == 0:
-        http("POST", f"{base}/api/tasks/{t['id']}/annotations",
-             {"result": [], "was_cancelled": True})
+        annotate(base, t, None)
         continue
       if n == 1:  # a polygon over the middle of the image
         points = [[25, 25], [75, 25], [75, 75], [25, 75]]
@@ -289,7 +291,7 @@ def segmentation_round_trip(args, work: str, truth: dict[str, str]) -> dict:
       else:
         result = mask_answers.mask_results(masks[item], classes)
         want = masks[item]
-      http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": result})
+      annotate(base, t, result)
       submitted[item] = want
     export, summary = export_and_ingest(base, pid, p,
                                         os.path.join(work, "label_studio_masks.json"))
@@ -365,23 +367,15 @@ def detection_round_trip(args, work: str, truth: dict[str, str]) -> dict:
     record["predicted_rectangles"] = sum(len(t["predictions"][0]["result"]) for t in tasks
                                          if t.get("predictions"))
     proc, base = start_label_studio(args, env, log)
-    ls_project = http("POST", base + "/api/projects", {
-        "title": "dal_jax boxes", "label_config": box_answers.label_config(CLASSES)})
-    pid = ls_project["id"]
-    record["imported"] = http("POST", f"{base}/api/projects/{pid}/import", tasks).get(
-        "task_count")
-    listed = http("GET", f"{base}/api/tasks?project={pid}&page_size=1000")
-    ls_tasks = listed["tasks"] if isinstance(listed, dict) else listed
+    pid, record["imported"], ls_tasks = import_tasks(
+        base, "dal_jax boxes", box_answers.label_config(CLASSES), tasks)
     submitted = {}
     for n, t in enumerate(ls_tasks):
       item = t["data"]["item_id"]
-      if n == 0:
-        http("POST", f"{base}/api/tasks/{t['id']}/annotations",
-             {"result": [], "was_cancelled": True})
-        continue
-      result = box_answers.rectangle_results([boxes[item]], CLASSES, (28, 28))
-      http("POST", f"{base}/api/tasks/{t['id']}/annotations", {"result": result})
-      submitted[item] = [boxes[item]]
+      annotate(base, t, None if n == 0 else
+               box_answers.rectangle_results([boxes[item]], CLASSES, (28, 28)))
+      if n:
+        submitted[item] = [boxes[item]]
     export, summary = export_and_ingest(base, pid, p,
                                         os.path.join(work, "label_studio_boxes.json"))
     labels = p.labels()

@@ -13,29 +13,18 @@ curve is the test COCO mAP@0.5 against labeled images.
 """
 
 from dal_jax import config
+from experiments.configs import scenes
 
 
 def get_config():
-  c = config.default_config()
+  """The segmentation scenes' recipe (pool, budget, rounds, training) with boxes and a
+  detector."""
+  c = scenes.get_config()
   c.task = "detection"
   c.dataset = "scenes:size=64,train=2000,test=200,labels=boxes"
-  c.val_size = 50
   c.model = "centernet"
   c.models.centernet.width = 8
-  c.initial_size = 20
-  c.initial_balanced = False
-  c.query_size = 15
   c.budget = 65
-  c.mc_samples = 8
-  c.pool_subsample = 200
-  c.train.learning_rate = 3e-3
-  c.train.max_steps = 300
-  c.train.min_steps = 200
-  c.train.min_epochs = 0.0
-  c.train.eval_every = 50
-  c.train.patience = 2
   c.train.early_stopping = "loss"
-  c.num_seeds = 3
-  c.report_accuracy = 0.2
-  c.workers = 2
+  c.models.unet = config.default_config().models.unet  # (not used: the U-Net's defaults)
   return c
