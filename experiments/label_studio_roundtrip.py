@@ -344,7 +344,8 @@ def detection_round_trip(args, work: str, truth: dict[str, str]) -> dict:
                    int(cols.max()) + 1]
   p = project_lib.create(os.path.join(work, "det"), pool=folder, classes=CLASSES,
                          task="detection", image_size=(28, 28),
-                         overrides={"train.max_steps": 50, "models.centernet.width": 8},
+                         overrides={"train.max_steps": 400, "train.min_steps": 400,
+                                    "models.centernet.width": 8},
                          data_dir=os.path.join(work, "tfds"))
   record: dict = {"task": "detection"}
   env = {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
@@ -353,7 +354,7 @@ def detection_round_trip(args, work: str, truth: dict[str, str]) -> dict:
   log = open(os.path.join(work, "label_studio_det.log"), "w")
   proc = None
   try:
-    p.query(10)
+    p.query(40)
     cold = box_answers.coco_file([(i, [boxes[i]], None) for i in p.meta["pending"]["ids"]],
                                  CLASSES, (28, 28))
     cold_path = os.path.join(work, "cold_coco.json")
@@ -384,8 +385,17 @@ def detection_round_trip(args, work: str, truth: dict[str, str]) -> dict:
                   rectangle_results=sum(r.get("type") == "rectanglelabels" for task in export
                                         for a in task.get("annotations", [])
                                         for r in a.get("result", [])))
+    # The model's rectangles came back from Label Studio as the tasks' predictions, unchanged.
+    sent = {t["data"]["item_id"]: box_answers.rectangle_rows(
+        t["predictions"][0]["result"], CLASSES, (28, 28), where="sent") for t in tasks}
+    back = {t["data"]["item_id"]: sorted(r for pr in t.get("predictions", [])
+                                         for r in box_answers.rectangle_rows(
+                                             pr.get("result", []), CLASSES, (28, 28),
+                                             where="export")) for t in export}
+    record["predictions_back_equal"] = all(sorted(v) == back.get(k) for k, v in sent.items())
     record["ok"] = (len(same) == len(submitted) and all(same) and summary["skipped"] == 1
-                    and summary["pending"] == 0 and record["rectangle_results"] == len(same))
+                    and summary["pending"] == 0 and record["rectangle_results"] == len(same)
+                    and record["predicted_rectangles"] > 0 and record["predictions_back_equal"])
   finally:
     if proc is not None:
       stop(proc)

@@ -301,3 +301,61 @@ def test_whole_item_acquisitions_are_refused_for_dense_tasks_before_any_work(tas
   else:
     c.train.early_stopping = "miou"
   config_lib.check(c)
+
+
+def _detection_config(data_dir, **overrides):
+  from experiments.configs import scenes_detection
+  c = scenes_detection.get_config()
+  c.dataset = "scenes:size=32,train=48,test=16,labels=boxes"
+  c.data_dir = str(data_dir)
+  c.val_size = 8
+  c.models.centernet.width = 2
+  c.initial_size = 6
+  c.query_size = 3
+  c.budget = 9
+  c.mc_samples = 3
+  c.pool_subsample = 20
+  c.train.max_steps = 6
+  c.train.min_steps = 0
+  c.train.eval_every = 3
+  c.train.batch_size = 4
+  c.num_seeds = 1
+  c.workers = 1
+  c.progress = False
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="needs Debian's dataset-fashion-mnist")
+def test_detection_runs_ensembles_and_parallel_seeds_and_resumes(tmp_path):
+  """Boxes are the oracle's answers; an ensemble of two detectors per seed, two seeds stacked
+  in one program, BALD per cell reduced by the max; a run killed after a round resumes to the
+  same selections."""
+  from dal_jax import experiment
+  from dal_jax import loop
+
+  config = _detection_config(tmp_path / "data", acquisition="bald", ensemble_size=2,
+                             num_seeds=2, parallel_seeds=True, mc_samples=0)
+  config.methods.bald.reduction = "max"
+  splits = experiment.load_splits(config)
+  assert splits.pool.y.shape == (40, 4, 5) and splits.pool.num_classes == 10
+  full = experiment.run_experiment(config, str(tmp_path / "full"), splits=splits)
+  assert sorted(full) == [0, 1]
+  for rows in full.values():
+    assert [r["num_labels"] for r in rows] == [6, 9]
+    assert len(set(rows[0]["selected"])) == 3 and all(0 <= r["map50"] <= 1 for r in rows)
+    assert rows[0]["ensemble_size"] == 2 and sum(rows[0]["selected_class_histogram"]) > 0
+  state = experiment.SeedRun(experiment.build(config, splits), 0,
+                             str(tmp_path / "full" / "seed_0")).state
+  labeled = np.asarray(state.labeled)
+  np.testing.assert_array_equal(np.asarray(state.labels)[labeled], splits.pool.y[labeled])
+  assert (np.asarray(state.labels)[~labeled] == loop.UNKNOWN).all()
+  experiment.run_experiment(config, str(tmp_path / "resumed"), splits=splits, max_rounds=1)
+  again = experiment.run_experiment(config, str(tmp_path / "resumed"), splits=splits)
+  assert {s: [r["selected"] for r in rows] for s, rows in again.items()} == {
+      s: [r["selected"] for r in rows] for s, rows in full.items()}
+  with pytest.raises(ValueError, match="has no such labels"):
+    experiment.run_experiment(_detection_config(tmp_path / "data", region_size=8),
+                              str(tmp_path / "regions"), splits=splits)
