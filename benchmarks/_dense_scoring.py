@@ -8,10 +8,11 @@ from benchmarks import _common
 
 
 def measure(n: int, mc_samples: int, chunk: int, directory: str, *, model: str = "unet",
-            classes: int = 11, task: str = "segmentation", width: int = 8) -> dict:
+            classes: int = 11, task: str = "segmentation", width: int = 8,
+            element_score: str = "bald", reduction: str = "top_q_mean") -> dict:
   """One pool size, in this process: the ``model`` of ``task`` (``classes`` classes) scores the
-  scenes pool under the task's per-element score (segmentation: BALD, top-10% mean per image;
-  detection: box entropy, max per image)."""
+  scenes pool by the per-element ``element_score`` (an ``acquisition`` function name) reduced
+  per image by ``reduction``."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -40,10 +41,7 @@ def measure(n: int, mc_samples: int, chunk: int, directory: str, *, model: str =
   variables = learner.init(jax.random.split(jax.random.key(0), 1), jnp.zeros((1, 64, 64, 1)))
 
   def score(lp, *, where=None):
-    if task == "detection":
-      element, reduction = acquisition.box_entropy(lp), "max"  # [n, h, w] cells
-    else:
-      element, reduction = acquisition.bald(lp), "top_q_mean"  # [n, H, W] pixels
+    element = getattr(acquisition, element_score)(lp)  # [n, H, W] pixels or [n, h, w] cells
     mask = None if where is None else jnp.broadcast_to(where[:, None, None], element.shape)
     return acquisition.reduce_scores(element, reduction=reduction, q=0.1, where=mask)
 
@@ -60,6 +58,7 @@ def measure(n: int, mc_samples: int, chunk: int, directory: str, *, model: str =
       learner_lib.index(variables, 0)["model"],
       jnp.zeros((1, 64, 64, 1)), train=False)[0].shape[1:3])
   return {"pool_size": n, "image_shape": [64, 64, 1], "task": task, "model": model,
+          "element_score": element_score, "reduction": reduction,
           "classes": classes, "elements_per_image": list(cells), "mc_samples": mc_samples,
           "width": width,
           "chunk_size": chunk, "write_seconds": t_write, "score_seconds": seconds,

@@ -31,7 +31,7 @@ def main(argv):
   del argv
   if _common.run_child("DAL_JAX_DETECTION_CHILD", lambda n, d: _dense_scoring.measure(
       n, _SAMPLES.value, _CHUNK.value, d, model="centernet", classes=10, task="detection",
-      width=_WIDTH.value)):
+      width=_WIDTH.value, element_score="box_entropy", reduction="max")):
     return
   rows = _common.rows_per_size(
       "benchmarks.detection_scoring", "DAL_JAX_DETECTION_CHILD",

@@ -388,10 +388,13 @@ def detection_round_trip(args, work: str, truth: dict[str, str]) -> dict:
     # The model's rectangles came back from Label Studio as the tasks' predictions, unchanged.
     sent = {t["data"]["item_id"]: box_answers.rectangle_rows(
         t["predictions"][0]["result"], CLASSES, (28, 28), where="sent") for t in tasks}
-    back = {t["data"]["item_id"]: sorted(r for pr in t.get("predictions", [])
-                                         for r in box_answers.rectangle_rows(
-                                             pr.get("result", []), CLASSES, (28, 28),
-                                             where="export")) for t in export}
+    back = {}
+    for t in ls_tasks:  # (the JSON export lists prediction IDs; the API gives their results)
+      stored = http("GET", f"{base}/api/predictions?task={t['id']}")
+      stored = stored.get("results", []) if isinstance(stored, dict) else stored
+      back[t["data"]["item_id"]] = sorted(
+          r for pr in stored for r in box_answers.rectangle_rows(
+              pr.get("result", []), CLASSES, (28, 28), where="prediction"))
     record["predictions_back_equal"] = all(sorted(v) == back.get(k) for k, v in sent.items())
     record["ok"] = (len(same) == len(submitted) and all(same) and summary["skipped"] == 1
                     and summary["pending"] == 0 and record["rectangle_results"] == len(same)

@@ -359,3 +359,34 @@ def test_detection_runs_ensembles_and_parallel_seeds_and_resumes(tmp_path):
   with pytest.raises(ValueError, match="has no such labels"):
     experiment.run_experiment(_detection_config(tmp_path / "data", region_size=8),
                               str(tmp_path / "regions"), splits=splits)
+
+
+def test_coco_folder_dataset_scales_boxes_and_refuses_unlisted_images(tmp_path):
+  from PIL import Image
+
+  from dal_jax import box_answers
+  from dal_jax import data
+
+  root = tmp_path / "own"
+  (root / "images").mkdir(parents=True)
+  for i in range(3):
+    Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(root / "images" / f"a{i}.png")
+  coco = box_answers.coco_file([("a0.png", [[1, 0, 0, 8, 16]], None), ("a1.png", [], None),
+                                ("a2.png", [[0, 2, 2, 4, 6], [1, 8, 8, 16, 16]], None)],
+                               ["cat", "dog"], (32, 32))  # annotated at twice the size
+  (root / "annotations.json").write_text(json.dumps(coco))
+  train, test = data.load_dataset(f"coco:{root}")
+  assert train.x.shape == (3, 16, 16, 1) and len(test) == 0 and train.num_classes == 2
+  np.testing.assert_array_equal(train.y, [
+      [[1, 0, 0, 4, 8], [-1, 0, 0, 0, 0]],
+      [[-1, 0, 0, 0, 0], [-1, 0, 0, 0, 0]],
+      [[0, 1, 1, 2, 3], [1, 4, 4, 8, 8]]])
+  Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "images" / "extra.png")
+  with pytest.raises(ValueError, match="extra.png' is not listed"):
+    data.load_dataset(f"coco:{root}")
+  os.remove(root / "images" / "extra.png")
+  coco["annotations"][0]["bbox"] = [20, 0, 16, 4]
+  (root / "annotations.json").write_text(json.dumps(coco))
+  with pytest.raises(ValueError, match="image 'a0.png', annotation 1: the box .* leaves the "
+                     "32x32 image"):
+    data.load_dataset(f"coco:{root}")
