@@ -326,6 +326,10 @@ def test_every_acquisition_returns_k_distinct_candidates_or_a_clear_error(name):
   spec = acq.Spec(input_shape=(2, 2, 2), pre_logits_dim=4, num_classes=3)
   for trial, case in enumerate(["random", "uniform", "confident", "nan", "random"]):
     outputs = _outputs(rng, n, case)
+    if acq.ACQUISITIONS[name].tasks == ("detection",) and acquisition.needs.model:
+      detector = models.get_model("centernet", (8, 8, 2), 3, width=2)  # reads a detector
+      outputs.update(model=detector, variables=detector.init(jax.random.key(0), None),
+                     x=f32(rng.random((n, 8, 8, 2))))
     if name == "ripu":  # scores pixels of images: each item a 2x2 image of these predictions
       outputs["log_probs"] = jnp.repeat(jnp.repeat(
           jnp.asarray(outputs["log_probs"])[:, :, None, None], 2, axis=2), 2, axis=3)

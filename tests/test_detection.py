@@ -390,3 +390,12 @@ def test_coco_folder_dataset_scales_boxes_and_refuses_unlisted_images(tmp_path):
   with pytest.raises(ValueError, match="image 'a0.png', annotation 1: the box .* leaves the "
                      "32x32 image"):
     data.load_dataset(f"coco:{root}")
+
+
+def test_detection_model_scores_refuse_a_classifier_in_one_line():
+  model = models.get_model("mlp", (4, 4, 1), 3, hidden=(8,))
+  x = jnp.zeros((5, 4, 4, 1))
+  for fn in (acq.flip_consistency, acq.localization_stability):
+    with pytest.raises(ValueError, match=r"reads a detector's outputs \[N, h, w, C \+ 5\].*"
+                       r"gives \(5, 3\)"):
+      fn(model, model.init(jax.random.key(0), None), x, key=jax.random.key(0))

@@ -67,6 +67,10 @@ def box_margin(log_probs: jax.Array, *, where=None) -> jax.Array:
 
 def _detect(model, variables, x):
   outputs = model.apply(variables, x, train=False)[0]
+  if outputs.ndim != 4 or outputs.shape[-1] < det.BOX_CHANNELS + 2:
+    raise ValueError(f"this score reads a detector's outputs [N, h, w, C + 5] (class logits "
+                     f"with background, then box regressions; model 'centernet'); the model "
+                     f"gives {tuple(outputs.shape)}")
   return det.decode_outputs(outputs), det.log_probs(outputs)
 
 
