@@ -77,7 +77,10 @@ INF = float("inf")
 FIELDS: dict[str, Field] = {
     # Data.
     "dataset": _f("fashion_mnist", "fashion_mnist, digits (scikit-learn's 8x8 digits), "
-                  "idx:<dir> (MNIST-format IDX files), or a tfds dataset prepared in data_dir",
+                  "idx:<dir> (MNIST-format IDX files), scenes[:size=64,train=5000,test=1000,"
+                  "seed=0,labels=masks|boxes,source=<IDX dir>] (Fashion-MNIST scenes for "
+                  "segmentation or detection), masks:<dir> (images with PNG masks), coco:<dir> "
+                  "(images with a COCO JSON of boxes), or a tfds dataset prepared in data_dir",
                   _STR),
     "data_dir": _f(None, "tfds data directory (None: ~/tensorflow_datasets)"),
     "split_seed": _f(0, "seed of the pool / validation / test split", _int_at_least(0)),
@@ -91,9 +94,12 @@ FIELDS: dict[str, Field] = {
     "ood_fraction": _f(0.0, "out-of-distribution samples appended to the pool (labels -1)",
                        _float_in(0.0, 0.9)),
     # Task and model.
-    "task": _f("classification", "what a label is, its loss and metrics: a registered task "
-               "(dal_jax.tasks)", _STR),
-    "model": _f("gal_cnn", "mlp, gal_cnn or resnet18", _STR),
+    "task": _f("classification", "what a label is, its loss and metrics: classification, "
+               "segmentation, detection, or a task registered from user code "
+               "(dal_jax.tasks.register_task, loaded with --import)", _STR),
+    "model": _f("gal_cnn", "mlp, gal_cnn, resnet18, unet (segmentation), centernet "
+                "(detection), or one registered with dal_jax.models.register_model; its "
+                "options are models.<model>.<option>", _STR),
     # Acquisition / method.
     "acquisition": _f("bald", "the method: any acquisition or method name", _STR),
     "selector": _f("auto", "how score acquisitions pick k points: power (stochastic batch "
@@ -196,7 +202,7 @@ TRAIN_FIELDS: dict[str, Field] = {
         "evaluations without improvement before stopping", _int_at_least(1)),
     "early_stopping": _f(_TRAIN.early_stopping,
         "validation criterion, one of the task's: accuracy or nll "
-        "(segmentation also miou)", _STR),
+        "(segmentation: miou, accuracy, nll; detection: loss)", _STR),
     "min_steps": _f(_TRAIN.min_steps, "steps before early stopping may stop", _int_at_least(0)),
     "min_epochs": _f(_TRAIN.min_epochs,
         "passes over the labeled set before early stopping may stop (the "

@@ -1,9 +1,11 @@
-"""The README's promises: its example runs, and .ci/run runs exactly its install/test commands."""
+"""The README's and the docs' promises: their examples run, and .ci/run runs exactly the README's
+install and test commands."""
 
 import os
 import re
 
 import numpy as np
+import pytest
 
 from dal_jax import acquisition as acq
 
@@ -11,8 +13,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _readme():
-  with open(os.path.join(REPO, "README.md")) as f:
-    return f.read()
+  """The README followed by every page of docs/ (examples are found wherever they live)."""
+  paths = [os.path.join(REPO, "README.md")] + sorted(
+      os.path.join(root, name) for root, _, names in os.walk(os.path.join(REPO, "docs"))
+      for name in names if name.endswith(".md"))
+  return "\n".join(open(p, encoding="utf-8").read() for p in paths)
 
 
 def _code_blocks(text):
@@ -59,15 +64,18 @@ def test_learned_acquisition_example_runs():
   assert "classifier" in scope["state"]
 
 
-def test_new_acquisition_command_works_as_written(tmp_path):
-  """README: save the example as bald_ratio.py, then its command runs it with --import."""
+@pytest.mark.parametrize("example,module,expect", [
+    ("new-acquisition", "bald_ratio", "[bald_ratio seed 0] round   1"),
+    ("new-task", "brier_task", "[bald seed 0] round   1")])
+def test_extension_commands_work_as_written(tmp_path, example, module, expect):
+  """Docs: save the example as MODULE.py, then its command runs it with --import."""
   import subprocess
   import sys
   text = _readme()
-  block = re.search(r"<!-- example: new-acquisition -->\n```python\n(.*?)```", text, re.S).group(1)
-  (tmp_path / "bald_ratio.py").write_text(block)
+  block = re.search(rf"<!-- example: {example} -->\n```python\n(.*?)```", text, re.S).group(1)
+  (tmp_path / f"{module}.py").write_text(block)
   command = next(line for b in _code_blocks(text) for line in b.splitlines()
-                 if "--import=bald_ratio" in line)
+                 if f"--import={module}" in line)
   assert command.startswith("PYTHONPATH=. python -m experiments.run")
   args = command.split()[4:]  # after "PYTHONPATH=. python -m experiments.run"
   args = [a if not a.startswith("--workdir=") else f"--workdir={tmp_path / 'run'}" for a in args]
@@ -76,7 +84,7 @@ def test_new_acquisition_command_works_as_written(tmp_path):
                          "--config.budget=30", "--config.train.max_steps=20"], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "[bald_ratio seed 0] round   1" in proc.stdout
+  assert expect in proc.stdout
 
 
 def _example(name, lang):

@@ -133,7 +133,8 @@ def _no_state(key, spec):
 
 
 def _first_line(fn) -> str:
-  return (inspect.getdoc(fn) or "").strip().split("\n")[0]
+  """The docstring's first paragraph, on one line (listings and the reference pages)."""
+  return " ".join((inspect.getdoc(fn) or "").strip().split("\n\n")[0].split())
 
 
 # Options that count or size something (or must be strictly positive, like a learning rate).
