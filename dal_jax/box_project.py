@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from dal_jax import box_answers
-from dal_jax import config as config_lib
 from dal_jax import learner as learner_lib
 from dal_jax import project as project_lib
 from dal_jax import streaming
@@ -238,20 +237,7 @@ class BoxProject(project_lib.Project):
     if not ids:
       raise ValueError("nothing is labeled yet: query and ingest first")
     pool, shape = self.pool, self._shape()
-    learner = self._plain_learner()
-    self._say(f"training the export model on {len(ids)} images")
-    fit = learner.fit(jnp.asarray(streaming.materialize(pool.x[positions])),
-                      jnp.asarray(rows), jnp.ones(len(ids), bool),
-                      keys=jax.random.split(jax.random.key(int(self.config.seed)), 1))
-    out = self._file("export")
-    os.makedirs(out, exist_ok=True)
-    project_lib.save_model(os.path.join(out, "model"),
-                           learner_lib.index(fit.variables, 0)["model"])
-    project_lib._write_json(os.path.join(out, "export.json"), {
-        "task": "detection", "model": self.config.model,
-        "options": config_lib.plain(self.config.models.get(self.config.model, {})),
-        "input_shape": list(pool.x.shape[1:]), "classes": self.classes,
-        "labels": len(ids), "time": project_lib._now()})
+    learner, fit, out = self._export_model(positions, rows, "images")
     items = []
     chunk = max(1, int(self.config.chunk_size))
     for start in range(0, len(pool.ids), chunk):

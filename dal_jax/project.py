@@ -663,6 +663,26 @@ class Project:
     plt.close(fig)
     return path
 
+  def _export_model(self, positions, labels, what: str):
+    """Trains the config's plain model on the labeled items (``positions``, their ``labels``)
+    and saves it with ``export.json`` in ``export/``: ``(learner, fit, folder)``. The dense
+    tasks' exports share it."""
+    pool = self.pool
+    learner = self._plain_learner()
+    self._say(f"training the export model on {len(positions)} {what}")
+    fit = learner.fit(jnp.asarray(streaming.materialize(pool.x[positions])),
+                      jnp.asarray(labels), jnp.ones(len(positions), bool),
+                      keys=jax.random.split(jax.random.key(int(self.config.seed)), 1))
+    out = self._file("export")
+    os.makedirs(out, exist_ok=True)
+    save_model(os.path.join(out, "model"), learner_lib.index(fit.variables, 0)["model"])
+    _write_json(os.path.join(out, "export.json"), {
+        "task": self.meta.get("task", "classification"), "model": self.config.model,
+        "options": config_lib.plain(self.config.models.get(self.config.model, {})),
+        "input_shape": list(pool.x.shape[1:]), "classes": self.classes,
+        "labels": len(positions), "time": _now()})
+    return learner, fit, out
+
   def export(self) -> str:
     """Trains on every label, saves the model (orbax, ``export/model``) with ``export.json``,
     writes ``export/predictions.csv`` (every pool item's predicted class, its probability

@@ -304,24 +304,12 @@ def test_whole_item_acquisitions_are_refused_for_dense_tasks_before_any_work(tas
 
 
 def _detection_config(data_dir, **overrides):
-  from experiments.configs import scenes_detection
-  c = scenes_detection.get_config()
-  c.dataset = "scenes:size=32,train=48,test=16,labels=boxes"
-  c.data_dir = str(data_dir)
-  c.val_size = 8
+  """The segmentation tests' tiny scenes recipe with boxes and a detector."""
+  from tests.test_segmentation import _scenes_config
+  c = _scenes_config(data_dir, task="detection", model="centernet",
+                     dataset="scenes:size=32,train=48,test=16,labels=boxes")
   c.models.centernet.width = 2
-  c.initial_size = 6
-  c.query_size = 3
-  c.budget = 9
-  c.mc_samples = 3
-  c.pool_subsample = 20
-  c.train.max_steps = 6
-  c.train.min_steps = 0
-  c.train.eval_every = 3
-  c.train.batch_size = 4
-  c.num_seeds = 1
-  c.workers = 1
-  c.progress = False
+  c.train.early_stopping = "loss"
   for k, v in overrides.items():
     c[k] = v
   return c
