@@ -5,7 +5,9 @@ r"""Time and peak memory of the newer acquisition methods at two pool sizes (iss
 Each (method, N) runs in a fresh process (its own peak RSS): random log-probabilities
 ``[S, N, C]`` (the scores' cost does not depend on the values), one warm-up selection that
 compiles, then the best of ``--repeats`` timed selections of k points. Methods so far: EPIG with
-100 target inputs drawn from the pool.
+100 target inputs drawn from the pool; DropQuery-style selection (inconsistency under the S
+dropout samples, then k-means on ``--dim``-dimensional random pre-logits of the inconsistent
+candidates).
 """
 
 import json
@@ -24,7 +26,8 @@ from dal_jax import acquisition
 
 _OUT = flags.DEFINE_string("out", "benchmarks/results/new_methods.json", "JSON output")
 _SIZES = flags.DEFINE_list("pool_sizes", ["10000", "50000"], "pool sizes N")
-_METHODS = flags.DEFINE_list("methods", ["epig"], "registered acquisitions to time")
+_METHODS = flags.DEFINE_list("methods", ["epig", "dropquery"], "registered acquisitions to time")
+_DIM = flags.DEFINE_integer("dim", 128, "pre-logits dimension D (methods that read them)")
 _SAMPLES = flags.DEFINE_integer("mc_samples", 20, "samples S")
 _CLASSES = flags.DEFINE_integer("classes", 10, "classes C")
 _K = flags.DEFINE_integer("k", 100, "batch size")
@@ -39,10 +42,12 @@ def one_row(method: str, n: int) -> dict:
   where = jnp.ones(n, bool)
   acq = acquisition.get_acquisition(method, **_OPTIONS.get(method, {}))
   state = acq.init(jax.random.key(0), None)
+  outputs = {"log_probs": log_probs}
+  if acq.needs.pre_logits:
+    outputs["pre_logits"] = jnp.asarray(rng.normal(size=(n, _DIM.value)), jnp.float32)
 
   def select(seed):
-    indices, _ = acq.select(state, {"log_probs": log_probs}, key=jax.random.key(seed),
-                            k=_K.value, where=where)
+    indices, _ = acq.select(state, outputs, key=jax.random.key(seed), k=_K.value, where=where)
     return jax.block_until_ready(indices)
 
   select(0)
@@ -54,7 +59,8 @@ def one_row(method: str, n: int) -> dict:
   return {"method": method, "options": _OPTIONS.get(method, {}), "pool_size": n,
           "mc_samples": _SAMPLES.value, "classes": _CLASSES.value, "k": _K.value,
           "seconds": min(times), "peak_rss_mib": _common.peak_rss_mib(),
-          "log_probs_mib": log_probs.size * 4 / 2**20}
+          "log_probs_mib": log_probs.size * 4 / 2**20,
+          "pre_logits_dim": _DIM.value if acq.needs.pre_logits else None}
 
 
 def main(argv):

@@ -9,6 +9,8 @@ from dal_jax.acquisition._diversity import badge
 from dal_jax.acquisition._diversity import cluster_margin
 from dal_jax.acquisition._diversity import coreset
 from dal_jax.acquisition._diversity import dmbal
+from dal_jax.acquisition._diversity import dropout_disagreement
+from dal_jax.acquisition._diversity import dropquery
 from dal_jax.acquisition._diversity import entropy_gradnorm
 from dal_jax.acquisition._diversity import expected_gradient_length
 from dal_jax.acquisition._diversity import factored_sq_distances
