@@ -7,7 +7,8 @@ Each (method, N) runs in a fresh process (its own peak RSS): random log-probabil
 compiles, then the best of ``--repeats`` timed selections of k points. Methods so far: EPIG with
 100 target inputs drawn from the pool; DropQuery-style selection (inconsistency under the S
 dropout samples, then k-means on ``--dim``-dimensional random pre-logits of the inconsistent
-candidates).
+candidates); MaxHerding-style kernel herding on ``--dim``-dimensional random embeddings with 500
+target points.
 """
 
 import json
@@ -26,7 +27,8 @@ from dal_jax import acquisition
 
 _OUT = flags.DEFINE_string("out", "benchmarks/results/new_methods.json", "JSON output")
 _SIZES = flags.DEFINE_list("pool_sizes", ["10000", "50000"], "pool sizes N")
-_METHODS = flags.DEFINE_list("methods", ["epig", "dropquery"], "registered acquisitions to time")
+_METHODS = flags.DEFINE_list("methods", ["epig", "dropquery", "maxherding"],
+                            "registered acquisitions to time")
 _DIM = flags.DEFINE_integer("dim", 128, "pre-logits dimension D (methods that read them)")
 _SAMPLES = flags.DEFINE_integer("mc_samples", 20, "samples S")
 _CLASSES = flags.DEFINE_integer("classes", 10, "classes C")
@@ -43,8 +45,9 @@ def one_row(method: str, n: int) -> dict:
   acq = acquisition.get_acquisition(method, **_OPTIONS.get(method, {}))
   state = acq.init(jax.random.key(0), None)
   outputs = {"log_probs": log_probs}
-  if acq.needs.pre_logits:
-    outputs["pre_logits"] = jnp.asarray(rng.normal(size=(n, _DIM.value)), jnp.float32)
+  if acq.needs.pre_logits or acq.needs.embeddings:
+    emb = jnp.asarray(rng.normal(size=(n, _DIM.value)), jnp.float32)
+    outputs.update(pre_logits=emb, embeddings=emb)
 
   def select(seed):
     indices, _ = acq.select(state, outputs, key=jax.random.key(seed), k=_K.value, where=where)
@@ -60,7 +63,7 @@ def one_row(method: str, n: int) -> dict:
           "mc_samples": _SAMPLES.value, "classes": _CLASSES.value, "k": _K.value,
           "seconds": min(times), "peak_rss_mib": _common.peak_rss_mib(),
           "log_probs_mib": log_probs.size * 4 / 2**20,
-          "pre_logits_dim": _DIM.value if acq.needs.pre_logits else None}
+          "embedding_dim": _DIM.value if acq.needs.pre_logits or acq.needs.embeddings else None}
 
 
 def main(argv):

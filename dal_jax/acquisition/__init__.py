@@ -26,6 +26,7 @@ from dal_jax.acquisition._detection import box_margin
 from dal_jax.acquisition._detection import flip_consistency
 from dal_jax.acquisition._detection import localization_stability
 from dal_jax.acquisition._epig import epig
+from dal_jax.acquisition._typical import maxherding
 from dal_jax.acquisition._reduce import REDUCTIONS
 from dal_jax.acquisition._reduce import reduce_scores
 from dal_jax.acquisition._regions import grid as region_grid

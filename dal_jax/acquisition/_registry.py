@@ -538,4 +538,5 @@ register_score("egl", _diversity.expected_gradient_length, needs=_EMB, tasks=_IT
 # Low-budget selection on the pool's self-supervised embeddings (no task-model output).
 register_batch("typiclust", _typical.typiclust, needs=Needs(embeddings=True))
 register_batch("probcover", _typical.probcover, needs=Needs(embeddings=True))
+register_batch("maxherding", _typical.maxherding, needs=Needs(embeddings=True))
 register_score("entropy_gradnorm", _diversity.entropy_gradnorm, needs=_EMB, tasks=_ITEMS)

@@ -184,3 +184,59 @@ def probcover(embeddings: ArrayLike, k: int, *, key: jax.Array, where: ArrayLike
   adj = np.asarray(ball_adjacency(x, radius))
   rng = np.random.default_rng(np.asarray(jax.random.key_data(k_rest)).ravel().tolist())
   return jnp.asarray(probcover_from_adjacency(adj, np.asarray(candidates), k, rng))
+
+
+def gaussian_kernel(x: jax.Array, y: jax.Array, bandwidth: float) -> jax.Array:
+  """``[n, m]`` ``exp(-||x - y||² / (2 σ²))``."""
+  return jnp.exp(-_sq_dists(x, y) / (2.0 * bandwidth ** 2))
+
+
+def median_bandwidth(x: jax.Array) -> float:
+  """The median distance between distinct points of ``x`` (the usual kernel width)."""
+  d = jnp.sqrt(_sq_dists(x, x))
+  n = x.shape[0]
+  off = d[~jnp.eye(n, dtype=bool)]
+  return float(jnp.maximum(jnp.median(off), 1e-6)) if n > 1 else 1.0
+
+
+def maxherding(embeddings: ArrayLike, k: int, *, key: jax.Array,
+               where: ArrayLike | None = None, num_targets: int = 500,
+               bandwidth: float = 0.0, chunk_size: int = 1024) -> jax.Array:
+  """MaxHerding-style selection (Bae et al. 2024, generalized coverage): greedy kernel herding
+  that maximises the coverage ``Σ_x max_{s ∈ L ∪ B} k(x, s)`` of target points ``x`` by the
+  labeled points ``L`` (outside ``where``) and the batch ``B``.
+
+  Each step adds the candidate with the largest gain ``Σ_x max(k(x, c) - m(x), 0)``, ``m`` the
+  current coverage of each target. The targets are ``num_targets`` points drawn from the pool
+  (all of it when smaller), so the kernel block is ``[N, num_targets]``, never ``[N, N]``; ``k``
+  is Gaussian with width ``bandwidth`` (0: the median distance between targets).
+
+  Returns:
+    ``[k]`` distinct candidate indices, in the order chosen.
+  """
+  x = _diversity._check_embeddings(embeddings)
+  n = x.shape[0]
+  candidates = _diversity._candidates(where, n)
+  k = _diversity._check_k(k, candidates)
+  num_targets = _scores.count(num_targets, "num_targets")
+  chunk_size = _scores.count(chunk_size, "chunk_size")
+  if not (isinstance(bandwidth, (int, float)) and np.isfinite(bandwidth) and bandwidth >= 0):
+    raise ValueError(f"maxherding's bandwidth must be a finite number >= 0 (0: the median "
+                     f"distance), got {bandwidth!r}")
+  targets = (jnp.arange(n) if num_targets >= n
+             else jax.random.choice(key, n, (num_targets,), replace=False))
+  t = x[targets]
+  sigma = float(bandwidth) if bandwidth > 0 else median_bandwidth(t)
+  kernel = jnp.concatenate([gaussian_kernel(x[s:s + chunk_size], t, sigma)
+                            for s in range(0, n, chunk_size)])  # [N, M]
+  covered = jnp.max(jnp.where(candidates[:, None], 0.0, kernel), axis=0)  # labeled coverage
+
+  def step(i, carry):
+    covered, chosen, free = carry
+    gains = jnp.sum(jnp.maximum(kernel - covered[None], 0.0), axis=1)
+    c = jnp.argmax(jnp.where(free, gains, -jnp.inf))
+    return (jnp.maximum(covered, kernel[c]), chosen.at[i].set(c), free.at[c].set(False))
+
+  _, chosen, _ = jax.lax.fori_loop(0, k, step,
+                                   (covered, jnp.zeros(k, jnp.int32), candidates))
+  return chosen
