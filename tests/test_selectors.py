@@ -129,7 +129,8 @@ def test_every_registered_acquisition_selects_k_distinct_unlabeled(name, rng):
   if a_.needs.model:
     from dal_jax import models
     model = models.get_model("mlp", (2, 2, 1), 4, hidden=(8,))
-    if acq.ACQUISITIONS[name].tasks == ("detection",):  # scores read a detector's boxes
+    entry = acq.ACQUISITIONS.get(name)  # (methods are not registry entries)
+    if entry is not None and entry.tasks == ("detection",):  # scores read a detector's boxes
       model = models.get_model("centernet", (8, 8, 1), 3, width=2)
       outputs["x"] = jnp.asarray(rng.normal(size=(N, 8, 8, 1)), jnp.float32)
     outputs.update(model=model, variables=model.init(jax.random.key(0), None))
