@@ -4,8 +4,6 @@ the detection acquisitions against references and invariants, and a tiny end-to-
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +19,6 @@ from dal_jax import tasks
 from dal_jax import training
 from dal_jax.tasks import detection as det
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _reference_loss(outputs, labels):
@@ -263,28 +260,6 @@ def test_scenes_give_padded_boxes(tmp_path):
   assert data.scene_options("scenes:labels=boxes")["labels"] == "boxes"
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
-                    reason="needs Debian's dataset-fashion-mnist")
-def test_tiny_detection_experiment_end_to_end(tmp_path):
-  workdir = tmp_path / "run"
-  cmd = [sys.executable, "-m", "experiments.run",
-         "--config=experiments/configs/scenes_detection.py",
-         "--config.dataset=scenes:size=32,train=80,test=20,labels=boxes",
-         f"--config.data_dir={tmp_path / 'tfds'}", "--config.val_size=10",
-         "--config.num_seeds=1", "--config.initial_size=10", "--config.query_size=5",
-         "--config.budget=15", "--config.pool_subsample=30", "--config.mc_samples=2",
-         "--config.train.max_steps=20", "--config.train.min_steps=10",
-         "--config.train.eval_every=10", "--config.acquisition=box_entropy",
-         "--config.methods.box_entropy.reduction=max", f"--workdir={workdir}"]
-  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
-  rows = [json.loads(line) for line in open(workdir / "seed_0" / "metrics.jsonl")]
-  assert [r["num_labels"] for r in rows] == [10, 15]
-  assert all(0.0 <= r["map50"] <= 1.0 and r["objects"] > 0 for r in rows)
-  assert len(set(rows[0]["selected"])) == 5
-  assert "map50" in done.stdout
-
-
 @pytest.mark.parametrize("task", ["segmentation", "detection"])
 def test_whole_item_acquisitions_are_refused_for_dense_tasks_before_any_work(task):
   for name in ("badge", "batchbald", "epig", "egl", "kdpp"):
@@ -317,7 +292,7 @@ def _detection_config(data_dir, **overrides):
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                     reason="needs Debian's dataset-fashion-mnist")
-def test_detection_runs_ensembles_and_parallel_seeds_and_resumes(tmp_path):
+def test_detection_runs_ensembles_and_parallel_seeds_and_resumes(tmp_path, capsys):
   """Boxes are the oracle's answers; an ensemble of two detectors per seed, two seeds stacked
   in one program, BALD per cell reduced by the max; a run killed after a round resumes to the
   same selections."""
@@ -325,12 +300,13 @@ def test_detection_runs_ensembles_and_parallel_seeds_and_resumes(tmp_path):
   from dal_jax import loop
 
   config = _detection_config(tmp_path / "data", acquisition="bald", ensemble_size=2,
-                             num_seeds=2, parallel_seeds=True, mc_samples=0)
+                             num_seeds=2, parallel_seeds=True, mc_samples=0, progress=True)
   config.methods.bald.reduction = "max"
   splits = experiment.load_splits(config)
   assert splits.pool.y.shape == (40, 4, 5) and splits.pool.num_classes == 10
   full = experiment.run_experiment(config, str(tmp_path / "full"), splits=splits)
   assert sorted(full) == [0, 1]
+  assert "[bald seed 1] round   1  labels     9  map50 " in capsys.readouterr().out
   for rows in full.values():
     assert [r["num_labels"] for r in rows] == [6, 9]
     assert len(set(rows[0]["selected"])) == 3 and all(0 <= r["map50"] <= 1 for r in rows)
