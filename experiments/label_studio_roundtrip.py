@@ -105,6 +105,13 @@ def start_label_studio(args, env, log) -> tuple[subprocess.Popen, str]:
   return proc, base
 
 
+def ls_env(work: str, name: str) -> dict:
+  """The environment of a Label Studio instance keeping its data in ``work/ls_data_<name>``."""
+  return {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+          "LABEL_STUDIO_BASE_DATA_DIR": os.path.join(work, f"ls_data_{name}"),
+          "DATA_UPLOAD_MAX_MEMORY_SIZE": str(200 * 2**20)}
+
+
 def import_tasks(base: str, title: str, label_config: str, tasks) -> tuple[int, int, list]:
   """A new Label Studio project with ``tasks`` imported: ``(id, imported count, its tasks)``."""
   pid = http("POST", base + "/api/projects", {"title": title, "label_config": label_config})["id"]
@@ -160,9 +167,7 @@ def main() -> int:
   with open(query[:-4] + "_tasks.json", encoding="utf-8") as f:
     tasks = json.load(f)
 
-  env = {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-         "LABEL_STUDIO_BASE_DATA_DIR": os.path.join(work, "ls_data"),
-         "DATA_UPLOAD_MAX_MEMORY_SIZE": str(200 * 2**20)}
+  env = ls_env(work, "classes")
   log = open(os.path.join(work, "label_studio.log"), "w")
   result = {"label_studio": ls_version, "python": sys.version.split()[0]}
   proc = None
@@ -255,9 +260,7 @@ def segmentation_round_trip(args, work: str, truth: dict[str, str]) -> dict:
                          overrides={"train.max_steps": 50, "models.unet.width": 8},
                          data_dir=os.path.join(work, "tfds"))
   record: dict = {"task": "segmentation"}
-  env = {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-         "LABEL_STUDIO_BASE_DATA_DIR": os.path.join(work, "ls_data_seg"),
-         "DATA_UPLOAD_MAX_MEMORY_SIZE": str(200 * 2**20)}
+  env = ls_env(work, "seg")
   log = open(os.path.join(work, "label_studio_seg.log"), "w")
   proc = None
   try:
@@ -348,9 +351,7 @@ def detection_round_trip(args, work: str, truth: dict[str, str]) -> dict:
                                     "models.centernet.width": 8},
                          data_dir=os.path.join(work, "tfds"))
   record: dict = {"task": "detection"}
-  env = {**os.environ, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-         "LABEL_STUDIO_BASE_DATA_DIR": os.path.join(work, "ls_data_det"),
-         "DATA_UPLOAD_MAX_MEMORY_SIZE": str(200 * 2**20)}
+  env = ls_env(work, "det")
   log = open(os.path.join(work, "label_studio_det.log"), "w")
   proc = None
   try:
