@@ -118,8 +118,14 @@ def predict(model: Model, variables, x, *, key: jax.Array | None = None, mc_samp
       extras={k: jnp.concatenate([e[k] for e in extras]) for k in outputs})
 
 
+@functools.partial(jax.jit, static_argnames=("apply",))
+def _outputs_chunk(variables, x, *, apply):
+  return apply(variables, x, train=False)[0]
+
+
 def raw_outputs(model: Model, variables, x, *, chunk_size: int = 1024) -> jax.Array:
-  """The model's deterministic outputs (logits, or a detector's maps) of ``x`` in chunks."""
-  apply = jax.jit(lambda v, xc: model.apply(v, xc, train=False)[0])
-  return jnp.concatenate([apply(variables, jnp.asarray(x[s:s + chunk_size]))
+  """The model's deterministic outputs (logits, or a detector's maps) of ``x`` in chunks (one
+  compiled program per model and chunk shape, reused across calls)."""
+  return jnp.concatenate([_outputs_chunk(variables, jnp.asarray(x[s:s + chunk_size]),
+                                         apply=model.apply)
                           for s in range(0, x.shape[0], chunk_size)])

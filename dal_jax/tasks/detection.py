@@ -186,6 +186,9 @@ def decode(log_probs: jax.Array, box_regression: jax.Array, *,
   return jax.vmap(lambda lp, r: _decode_one(lp, r, max_detections))(log_probs, box_regression)
 
 
+_decode_jit = jax.jit(decode, static_argnames=("max_detections",))
+
+
 def decode_outputs(outputs: jax.Array, *, max_detections: int = MAX_DETECTIONS) -> Detections:
   """Detections of a detector's raw ``[N, h, w, C + 5]`` outputs."""
   logits, reg = split_outputs(outputs)
@@ -268,7 +271,7 @@ def metrics(log_probs, labels, box_regression=None) -> dict:
   if box_regression is None:
     raise ValueError("detection metrics need the model's box_regression output")
   lp = jnp.asarray(log_probs)
-  dets = jax.jit(decode)(lp, jnp.asarray(box_regression))
+  dets = _decode_jit(lp, jnp.asarray(box_regression))
   labels = np.asarray(labels)
   out = coco_map(dets, labels, lp.shape[-1] - 1)
   out["objects"] = int((labels[..., 0] >= 0).sum())
