@@ -202,7 +202,10 @@ TRAIN_FIELDS: dict[str, Field] = {
         "evaluations without improvement before stopping", _int_at_least(1)),
     "early_stopping": _f(_TRAIN.early_stopping,
         "validation criterion, one of the task's: accuracy or nll "
-        "(segmentation: miou, accuracy, nll; detection: loss)", _STR),
+        "(segmentation: miou, accuracy, nll; detection: loss); none: no early stopping, every "
+        "round trains exactly max(min_steps, min_epochs passes) steps", _STR),
+    "decay_params": _f(_TRAIN.decay_params, "parameters that decay: all, or dense_kernels (the "
+                       "dense layers' kernels, Gal et al. 2017)", _one_of(training.DECAY_PARAMS)),
     "min_steps": _f(_TRAIN.min_steps, "steps before early stopping may stop", _int_at_least(0)),
     "min_epochs": _f(_TRAIN.min_epochs,
         "passes over the labeled set before early stopping may stop (the "
@@ -218,7 +221,8 @@ LEGACY_FIELDS = {"embeddings": "", "selfsup_steps": 600, "selfsup_init": False,
                  "region_size": 0, "region_shape": "window"}
 
 LEGACY_TRAIN = {"decay": "decoupled", "weight_decay_scale": "constant",
-                "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0}
+                "early_stopping": "accuracy", "min_steps": 0, "min_epochs": 0.0,
+                "decay_params": "all"}
 
 # Fields that may change between a run and its resumption without changing its results (a
 # seed's run depends on its own number only, so seeds may be added to a finished workdir).
@@ -317,7 +321,8 @@ def check(config) -> None:
   for name, field in TRAIN_FIELDS.items():
     _check_field(f"train.{name}", field, config.train[name])
   task = tasks_lib.get_task(config.task)
-  task.criterion(config.train.early_stopping)
+  if config.train.early_stopping != training.NO_EARLY_STOPPING:
+    task.criterion(config.train.early_stopping)
   if config.model not in models_lib.MODELS:
     raise ValueError(f"unknown model {config.model!r}; valid models: {sorted(models_lib.MODELS)}")
   options = plain(config.models.get(config.model, {})) if "models" in config else {}

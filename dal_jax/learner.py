@@ -260,15 +260,19 @@ class Learner(NamedTuple):
     best_acc = jnp.full((m,), -1.0)
     best_score = jnp.full((m,), -jnp.inf)
     min_steps = np.array([training.min_train_steps(config, c) for c in counts])
+    total = np.array([training.total_train_steps(config, c) for c in counts])
+    if config.early_stopping == training.NO_EARLY_STOPPING:
+      val = None
     bad = np.zeros(m, int)
     active = np.ones(m, bool)
     steps = np.zeros(m, int)
     loss = jnp.full((m,), jnp.nan)
-    chunk = max(1, min(config.eval_every, config.max_steps))
+    chunk = max(1, min(config.eval_every, int(total.max())))
     done_steps = 0
-    while done_steps < config.max_steps and active.any():
+    while done_steps < int(total.max()) and active.any():
       new_states, losses = states, []
-      this = min(chunk, config.max_steps - done_steps)  # max_steps is an upper bound
+      # max_steps is an upper bound; without early stopping each model runs its own total
+      this = min(chunk, int((total[active] - done_steps).min()))
       for _ in range(this):
         new_states, metrics = _stacked_step(new_states, data_keys, x, y, p, pu,
                                             train_step=step_fn, batch_size=config.batch_size,
@@ -284,6 +288,7 @@ class Learner(NamedTuple):
                                  "rate")
       loss = jnp.where(act, chunk_loss, loss)
       steps = np.where(active, done_steps, steps)
+      active = active & (done_steps < total)
       if val is None:
         best = states.variables
         continue

@@ -157,6 +157,50 @@ class GalCNN(nnx.Module):
     return logits, {"pre_logits": h, "features": (h1, h2, h)}
 
 
+class KirschCNN(nnx.Module):
+  """The MC-dropout MNIST CNN of Kirsch, van Amersfoort & Gal 2019 (BatchBALD, §5.1):
+  conv(32, 5x5) - dropout - maxpool(2) - ReLU - conv(64, 5x5) - dropout - maxpool(2) - ReLU -
+  dense(128) - ReLU - dropout - dense(C), with channel (2-D) dropout after the convolutions.
+
+  Channel dropout commutes with max-pooling and ReLU (a channel is scaled by 0 or 1/q), so the
+  first one is applied as the second convolution's input dropout (folded into its kernel under
+  consistent MC masks); the second is applied to the pooled ``[B, h, w, 64]`` activations.
+  """
+
+  def __init__(self, in_channels: int, spatial: tuple[int, int], num_classes: int, *,
+               filters: tuple[int, int] = (32, 64), kernel: int = 5, hidden: int = 128,
+               dropout: float = 0.5, rngs: nnx.Rngs):
+    k = kernel
+    h, w = ((spatial[0] - k + 1) // 2 - k + 1) // 2, ((spatial[1] - k + 1) // 2 - k + 1) // 2
+    if h < 1 or w < 1:
+      raise ValueError(f"KirschCNN with {k}x{k} kernels needs images of at least "
+                       f"{3 * k - 1}x{3 * k - 1} pixels, got {spatial}")
+    self.conv1 = nnx.Conv(in_channels, filters[0], (k, k), padding="VALID", rngs=rngs)
+    self.conv2 = nnx.Conv(filters[0], filters[1], (k, k), padding="VALID", rngs=rngs)
+    self.drop_conv1 = MCDropout(dropout)
+    self.drop_conv2 = MCDropout(dropout)
+    self.dense = nnx.Linear(h * w * filters[1], hidden, rngs=rngs)
+    self.drop_dense = MCDropout(dropout)
+    self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
+
+  def _channel_dropout(self, x, *, train: bool, mc: bool, rngs=None):
+    keep = 1.0 - self.drop_conv2.consistent.rate
+    if (not train and not mc) or keep == 1.0:
+      return x
+    shape = (x.shape[0], 1, 1, x.shape[-1]) if train else (x.shape[-1],)
+    mask = jax.random.bernoulli(rngs.dropout(), keep, shape)
+    return jnp.where(mask, x / keep, 0.0)
+
+  def __call__(self, x, *, train: bool, mc: bool, rngs=None):
+    h1 = nnx.relu(nnx.max_pool(self.conv1(x), (2, 2), strides=(2, 2)))
+    h2 = self.drop_conv1.conv(h1, self.conv2, train=train, mc=mc, rngs=rngs)
+    h2 = nnx.relu(nnx.max_pool(h2, (2, 2), strides=(2, 2)))
+    h2 = self._channel_dropout(h2, train=train, mc=mc, rngs=rngs)
+    h = nnx.relu(self.dense(h2.reshape(h2.shape[0], -1)))
+    logits = self.drop_dense.linear(h, self.head, train=train, mc=mc, rngs=rngs)
+    return logits, {"pre_logits": h, "features": (h1, h2, h)}
+
+
 class _BasicBlock(nnx.Module):
 
   def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs):
@@ -376,6 +420,11 @@ def _gal_cnn(input_shape, num_classes, **kw) -> Model:
   return from_nnx(lambda rngs: GalCNN(c, (h, w), num_classes, rngs=rngs, **kw))
 
 
+def _kirsch_cnn(input_shape, num_classes, **kw) -> Model:
+  h, w, c = _input_geometry(input_shape)
+  return from_nnx(lambda rngs: KirschCNN(c, (h, w), num_classes, rngs=rngs, **kw))
+
+
 def _resnet18(input_shape, num_classes, **kw) -> Model:
   _, _, c = _input_geometry(input_shape)
   return from_nnx(lambda rngs: ResNet18(c, num_classes, rngs=rngs, **kw))
@@ -460,6 +509,9 @@ OPTION_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
                             "head)"),
                 "conv_dropout": (_rate, "a dropout rate in [0, 1)"),
                 "fold_masks": (lambda v: isinstance(v, bool), "True or False")},
+    "kirsch_cnn": {"filters": (lambda v: _counts(v, 2), "two channel counts >= 1"),
+                   "kernel": (_count, "an integer >= 1"), "hidden": (_count, "an integer >= 1"),
+                   "dropout": (_rate, "a dropout rate in [0, 1)")},
     "resnet18": {"width": (_count, "an integer >= 1"),
                  "blocks": (lambda v: _counts(v, 4), "four block counts >= 1"),
                  "dropout": (_rate, "a dropout rate in [0, 1)")},
@@ -475,6 +527,8 @@ OPTION_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
 register_model("mlp", _mlp, options=keyword_defaults(MLP.__init__), checks=OPTION_CHECKS["mlp"])
 register_model("gal_cnn", _gal_cnn, options=keyword_defaults(GalCNN.__init__),
                checks=OPTION_CHECKS["gal_cnn"])
+register_model("kirsch_cnn", _kirsch_cnn, options=keyword_defaults(KirschCNN.__init__),
+               checks=OPTION_CHECKS["kirsch_cnn"])
 register_model("resnet18", _resnet18, options=keyword_defaults(ResNet18.__init__),
                checks=OPTION_CHECKS["resnet18"])
 register_model("unet", _unet, options=keyword_defaults(UNet.__init__),

@@ -42,13 +42,18 @@ class TrainConfig(NamedTuple):
     early_stopping: the validation criterion, one of the task's: for classification
       ``"accuracy"`` (higher is better) or ``"nll"`` (lower is better; ties in accuracy, common
       on small validation sets, do not stop training while the model is still getting better
-      calibrated); for segmentation also ``"miou"``.
+      calibrated); for segmentation also ``"miou"``. ``"none"``: no validation and no early
+      stopping; every fit runs exactly :func:`min_train_steps` steps (a fixed number of epochs,
+      as Gal et al. 2017 train) and keeps its last weights.
     decay: ``"decoupled"``: AdamW's decoupled decay, ``w ← w - η λ' w`` each step (Loshchilov &
       Hutter 2019); ``"l2"``: an L2 penalty ``λ'/2 ||w||²`` added to the loss, so its gradient goes
       through Adam's normalisation (Keras' ``kernel_regularizer``, as in Gal et al. 2017).
     weight_decay_scale: ``"constant"``: λ' = λ; ``"inverse_n"``: λ' = λ / n_labeled, the prior
       of a Bayesian network weighed against n likelihood terms (Gal et al. 2017 use an L2
       penalty c / N with c = 3.5, i.e. ``decay="l2"``, λ = 7, on their Keras loss).
+    decay_params: which parameters decay: ``"all"``, or ``"dense_kernels"`` (the kernels of the
+      dense layers only, no biases or convolutions: Keras' ``W_regularizer`` on the ``Dense``
+      layers, as in Gal et al. 2017's code).
   """
 
   batch_size: int = 32
@@ -62,10 +67,13 @@ class TrainConfig(NamedTuple):
   early_stopping: str = "accuracy"
   decay: str = "decoupled"
   weight_decay_scale: str = "constant"
+  decay_params: str = "all"
 
 
 DECAYS = ("decoupled", "l2")
 DECAY_SCALES = ("constant", "inverse_n")
+DECAY_PARAMS = ("all", "dense_kernels")
+NO_EARLY_STOPPING = "none"
 
 
 def check_train_config(config: TrainConfig,
@@ -77,9 +85,9 @@ def check_train_config(config: TrainConfig,
     v = getattr(config, field)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
       raise ValueError(f"TrainConfig.{field} must be an integer >= {lo}, got {v!r}")
-  criteria = [name for name, _ in task.criteria]
+  criteria = [name for name, _ in task.criteria] + [NO_EARLY_STOPPING]
   for field, allowed in (("early_stopping", criteria), ("decay", DECAYS),
-                         ("weight_decay_scale", DECAY_SCALES)):
+                         ("weight_decay_scale", DECAY_SCALES), ("decay_params", DECAY_PARAMS)):
     if getattr(config, field) not in allowed:
       raise ValueError(f"TrainConfig.{field} must be one of {list(allowed)}, got "
                        f"{getattr(config, field)!r}")
@@ -185,12 +193,23 @@ def _trainable(variables):
   return {"params": variables["model"]["params"], "terms": variables["terms"]}
 
 
-def _adam_with_decay(learning_rate, decoupled, l2):
+def _dense_kernels(trainable):
+  """True for the 2-D ``kernel`` leaves of the model's parameters (dense layers' weights)."""
+  def is_dense_kernel(path, leaf):
+    last = path[-1]
+    name = getattr(last, "key", getattr(last, "name", None))
+    top = getattr(path[0], "key", None)
+    return top == "params" and name == "kernel" and jnp.ndim(leaf) == 2
+  return jax.tree_util.tree_map_with_path(is_dense_kernel, trainable)
+
+
+def _adam_with_decay(learning_rate, decoupled, l2, decay_params="all"):
   """Adam with an L2 gradient term ``l2 · w`` before the moments and decoupled decay
-  ``decoupled · w`` after them (AdamW's order)."""
-  return optax.chain(optax.add_decayed_weights(l2), optax.scale_by_adam(),
-                     optax.add_decayed_weights(decoupled), optax.scale_by_learning_rate(
-                         learning_rate))
+  ``decoupled · w`` after them (AdamW's order), on the parameters ``decay_params`` names."""
+  mask = None if decay_params == "all" else _dense_kernels
+  return optax.chain(optax.add_decayed_weights(l2, mask=mask), optax.scale_by_adam(),
+                     optax.add_decayed_weights(decoupled, mask=mask),
+                     optax.scale_by_learning_rate(learning_rate))
 
 
 @functools.lru_cache(maxsize=64)
@@ -201,10 +220,12 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
   hyper-parameters held in the optimizer state (set per fit by :func:`init_train_state` from the
   labeled-set size), so a decay that changes every round still reuses one compiled program.
   """
-  if config.decay == "decoupled" and config.weight_decay_scale == "constant":
+  if (config.decay == "decoupled" and config.weight_decay_scale == "constant"
+      and config.decay_params == "all"):
     return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-  return optax.inject_hyperparams(_adam_with_decay)(learning_rate=config.learning_rate,
-                                                    decoupled=0.0, l2=0.0)
+  return optax.inject_hyperparams(_adam_with_decay, static_args=("decay_params",))(
+      learning_rate=config.learning_rate, decoupled=0.0, l2=0.0,
+      decay_params=config.decay_params)
 
 
 def effective_weight_decay(config: TrainConfig, n_labeled) -> jax.Array:
@@ -221,6 +242,14 @@ def min_train_steps(config: TrainConfig, n_labeled) -> int:
   at most ``max_steps``."""
   epochs = int(np.ceil(config.min_epochs * int(n_labeled) / config.batch_size))
   return min(config.max_steps, max(config.min_steps, epochs))
+
+
+def total_train_steps(config: TrainConfig, n_labeled) -> int:
+  """The most steps a fit on ``n_labeled`` points runs: ``max_steps``, or without early stopping
+  (``early_stopping="none"``) exactly :func:`min_train_steps`."""
+  if config.early_stopping == NO_EARLY_STOPPING:
+    return min_train_steps(config, n_labeled)
+  return config.max_steps
 
 
 def _has_hyperparams(opt_state) -> bool:
@@ -434,7 +463,8 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
     labeled: ``[N]`` bool mask of trainable points (labeled and in-distribution).
     key: PRNG key; split into the init key and the data-order/dropout key.
     config: :class:`TrainConfig`.
-    val: optional ``(x_val, y_val)`` for early stopping; without it training runs ``max_steps``.
+    val: optional ``(x_val, y_val)`` for early stopping; without it training runs ``max_steps``
+      (ignored with ``early_stopping="none"``, which runs :func:`total_train_steps`).
     init_variables: warm start from these ``{"model", "terms"}`` variables; ``None``
       initialises from scratch (:func:`initialize`).
     tx: optional optax optimizer (default :func:`make_optimizer`).
@@ -473,10 +503,13 @@ def fit(model: Model, x, y, labeled, *, key: jax.Array, config: TrainConfig,
     u_batch = config.batch_size * ratio
   best, best_acc, best_score, bad, loss = state.variables, -1.0, -np.inf, 0, float("nan")
   min_steps = min_train_steps(config, n_labeled)
-  chunk = max(1, min(config.eval_every, config.max_steps))
-  while int(state.step) < config.max_steps:
+  total = total_train_steps(config, n_labeled)
+  if config.early_stopping == NO_EARLY_STOPPING:
+    val = None
+  chunk = max(1, min(config.eval_every, total))
+  while int(state.step) < total:
     state, m = train_steps(state, data_key, x, y, weights, train_step=step_fn,
-                           num_steps=min(chunk, config.max_steps - int(state.step)),
+                           num_steps=min(chunk, total - int(state.step)),
                            batch_size=config.batch_size,
                            unlabeled_weights=u_weights, unlabeled_batch_size=u_batch)
     loss = float(m["loss"])

@@ -31,6 +31,8 @@ def test_protocol_config_runs_two_rounds_on_digits(name, tmp_path):
   c.dataset, c.pool_size, c.test_size, c.val_size = "digits", 400, 200, 64
   c.budget = c.initial_size + 2 * c.query_size
   c.mc_samples, c.pool_subsample = 4, 100
+  if c.model == "kirsch_cnn":  # 5x5 kernels need 14x14 images; 2x2 on 8x8 digits
+    c.models.kirsch_cnn.kernel = 2
   c.train.max_steps, c.train.min_steps, c.train.min_epochs, c.train.eval_every = 20, 10, 1.0, 10
   c.num_seeds, c.progress, c.report_accuracy = 1, False, 0.2
   compare.compare(c, str(tmp_path), ["random", "bald"])

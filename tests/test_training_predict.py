@@ -144,3 +144,59 @@ def test_loss_terms_add_to_the_cross_entropy():
   assert float(mb["const/c"]) == 1.0
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7),
                a.variables["model"], b.variables["model"])
+
+
+def test_fixed_epochs_without_early_stopping_single_and_stacked():
+  """early_stopping="none": exactly max(min_steps, ceil(min_epochs · n / batch)) steps, no
+  validation, the last weights; the stacked learner runs each model's own count and its model m
+  equals the single-model fit."""
+  from dal_jax import learner as learner_lib
+  x, y = blobs(seed=3)
+  m = models.get_model("mlp", (4, 4, 1), 3, hidden=(8,))
+  cfg = training.TrainConfig(max_steps=500, eval_every=7, batch_size=16, min_steps=5,
+                             min_epochs=2.0, early_stopping="none")
+  for n, want in ((20, 5), (100, 13)):  # max(5, ceil(2·20/16)=3); ceil(2·100/16)=13
+    assert training.total_train_steps(cfg, n) == want
+    r = training.fit(m, x, y, np.arange(300) < n, key=jax.random.key(n), config=cfg,
+                     val=(x[250:], y[250:]))
+    assert r.steps == want and r.best_val_accuracy == -1.0  # validation never read
+  labeled = np.stack([np.arange(300) < 20, np.arange(300) < 100])
+  keys = jax.random.split(jax.random.key(9), 2)
+  for vectorize in (False, True):
+    stacked = learner_lib.Learner(m, cfg, vectorize=vectorize).fit(
+        x, jnp.broadcast_to(y, (2, 300)), labeled, keys=keys, val=(x[250:], y[250:]))
+    assert list(stacked.steps) == [5, 13]
+  single = training.fit(m, x, y, labeled[1], key=keys[1], config=cfg)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6),
+               stacked.variables, single.variables)
+  with pytest.raises(ValueError, match="early_stopping must be one of"):
+    training.check_train_config(cfg._replace(early_stopping="never"))
+
+
+def test_dense_kernel_decay_leaves_convolutions_and_biases_alone():
+  """decay_params="dense_kernels": the L2 term reaches the 2-D kernels only (Gal et al. 2017's
+  Keras W_regularizer on the Dense layers). With zero data gradients, the update of every other
+  parameter is exactly zero and every dense kernel moves toward zero."""
+  m = models.get_model("gal_cnn", (12, 12, 1), 3)
+  variables = training.initialize(m, jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
+  for params, want_all in (("dense_kernels", False), ("all", True)):
+    cfg = training.TrainConfig(decay="l2", weight_decay=7.0, weight_decay_scale="inverse_n",
+                               decay_params=params)
+    tx = training.make_optimizer(cfg)
+    state = training.init_train_state(variables, tx, config=cfg, n_labeled=20)
+    trainable = {"params": variables["model"]["params"], "terms": variables["terms"]}
+    zeros = jax.tree.map(jnp.zeros_like, trainable)
+    updates, _ = tx.update(zeros, state.opt_state, trainable)
+    flat = jax.tree_util.tree_flatten_with_path(updates["params"])[0]
+    for path, u in flat:
+      names = [getattr(k, "key", getattr(k, "name", "")) for k in path]
+      w = np.asarray(jax.tree_util.tree_flatten_with_path(trainable["params"])[0][
+          [p for p, _ in flat].index(path)][1])
+      dense_kernel = names[-1] == "kernel" and u.ndim == 2
+      if dense_kernel or want_all:
+        moved = np.asarray(u)[w != 0]
+        assert np.all(np.sign(moved) == -np.sign(w[w != 0])), names
+      else:
+        assert not np.any(np.asarray(u)), names
+  with pytest.raises(ValueError, match="decay_params must be one of"):
+    training.check_train_config(cfg._replace(decay_params="convs"))

@@ -79,7 +79,7 @@ class Task(NamedTuple):
     found = dict(self.criteria)
     if name not in found:
       raise ValueError(f"task {self.name!r} has no early-stopping criterion {name!r}; valid: "
-                       f"{sorted(found)}")
+                       f"{sorted(found)} (or 'none' in TrainConfig.early_stopping: no early stopping)")
     return found[name]
 
 
