@@ -11,6 +11,7 @@ from dal_jax.acquisition._diversity import coreset
 from dal_jax.acquisition._diversity import dmbal
 from dal_jax.acquisition._diversity import dropout_disagreement
 from dal_jax.acquisition._diversity import dropquery
+from dal_jax.acquisition._alfamix import alfa_mix
 from dal_jax.acquisition._fisher import bait
 from dal_jax.acquisition._sparse_subset import acs_fw
 from dal_jax.acquisition._diversity import entropy_gradnorm

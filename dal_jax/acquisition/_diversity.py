@@ -69,6 +69,20 @@ def _candidates(where, n) -> jax.Array:
   return jnp.ones(n, bool) if where is None else where
 
 
+def distinct_rows(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """``[N]`` bool: the rows of ``mask`` whose value is the first occurrence among them. The loop
+  pads the labeled block of a subsampled pool by repeating one labeled position, so a method that
+  sums or averages over the labeled rows counts identical labeled rows once (host-side NumPy;
+  ``x`` is one row of values per item, e.g. ``[N, D + C]``)."""
+  xs, ms = np.asarray(x), np.asarray(mask, bool)
+  keep = np.zeros(ms.shape[0], bool)
+  rows = np.nonzero(ms)[0]
+  if rows.size:
+    _, first = np.unique(xs[rows], axis=0, return_index=True)
+    keep[rows[first]] = True
+  return jnp.asarray(keep)
+
+
 # ---------------------------------------------------------------- gradient embeddings (BADGE)
 
 def gradient_embedding_factors(log_probs: ArrayLike, pre_logits: ArrayLike):

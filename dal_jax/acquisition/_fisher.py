@@ -79,13 +79,13 @@ def _trace_change(sign, lf, qa, qk):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "oversample", "chunk"))
-def _bait_loop(p, h, candidates, lam, *, k: int, oversample: int, chunk: int):
+def _bait_loop(p, h, candidates, labeled, lam, *, k: int, oversample: int, chunk: int):
   n, d = h.shape
   c = p.shape[1]
   cand = candidates.astype(jnp.float32)
   lf = fisher_factors(p)  # [N, C, C]
   f = _pool_fisher(p, h, cand / jnp.maximum(jnp.sum(cand), 1.0), chunk)
-  m0 = lam * jnp.eye(c * d) + _pool_fisher(p, h, 1.0 - cand, chunk)
+  m0 = lam * jnp.eye(c * d) + _pool_fisher(p, h, labeled.astype(jnp.float32), chunk)
   a = jnp.linalg.inv(m0)
   a = 0.5 * (a + a.T)
   kmat = a @ f @ a
@@ -150,7 +150,8 @@ def bait(log_probs: ArrayLike, pre_logits: ArrayLike, k: int, *, key: jax.Array,
     pre_logits: ``[N, D]`` the last layer's inputs h.
     k: batch size.
     key: unused (BAIT is deterministic; kept for the batch-method signature).
-    where: ``[N]`` candidate mask; rows outside it are the labeled set, whose Fisher starts M.
+    where: ``[N]`` candidate mask; rows outside it are the labeled set, whose Fisher starts M
+      (identical labeled rows count once: :func:`dal_jax.acquisition._diversity.distinct_rows`).
     lam: λ > 0, the ridge ``λ Id`` in M.
     oversample: the forward pass picks ``ceil(oversample · k)`` points (at most the number of
       candidates; the paper's 2), then the backward pass removes points down to k.
@@ -175,4 +176,6 @@ def bait(log_probs: ArrayLike, pre_logits: ArrayLike, k: int, *, key: jax.Array,
   n_cand = int(jnp.sum(candidates))
   total = min(n_cand, max(k, int(np.ceil(over * k))))
   p = jnp.exp(_scores.mean_log_probs(log_probs))
-  return _bait_loop(p, h, candidates, jnp.float32(lam), k=k, oversample=total, chunk=chunk)
+  labeled = _diversity.distinct_rows(jnp.concatenate([h, p], axis=1), ~candidates)
+  return _bait_loop(p, h, candidates, labeled, jnp.float32(lam), k=k, oversample=total,
+                    chunk=chunk)

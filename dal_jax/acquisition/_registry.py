@@ -30,6 +30,7 @@ import numpy as np
 
 from dal_jax.acquisition import _batchbald
 from dal_jax.acquisition import _detection
+from dal_jax.acquisition import _alfamix
 from dal_jax.acquisition import _diversity
 from dal_jax.acquisition import _fisher
 from dal_jax.acquisition import _sparse_subset
@@ -536,6 +537,7 @@ register_batch("cluster_margin", _diversity.cluster_margin, needs=_EMB, tasks=_I
 register_batch("dropquery", _diversity.dropquery, needs=_EMB, tasks=_ITEMS)
 register_batch("bait", _fisher.bait, needs=_EMB, tasks=_ITEMS)
 register_batch("acs_fw", _sparse_subset.acs_fw, needs=Needs(log_probs=True), tasks=_ITEMS)
+register_batch("alfa_mix", _alfamix.alfa_mix, needs=_EMB, tasks=_ITEMS)
 register_batch("umr", _diversity.uncertainty_minus_redundancy, needs=_EMB, tasks=_ITEMS)
 register_batch("kdpp", _diversity.kdpp, needs=_EMB, tasks=_ITEMS)
 register_score("egl", _diversity.expected_gradient_length, needs=_EMB, tasks=_ITEMS)
