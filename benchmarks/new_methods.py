@@ -8,7 +8,11 @@ compiles, then the best of ``--repeats`` timed selections of k points. Methods s
 100 target inputs drawn from the pool; DropQuery-style selection (inconsistency under the S
 dropout samples, then k-means on ``--dim``-dimensional random pre-logits of the inconsistent
 candidates); MaxHerding-style kernel herding on ``--dim``-dimensional random embeddings with 500
-target points.
+target points; BAIT (2k forward and k backward rank-C steps on the Fisher of a ``--dim`` x C last
+layer); ACS-FW (Frank-Wolfe on the S-sample projections until the support holds k points);
+ALFA-Mix (head fit, mixing with C anchors, k-means among the flips). BAIT and ALFA-Mix get a
+labeled block: the last 1,000 rows are not candidates (their Fisher starts BAIT's information
+matrix, and they are ALFA-Mix's anchors).
 """
 
 import json
@@ -27,7 +31,8 @@ from dal_jax import acquisition
 
 _OUT = flags.DEFINE_string("out", "benchmarks/results/new_methods.json", "JSON output")
 _SIZES = flags.DEFINE_list("pool_sizes", ["10000", "50000"], "pool sizes N")
-_METHODS = flags.DEFINE_list("methods", ["epig", "dropquery", "maxherding"],
+_METHODS = flags.DEFINE_list("methods", ["epig", "dropquery", "maxherding", "bait", "acs_fw",
+                                          "alfa_mix"],
                             "registered acquisitions to time")
 _DIM = flags.DEFINE_integer("dim", 128, "pre-logits dimension D (methods that read them)")
 _SAMPLES = flags.DEFINE_integer("mc_samples", 20, "samples S")
@@ -35,13 +40,14 @@ _CLASSES = flags.DEFINE_integer("classes", 10, "classes C")
 _K = flags.DEFINE_integer("k", 100, "batch size")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "timed repetitions (best is reported)")
 _OPTIONS = {"epig": {"num_targets": 100}}
+_LABELED = 1000
 
 
 def one_row(method: str, n: int) -> dict:
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(_SAMPLES.value, n, _CLASSES.value)).astype(np.float32) * 2
   log_probs = jax.nn.log_softmax(jnp.asarray(logits), axis=-1)
-  where = jnp.ones(n, bool)
+  where = jnp.arange(n) < n - _LABELED
   acq = acquisition.get_acquisition(method, **_OPTIONS.get(method, {}))
   state = acq.init(jax.random.key(0), None)
   outputs = {"log_probs": log_probs}
@@ -62,7 +68,7 @@ def one_row(method: str, n: int) -> dict:
   return {"method": method, "options": _OPTIONS.get(method, {}), "pool_size": n,
           "mc_samples": _SAMPLES.value, "classes": _CLASSES.value, "k": _K.value,
           "seconds": min(times), "peak_rss_mib": _common.peak_rss_mib(),
-          "log_probs_mib": log_probs.size * 4 / 2**20,
+          "log_probs_mib": log_probs.size * 4 / 2**20, "labeled_rows": _LABELED,
           "embedding_dim": _DIM.value if acq.needs.pre_logits or acq.needs.embeddings else None}
 
 
