@@ -29,6 +29,9 @@ import tempfile
 
 import numpy as np
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
 BAAL_SIDE = r"""
 import sys, numpy as np, baal
 from baal.active.heuristics import EPIG
@@ -41,7 +44,8 @@ for key in data.files:
     targ = np.exp(data["targ_" + t]).transpose(1, 2, 0)
     out[t] = EPIG().compute_score(pool, targ)
 np.savez(sys.argv[2], **out)
-print(baal.__version__)
+from importlib.metadata import version
+print(version("baal"), version("torch"))
 """
 
 
@@ -91,7 +95,8 @@ def main() -> int:
   same_top = all(set(np.argsort(-ours[t])[:10]) == set(np.argsort(-theirs[t])[:10]) for t in ours)
   ok = abs_diff < args.tolerance
   import dal_jax
-  print(json.dumps({"ok": ok, "baal": done.stdout.strip(), "jax": jax.__version__,
+  baal_version, torch_version = done.stdout.split()
+  print(json.dumps({"ok": ok, "baal": baal_version, "torch": torch_version, "jax": jax.__version__,
                     "dal_jax": getattr(dal_jax, "__version__", "main"), "trials": args.trials,
                     "max_abs_diff": abs_diff, "max_rel_diff": rel_diff,
                     "same_top10": same_top,
