@@ -104,13 +104,8 @@ def alfa_mix(log_probs: ArrayLike, pre_logits: ArrayLike, k: int, *, key: jax.Ar
   Returns:
     ``[k]`` distinct candidate indices.
   """
-  log_probs = _scores.validate_log_probs(log_probs)
-  if log_probs.ndim != 3:
-    raise ValueError(f"alfa_mix needs [S, N, C] log-probs (one class distribution per item), "
-                     f"got {log_probs.shape}")
-  h = _diversity._check_embeddings(pre_logits, log_probs.shape[1], "pre_logits")
-  candidates = _diversity._candidates(where, h.shape[0])
-  k = _diversity._check_k(k, candidates)
+  log_probs, h, candidates, k = _diversity.item_batch_inputs("alfa_mix", log_probs, k, where,
+                                                             pre_logits)
   if not (isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool)
           and 0.0 < epsilon < 1.0):
     raise ValueError(f"alfa_mix's epsilon must be a number in (0, 1), got {epsilon!r}")

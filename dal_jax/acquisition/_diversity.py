@@ -69,6 +69,21 @@ def _candidates(where, n) -> jax.Array:
   return jnp.ones(n, bool) if where is None else where
 
 
+def item_batch_inputs(name: str, log_probs: ArrayLike, k: int, where: ArrayLike | None,
+                      pre_logits: ArrayLike | None = None):
+  """The checked inputs of a batch method that reads one class distribution per item:
+  ``(log_probs [S, N, C], pre_logits [N, D] or None, candidates [N], k)``; a per-element
+  prediction, a row count that differs or a k above the candidates is refused naming ``name``."""
+  log_probs = _scores.validate_log_probs(log_probs)
+  if log_probs.ndim != 3:
+    raise ValueError(f"{name} needs [S, N, C] log-probs (one class distribution per item), got "
+                     f"{log_probs.shape}")
+  n = log_probs.shape[1]
+  h = None if pre_logits is None else _check_embeddings(pre_logits, n, "pre_logits")
+  candidates = _candidates(where, n)
+  return log_probs, h, candidates, _check_k(k, candidates)
+
+
 def distinct_rows(x: jax.Array, mask: jax.Array) -> jax.Array:
   """``[N]`` bool: the rows of ``mask`` whose value is the first occurrence among them. The loop
   pads the labeled block of a subsampled pool by repeating one labeled position, so a method that

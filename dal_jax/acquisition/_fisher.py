@@ -177,13 +177,8 @@ def bait(log_probs: ArrayLike, pre_logits: ArrayLike, k: int, *, key: jax.Array,
     ``[k]`` distinct candidate indices.
   """
   del key
-  log_probs = _scores.validate_log_probs(log_probs)
-  if log_probs.ndim != 3:
-    raise ValueError(f"bait needs [S, N, C] log-probs (one class distribution per item), got "
-                     f"{log_probs.shape}")
-  h = _diversity._check_embeddings(pre_logits, log_probs.shape[1], "pre_logits")
-  candidates = _diversity._candidates(where, h.shape[0])
-  k = _diversity._check_k(k, candidates)
+  log_probs, h, candidates, k = _diversity.item_batch_inputs("bait", log_probs, k, where,
+                                                             pre_logits)
   lam = _diversity._finite_at_least(lam, 0.0, "bait's lam")
   if lam == 0.0:
     raise ValueError("bait's lam must be > 0 (λ Id keeps the information matrix invertible)")

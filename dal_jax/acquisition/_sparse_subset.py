@@ -103,15 +103,10 @@ def acs_fw(log_probs: ArrayLike, k: int, *, key: jax.Array, where: ArrayLike | N
     ``[k]`` distinct candidate indices.
   """
   del key
-  log_probs = _scores.validate_log_probs(log_probs)
-  if log_probs.ndim != 3:
-    raise ValueError(f"acs_fw needs [J, N, C] log-probs (one class distribution per item), got "
-                     f"{log_probs.shape}")
+  log_probs, _, candidates, k = _diversity.item_batch_inputs("acs_fw", log_probs, k, where)
   if log_probs.shape[0] < 2:
     raise ValueError("acs_fw projects on posterior samples and needs J >= 2 of them (MC "
                      f"dropout samples or ensemble members), got {log_probs.shape[0]}")
-  candidates = _diversity._candidates(where, log_probs.shape[1])
-  k = _diversity._check_k(k, candidates)
   max_iters = _scores.count(max_iters, "max_iters", minimum=0) or 20 * k
   indices, _, _ = _frank_wolfe(projections(log_probs), candidates, k=k, max_iters=max_iters)
   return indices
