@@ -123,12 +123,15 @@ def _bait_loop(p, h, candidates, labeled, lam, *, k: int, oversample: int, chunk
     r = jnp.einsum("adb,rb->adr", yk, lj).reshape(c * d, c)  # K Vⱼᵀ
     za = jnp.einsum("nd,adr->nar", h, u.reshape(c, d, c))  # [N, C, C]: rows of hᵀ U_a
     zk = jnp.einsum("nd,adr->nar", h, r.reshape(c, d, c))
-    zwa = za @ w
-    qa = qa - _bmm_t(zwa, za)
-    qk = qk - _bmm_t(zwa, zk) - _bmm_t(zk @ w, za) + _bmm_t(za @ x, za)
-    uw = u @ w
-    a = a - uw @ u.T
-    kmat = kmat - uw @ r.T - (r @ w) @ u.T + (u @ x) @ u.T
+    # K' = K - U W Rᵀ - R W Uᵀ + U X Uᵀ = K + [U R] mix [U R]ᵀ, and the blocks likewise (one
+    # batched product instead of three: XLA fuses several of them into one slow loop nest).
+    mix = jnp.block([[x, -w], [-w, jnp.zeros_like(w)]])
+    zz = jnp.concatenate([za, zk], axis=-1)  # [N, C, 2C]
+    qa = qa - _bmm_t(za @ w, za)
+    qk = qk + _bmm_t(zz @ mix, zz)
+    ur = jnp.concatenate([u, r], axis=-1)  # [C D, 2C]
+    a = a - (u @ w) @ u.T
+    kmat = kmat + (ur @ mix) @ ur.T
     return a, kmat, qa, qk
 
   def forward(i, carry):
