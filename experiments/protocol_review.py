@@ -1,9 +1,9 @@
 r"""Published-protocol review: one protocol recipe's curves next to another's, with the paper's
 numbers on the same x-axis convention.
 
-  python -m experiments.protocol_review --out=experiments/results/protocols/gal2017_fashion_mnist \
-      --runs="gal2017=runs/protocols/gal2017_fashion_mnist,default=runs/protocols/default_fashion_mnist" \
-      --paper=gal2017
+  python -m experiments.protocol_review --paper=gal2017 \
+      --runs=gal2017=runs/protocols/gal2017_digits,default=runs/protocols/default_digits \
+      --out=experiments/results/protocols/gal2017_digits/review
 
 Each ``name=workdir`` is an ``experiments.compare`` workdir (one subdirectory per strategy). It
 writes ``review.json`` (per recipe and strategy: the mean test accuracy with its 95% Student-t
@@ -103,8 +103,9 @@ def main(argv):
   curves = {f"{recipe} {strategy}": analysis.load_metrics(os.path.join(w, strategy))
             for recipe, w in runs.items()
             for strategy in sorted(r["recipes"][recipe]["strategies"])}
+  paper = PAPERS[_PAPER.value]["paper"]
   analysis.plot_curves(curves, os.path.join(_OUT.value, "review.png"),
-                       title=f"{PAPERS[_PAPER.value]['paper']}: recipes compared")
+                       title=f"recipes {', '.join(runs)} (paper: {paper})")
   print(to_markdown(r))
 
 

@@ -9,10 +9,10 @@ points of one class) and a per-dimension mixing ratio ``α ∈ [0, 1)^D``,
     z̃ = α ⊙ z* + (1 - α) ⊙ z_u = z_u + α ⊙ (z* - z_u).
 
 The ratio is the one that most increases the loss of the model's own prediction ``ŷ_u`` within
-``‖α‖₂ ≤ ε``, to first order: the loss change is ``(α ⊙ (z* - z_u))ᵀ g``, ``g = ∇_z ℓ(f(z_u), ŷ_u)``,
-maximised on ``{α ≥ 0, ‖α‖₂ ≤ ε}`` by ``α* = ε v⁺ / ‖v⁺‖₂``, ``v = (z* - z_u) ⊙ g`` (the paper's
-closed form, restricted to non-negative ratios). ``u`` is a candidate when ``argmax f(z̃) ≠ ŷ_u`` for
-some anchor. k-means with k clusters on the candidates' features then returns the candidate
+``‖α‖₂ ≤ ε``, to first order: the loss change is ``(α ⊙ (z* - z_u))ᵀ g`` with
+``g = ∇_z ℓ(f(z_u), ŷ_u)``, maximised on ``{α ≥ 0, ‖α‖₂ ≤ ε}`` by ``α* = ε v⁺ / ‖v⁺‖₂``,
+``v = (z* - z_u) ⊙ g`` (the paper's closed form, restricted to non-negative ratios). ``u`` is a
+candidate when ``argmax f(z̃) ≠ ŷ_u`` for some anchor. k-means with k clusters on the candidates' features then returns the candidate
 nearest each centre.
 
 ``f`` is the classifier's last layer. Batch methods read predictions and features, not the
