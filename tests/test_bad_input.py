@@ -300,6 +300,15 @@ def _outputs(rng, n, case):
           "model": model, "variables": model.init(jax.random.key(0), None)}
 
 
+def _linear_head_log_probs(rng, pre_logits, samples, classes):
+  """``[S, N, C]`` log-probs of random linear heads around one head on ``pre_logits`` (what a
+  dropout-head classifier gives; ALFA-Mix recovers that head from them and refuses others)."""
+  h = np.asarray(pre_logits, np.float64)
+  w = rng.normal(size=(h.shape[1], classes))
+  logits = np.stack([h @ (w + 0.1 * rng.normal(size=w.shape)) for _ in range(samples)])
+  return f32(logits - np.log(np.exp(logits).sum(-1, keepdims=True)))
+
+
 def _all_acquisitions():
   fast = {"steps": 5, "batch_size": 8}
   out = {}
@@ -334,6 +343,8 @@ def test_every_acquisition_returns_k_distinct_candidates_or_a_clear_error(name):
     if name == "ripu":  # scores pixels of images: each item a 2x2 image of these predictions
       outputs["log_probs"] = jnp.repeat(jnp.repeat(
           jnp.asarray(outputs["log_probs"])[:, :, None, None], 2, axis=2), 2, axis=3)
+    if name == "alfa_mix" and case == "random":  # its input contract: a linear head's log-probs
+      outputs["log_probs"] = _linear_head_log_probs(rng, outputs["pre_logits"], 3, 3)
     if trial == 4:  # all -inf but k: exactly k candidates left
       where = np.zeros(n, bool)
       where[rng.choice(n, k, replace=False)] = True

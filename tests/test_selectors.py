@@ -124,6 +124,9 @@ def test_every_registered_acquisition_selects_k_distinct_unlabeled(name, rng):
   outputs["predicted_loss"] = jnp.asarray(rng.normal(size=N), jnp.float32)
   outputs["x"] = jnp.asarray(rng.normal(size=(N, 2, 2, 1)), jnp.float32)
   outputs["embeddings"] = jnp.asarray(rng.normal(size=(N, 6)), jnp.float32)
+  if name == "alfa_mix":  # its input contract: log-probs of a linear head on the pre-logits
+    logits = outputs["pre_logits"] @ jnp.asarray(rng.normal(size=(8, 4)), jnp.float32)
+    outputs["log_probs"] = jax.nn.log_softmax(jnp.broadcast_to(logits, (5, N, 4)))
   options = {"steps": 10} if "steps" in methods.method_options(name) else {}
   a_ = methods.get_method(name, **options).acquisition
   if a_.needs.model:

@@ -19,11 +19,13 @@ nearest each centre.
 model, so the head is recovered from them: the centred logits (log-probabilities minus their
 class mean, which softmax ignores) are a linear function ``W z + b`` of the features for every
 built-in classifier, and ``(W, b)`` is their least-squares fit over the scored rows — exact for a
-deterministic model, the mean head under MC dropout or an ensemble. A fit that explains less than
-half of the centred logits' variance means the head is not linear in ``pre_logits`` and is
-refused. Anchors group the labeled rows by the model's predicted class (the labels are not passed
-to batch methods; the trained model fits its labeled points). With fewer than k candidates, the k
-unlabeled points whose mixing raises the loss most are clustered instead (our rule).
+deterministic model, the mean head under MC dropout. The loop passes one ensemble member's
+``pre_logits``; the members' mean logits are then a linear function of them only as far as the
+members agree. A fit that explains less than half of the centred logits' variance is refused
+(with an ensemble: use MC dropout or ``ensemble_size=1``). Anchors group the labeled rows by the
+model's predicted class (the labels are not passed to batch methods; the trained model fits its
+labeled points). With fewer than k candidates, the k unlabeled points whose mixing raises the
+loss most are clustered instead (our rule).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from dal_jax.acquisition import _scores
 def fit_head(log_probs: jax.Array, h: jax.Array):
   """``(W [D, C], b [C], explained)``: the least-squares linear head from features ``h [N, D]`` to
   the centred mean logits, and the fraction of their variance it explains."""
-  logits = jnp.mean(log_probs, axis=0)
+  logits = jnp.mean(jnp.maximum(log_probs, -50.0), axis=0)  # (a -inf entry: a very low logit)
   logits = logits - jnp.mean(logits, axis=-1, keepdims=True)
   design = jnp.concatenate([h, jnp.ones((h.shape[0], 1), h.dtype)], axis=1)
   coef = jnp.linalg.lstsq(design, logits)[0]
@@ -117,10 +119,11 @@ def alfa_mix(log_probs: ArrayLike, pre_logits: ArrayLike, k: int, *, key: jax.Ar
                      "and needs labeled points among the scored rows (where=False rows); none "
                      "were given")
   w, b, explained = fit_head(log_probs, h)
-  if float(explained) < 0.5:
+  if not float(explained) >= 0.5:  # (NaN too)
     raise ValueError(f"alfa_mix recovers the last layer as a linear map of pre_logits, but it "
-                     f"explains only {float(explained):.0%} of the centred logits: this model's "
-                     "head is not linear in its pre_logits")
+                     f"explains only {float(explained):.0%} of the centred logits: the head is "
+                     "not linear in these pre_logits (an ensemble's mean prediction is not one "
+                     "member's head: use MC dropout or ensemble_size=1)")
   predicted = jnp.argmax(h @ w + b, axis=-1)
   anchor, present = anchors(h, predicted, labeled, log_probs.shape[-1])
   flipped, rise = mixing_flips(h, w, b, anchor, present, jnp.float32(epsilon), chunk=chunk)
