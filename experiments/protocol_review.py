@@ -8,7 +8,7 @@ numbers on the same x-axis convention.
 Each ``name=workdir`` is an ``experiments.compare`` workdir (one subdirectory per strategy). It
 writes ``review.json`` (per recipe and strategy: the mean test accuracy with its 95% Student-t
 interval at every labeled-set size all seeds reached, the final accuracy, and the labels to
-``--target``, counted as the paper counts them), ``review.md`` (the same as tables, the paper's
+``--target``, counted as the paper counts them; no interval from one seed), ``review.md`` (the same as tables, the paper's
 numbers above them) and ``review.png`` (every recipe's curves, bands = 95% intervals).
 """
 
@@ -61,7 +61,8 @@ def review(runs: dict[str, str], paper: str, target: float, initial: int) -> dic
       reach = analysis.labels_to_reach(labels, acc, target)
       out["recipes"][recipe]["strategies"][strategy] = {
           "seeds": int(acc.shape[0]), "labels": labels.tolist(),
-          "accuracy_mean": mean.tolist(), "accuracy_ci": np.nan_to_num(half).tolist(),
+          "accuracy_mean": mean.tolist(),
+          "accuracy_ci": None if acc.shape[0] < 2 else half.tolist(),
           "labels_to_target": [None if r is None else r - count_from for r in reach]}
   return out
 
@@ -82,7 +83,8 @@ def to_markdown(r: dict, checkpoints=(50, 100, 150, 200, 250, 300)) -> str:
       for c in checkpoints:
         if c in s["labels"]:
           i = s["labels"].index(c)
-          cells.append(f"{s['accuracy_mean'][i]:.3f} ± {s['accuracy_ci'][i]:.3f}")
+          ci = "" if s["accuracy_ci"] is None else f" ± {s['accuracy_ci'][i]:.3f}"
+          cells.append(f"{s['accuracy_mean'][i]:.3f}{ci}")
         else:
           cells.append("")
       reach = ", ".join("—" if v is None else str(int(v)) for v in s["labels_to_target"])

@@ -23,8 +23,11 @@ Deviations: their acquisition sizes went up to 40 and their figures to 300 point
 runs b = 10 and stops at 300; 3 seeds with means and intervals (they report medians of 6); a
 step draws its batch with replacement.
 
-The review (``experiments/results/protocols/``) runs this recipe on Fashion-MNIST from 20 to 300
-labels; its README states the paper's numbers next to dal_jax's.
+Measured (``experiments/results/protocols/``; MNIST is not installable on our machine): on
+Fashion-MNIST, one seed (CPU time), 20 MC samples over 2,000 candidates, the recipe reaches 0.749
+(random) and 0.741 (BALD) at 200 labels and 0.76–0.77 at 300 — the level of dal_jax's other
+recipes — and neither reaches 90% (75% at 170 labels for random, 210 for BALD), against the
+paper's MNIST 90% at 120 labels (BALD) and 100 (BatchBALD).
 """
 
 from dal_jax import config
