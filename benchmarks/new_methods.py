@@ -10,7 +10,8 @@ dropout samples, then k-means on ``--dim``-dimensional random pre-logits of the 
 candidates); MaxHerding-style kernel herding on ``--dim``-dimensional random embeddings with 500
 target points; BAIT (2k forward and k backward rank-C steps on the Fisher of a ``--dim`` x C last
 layer); ACS-FW (Frank-Wolfe on the S-sample projections until the support holds k points);
-ALFA-Mix (head fit, mixing with C anchors, k-means among the flips). BAIT and ALFA-Mix get a
+ALFA-Mix (head fit, mixing with C anchors, k-means among the flips; its log-probs are a random
+linear head's on the embeddings, which the method requires). BAIT and ALFA-Mix get a
 labeled block: the last 1,000 rows are not candidates (their Fisher starts BAIT's information
 matrix, and they are ALFA-Mix's anchors).
 """
@@ -54,6 +55,10 @@ def one_row(method: str, n: int) -> dict:
   if acq.needs.pre_logits or acq.needs.embeddings:
     emb = jnp.asarray(rng.normal(size=(n, _DIM.value)), jnp.float32)
     outputs.update(pre_logits=emb, embeddings=emb)
+  if method == "alfa_mix":  # its input contract: the log-probs of a (dropout) linear head
+    w = rng.normal(size=(_DIM.value, _CLASSES.value)).astype(np.float32) / np.sqrt(_DIM.value)
+    noise = rng.normal(size=(_SAMPLES.value, 1, _CLASSES.value)).astype(np.float32) * 0.1
+    outputs["log_probs"] = jax.nn.log_softmax(3.0 * (emb @ w)[None] + noise, axis=-1)
 
   def select(seed):
     indices, _ = acq.select(state, outputs, key=jax.random.key(seed), k=_K.value, where=where)

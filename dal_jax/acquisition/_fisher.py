@@ -64,7 +64,10 @@ def _pool_fisher(p, h, weights, chunk):
   for s in range(0, n, chunk):
     pp, hh, ww = p[s:s + chunk], h[s:s + chunk], weights[s:s + chunk]
     sigma = (jax.vmap(jnp.diag)(pp) - pp[:, :, None] * pp[:, None, :]) * ww[:, None, None]
-    total = total + jnp.einsum("nab,nd,ne->adbe", sigma, hh, hh)
+    # Σ_n σ_n[a, b] h_n h_nᵀ as one [C C D, n] x [n, D] product (an einsum over three operands
+    # may form the [n, C, C, D, D] product first).
+    scaled = (sigma[:, :, :, None] * hh[:, None, None, :]).reshape(hh.shape[0], c * c * d)
+    total = total + jnp.transpose((scaled.T @ hh).reshape(c, c, d, d), (0, 2, 1, 3))
   return total.reshape(c * d, c * d)
 
 
