@@ -56,25 +56,42 @@ def _blocks(h, mat, c):
   return jnp.einsum("nabe,ne->nab", t, h)
 
 
+def _chunks(x, chunk):
+  """``x [N, ...]`` zero-padded and reshaped to ``[ceil(N / chunk), chunk, ...]``."""
+  pad = -x.shape[0] % chunk
+  x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+  return x.reshape(-1, chunk, *x.shape[1:])
+
+
 def _pool_fisher(p, h, weights, chunk):
-  """``Σ_x w_x I(x)`` as a ``[C D, C D]`` matrix, accumulated over chunks."""
-  n, d = h.shape
+  """``Σ_x w_x I(x)`` as a ``[C D, C D]`` matrix, accumulated chunk by chunk in a scan (one
+  chunk's temporaries alive at a time; padded rows have weight 0)."""
+  d = h.shape[1]
   c = p.shape[1]
-  total = jnp.zeros((c, d, c, d), jnp.float32)
-  for s in range(0, n, chunk):
-    pp, hh, ww = p[s:s + chunk], h[s:s + chunk], weights[s:s + chunk]
+
+  def add(total, blk):
+    pp, hh, ww = blk
     sigma = (jax.vmap(jnp.diag)(pp) - pp[:, :, None] * pp[:, None, :]) * ww[:, None, None]
-    # Σ_n σ_n[a, b] h_n h_nᵀ as one [C C D, n] x [n, D] product (an einsum over three operands
-    # may form the [n, C, C, D, D] product first).
+    # Σ_n σ_n[a, b] h_n h_nᵀ as one [C C D, n] x [n, D] product.
     scaled = (sigma[:, :, :, None] * hh[:, None, None, :]).reshape(hh.shape[0], c * c * d)
-    total = total + jnp.transpose((scaled.T @ hh).reshape(c, c, d, d), (0, 2, 1, 3))
+    return total + jnp.transpose((scaled.T @ hh).reshape(c, c, d, d), (0, 2, 1, 3)), None
+
+  total, _ = jax.lax.scan(add, jnp.zeros((c, d, c, d), jnp.float32),
+                          (_chunks(p, chunk), _chunks(h, chunk), _chunks(weights, chunk)))
   return total.reshape(c * d, c * d)
 
 
+def _all_blocks(h, mat, c, chunk):
+  """:func:`_blocks` of every row, chunk by chunk (``lax.map``: one chunk's ``[chunk, C, C, D]``
+  temporary at a time)."""
+  n = h.shape[0]
+  return jax.lax.map(lambda hc: _blocks(hc, mat, c), _chunks(h, chunk)).reshape(-1, c, c)[:n]
+
+
 def _bmm_t(x, y):
-  """``x @ yᵀ`` for batches of small matrices ``[N, C, C]``, as one fused broadcast-and-sum (XLA's
-  CPU batched matmul is several times slower at C x C sizes)."""
-  return jnp.sum(x[:, :, None, :] * y[:, None, :, :], axis=-1)
+  """``x @ yᵀ`` for batches of small matrices ``[N, C, C']`` (a batched dot: a broadcast-and-sum
+  is faster on CPU but materialises ``[N, C, C, C']``, O(N C³) memory)."""
+  return jnp.einsum("nar,nbr->nab", x, y)
 
 
 def _spd_solve_trace(a, b):
@@ -109,8 +126,8 @@ def _bait_loop(p, h, candidates, labeled, lam, *, k: int, oversample: int, chunk
   a = jnp.linalg.inv(m0)
   a = 0.5 * (a + a.T)
   kmat = a @ f @ a
-  qa = jnp.concatenate([_blocks(h[s:s + chunk], a, c) for s in range(0, n, chunk)])
-  qk = jnp.concatenate([_blocks(h[s:s + chunk], kmat, c) for s in range(0, n, chunk)])
+  qa = _all_blocks(h, a, c, chunk)
+  qk = _all_blocks(h, kmat, c, chunk)
 
   def update(sign, j, a, kmat, qa, qk):
     """M ← M + sign · I(x_j): rank-C Woodbury updates of A, K and every row's blocks."""
