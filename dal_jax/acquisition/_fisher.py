@@ -50,7 +50,7 @@ def fisher_factors(p: jax.Array) -> jax.Array:
 
 def _blocks(h, mat, c):
   """``[n, C, C]`` ``hᵀ mat_ab h`` for every row of ``h [n, D]`` (``mat [C D, C D]``)."""
-  n, d = h.shape
+  d = h.shape[1]
   m4 = mat.reshape(c, d, c, d)
   t = jnp.einsum("nd,adbe->nabe", h, m4)
   return jnp.einsum("nabe,ne->nab", t, h)
@@ -117,7 +117,7 @@ def _trace_change(sign, lf, qa, qk):
 
 @functools.partial(jax.jit, static_argnames=("k", "oversample", "chunk"))
 def _bait_loop(p, h, candidates, labeled, lam, *, k: int, oversample: int, chunk: int):
-  n, d = h.shape
+  d = h.shape[1]
   c = p.shape[1]
   cand = candidates.astype(jnp.float32)
   lf = fisher_factors(p)  # [N, C, C]
