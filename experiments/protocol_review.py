@@ -7,9 +7,10 @@ numbers on the same x-axis convention.
 
 Each ``name=workdir`` is an ``experiments.compare`` workdir (one subdirectory per strategy). It
 writes ``review.json`` (per recipe and strategy: the mean test accuracy with its 95% Student-t
-interval at every labeled-set size all seeds reached, the final accuracy, and the labels to
-``--target``, counted as the paper counts them; no interval from one seed), ``review.md`` (the same as tables, the paper's
-numbers above them) and ``review.png`` (every recipe's curves, bands = 95% intervals).
+interval at every labeled-set size all seeds reached, the median over seeds (Kirsch et al. report
+medians), and the labels to ``--target`` per seed and their median, counted as the paper counts
+them; no interval from one seed; a seed that never reaches the target counts as infinitely many
+labels in the median), ``review.md`` (the same as tables, the paper's numbers above them) and ``review.png`` (every recipe's curves, bands = 95% intervals).
 """
 
 from __future__ import annotations
@@ -58,13 +59,23 @@ def review(runs: dict[str, str], paper: str, target: float, initial: int) -> dic
     for strategy in strategies:
       labels, acc = analysis.curve(analysis.load_metrics(os.path.join(workdir, strategy)))
       mean, half = analysis.mean_ci(acc)
-      reach = analysis.labels_to_reach(labels, acc, target)
+      reach = [None if r is None else r - count_from
+               for r in analysis.labels_to_reach(labels, acc, target)]
       out["recipes"][recipe]["strategies"][strategy] = {
           "seeds": int(acc.shape[0]), "labels": labels.tolist(),
           "accuracy_mean": mean.tolist(),
           "accuracy_ci": None if acc.shape[0] < 2 else half.tolist(),
-          "labels_to_target": [None if r is None else r - count_from for r in reach]}
+          "accuracy_median": np.median(acc, axis=0).tolist(),
+          "labels_to_target": reach,
+          "labels_to_target_median": median_reach(reach)}
   return out
+
+
+def median_reach(reach: list[float | None]) -> float | None:
+  """The median over seeds of the labels to the target, a seed that never reached it counting as
+  infinitely many (None when the median itself is not reached)."""
+  m = float(np.median([np.inf if r is None else r for r in reach]))
+  return None if np.isinf(m) else m
 
 
 def to_markdown(r: dict, checkpoints=(50, 100, 150, 200, 250, 300)) -> str:
@@ -75,8 +86,8 @@ def to_markdown(r: dict, checkpoints=(50, 100, 150, 200, 250, 300)) -> str:
   lines.append(f"dal_jax, {unit} to {r['target']:.0%} (per seed; — = not reached):")
   lines.append("")
   lines.append("| recipe | strategy | seeds | " + " | ".join(f"acc @ {c}" for c in checkpoints)
-               + f" | {unit} to {r['target']:.0%} |")
-  lines.append("|---|---|---|" + "---|" * len(checkpoints) + "---|")
+               + f" | {unit} to {r['target']:.0%} | median |")
+  lines.append("|---|---|---|" + "---|" * len(checkpoints) + "---|---|")
   for recipe, block in r["recipes"].items():
     for strategy, s in block["strategies"].items():
       cells = []
@@ -88,8 +99,9 @@ def to_markdown(r: dict, checkpoints=(50, 100, 150, 200, 250, 300)) -> str:
         else:
           cells.append("")
       reach = ", ".join("—" if v is None else str(int(v)) for v in s["labels_to_target"])
+      med = s["labels_to_target_median"]
       lines.append(f"| {recipe} | {strategy} | {s['seeds']} | " + " | ".join(cells)
-                   + f" | {reach} |")
+                   + f" | {reach} | {'—' if med is None else int(med)} |")
   return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@ run two rounds on digits-sized data through the comparison runner."""
 
 import json
 
+import numpy as np
 import pytest
 
 from dal_jax import analysis
@@ -46,3 +47,39 @@ def test_protocol_config_runs_two_rounds_on_digits(name, tmp_path):
     want = reach - rows["random"]["labels_counted_from"]
     assert rows["random"]["labels_to_target_mean"] == want
   assert c.protocol.split(" (")[0] in compare.title(c)
+
+
+def _write_runs(workdir, curves, start=20, step=10):
+  """``workdir/seed_s/metrics.jsonl`` from ``[num_seeds, L]`` accuracies."""
+  for s, row in enumerate(curves):
+    d = workdir / f"seed_{s}"
+    d.mkdir(parents=True)
+    d.joinpath("metrics.jsonl").write_text("".join(
+        json.dumps({"round": r, "num_labels": start + step * r, "accuracy": float(a)}) + "\n"
+        for r, a in enumerate(row)))
+
+
+@pytest.mark.parametrize("paper", ["gal2017", "kirsch2019"])
+def test_protocol_review_statistics_against_hand_computation(paper, tmp_path):
+  from experiments import protocol_review
+  rng = np.random.default_rng()
+  acc = rng.uniform(0.5, 0.85, size=(3, 6))
+  acc[0, 2:] = 0.95                      # seed 0 reaches 0.9 at 40 labels
+  acc[1, 4:] = 0.91                      # seed 1 at 60; seed 2 never
+  _write_runs(tmp_path / "a" / "bald", acc)
+  _write_runs(tmp_path / "a" / "random", acc[:1])
+  r = protocol_review.review({"a": str(tmp_path / "a")}, paper, 0.9, 20)
+  bald = r["recipes"]["a"]["strategies"]["bald"]
+  offset = 20 if paper == "gal2017" else 0  # Gal et al. count acquired labels
+  assert bald["labels"] == [20, 30, 40, 50, 60, 70] and bald["seeds"] == 3
+  np.testing.assert_allclose(bald["accuracy_mean"], acc.mean(0), rtol=1e-12)
+  np.testing.assert_allclose(bald["accuracy_median"], np.median(acc, 0), rtol=1e-12)
+  half = 4.302653 * acc.std(0, ddof=1) / np.sqrt(3)  # t_{0.975, 2} from the table
+  np.testing.assert_allclose(bald["accuracy_ci"], half, rtol=1e-6)
+  assert bald["labels_to_target"] == [40 - offset, 60 - offset, None]
+  assert bald["labels_to_target_median"] == 60 - offset  # the unreached seed counts as ∞
+  one = r["recipes"]["a"]["strategies"]["random"]
+  assert one["accuracy_ci"] is None and one["labels_to_target_median"] == 40 - offset
+  assert protocol_review.median_reach([None, None, 50.0]) is None
+  md = protocol_review.to_markdown(r)
+  assert f"| a | bald | 3 |" in md and f"| {40 - offset}, {60 - offset}, — | {60 - offset} |" in md
