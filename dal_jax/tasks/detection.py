@@ -32,6 +32,7 @@ the maintained reference evaluator, used directly (:func:`coco_map`).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -180,13 +181,13 @@ def _decode_one(log_probs: jax.Array, reg: jax.Array, max_detections: int) -> De
   return Detections(scores=best, classes=cls.astype(jnp.int32), boxes=boxes)
 
 
+@functools.partial(jax.jit, static_argnames=("max_detections",))
 def decode(log_probs: jax.Array, box_regression: jax.Array, *,
            max_detections: int = MAX_DETECTIONS) -> Detections:
-  """Detections of ``[N, h, w, C + 1]`` class log-probs and ``[N, h, w, 4]`` regressions."""
+  """Detections of ``[N, h, w, C + 1]`` class log-probs and ``[N, h, w, 4]`` regressions
+  (compiled once per shape: the metrics, the acquisitions and a project's queries decode
+  through it)."""
   return jax.vmap(lambda lp, r: _decode_one(lp, r, max_detections))(log_probs, box_regression)
-
-
-_decode_jit = jax.jit(decode, static_argnames=("max_detections",))
 
 
 def decode_outputs(outputs: jax.Array, *, max_detections: int = MAX_DETECTIONS) -> Detections:
@@ -271,7 +272,7 @@ def metrics(log_probs, labels, box_regression=None) -> dict:
   if box_regression is None:
     raise ValueError("detection metrics need the model's box_regression output")
   lp = jnp.asarray(log_probs)
-  dets = _decode_jit(lp, jnp.asarray(box_regression))
+  dets = decode(lp, jnp.asarray(box_regression))
   labels = np.asarray(labels)
   out = coco_map(dets, labels, lp.shape[-1] - 1)
   out["objects"] = int((labels[..., 0] >= 0).sum())
