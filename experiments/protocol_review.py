@@ -81,7 +81,7 @@ def median_reach(reach: list[float | None]) -> float | None:
 def to_markdown(r: dict, checkpoints=(50, 100, 150, 200, 250, 300)) -> str:
   spec = r["paper"]
   unit = "acquired labels" if spec["counting"] == "acquired" else "labels (initial included)"
-  lines = [f"Paper ({spec['paper']}): {unit} to {r['target']:.0%} accuracy: "
+  lines = [f"Paper ({spec['paper']}): {unit} to 90% accuracy: "
            + ", ".join(f"{k} {v}" for k, v in spec["labels_to_90"].items()) + ".", ""]
   lines.append(f"dal_jax, {unit} to {r['target']:.0%} (per seed; — = not reached):")
   lines.append("")

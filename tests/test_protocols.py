@@ -83,3 +83,7 @@ def test_protocol_review_statistics_against_hand_computation(paper, tmp_path):
   assert protocol_review.median_reach([None, None, 50.0]) is None
   md = protocol_review.to_markdown(r)
   assert f"| a | bald | 3 |" in md and f"| {40 - offset}, {60 - offset}, — | {60 - offset} |" in md
+  # The paper's numbers are labels to 90% whatever target the review reports.
+  md75 = protocol_review.to_markdown(protocol_review.review({"a": str(tmp_path / "a")}, paper,
+                                                            0.75, 20))
+  assert "to 90% accuracy: " in md75.splitlines()[0] and "to 75%" in md75
