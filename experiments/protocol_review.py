@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 
 import numpy as np
 from absl import app
@@ -119,7 +120,7 @@ def main(argv):
             for strategy in sorted(r["recipes"][recipe]["strategies"])}
   paper = PAPERS[_PAPER.value]["paper"]
   analysis.plot_curves(curves, os.path.join(_OUT.value, "review.png"),
-                       title=f"recipes {', '.join(runs)} (paper: {paper})")
+                       title=textwrap.fill(f"recipes {', '.join(runs)} (paper: {paper})", 70))
   print(to_markdown(r))
 
 
