@@ -10,7 +10,8 @@ writes ``review.json`` (per recipe and strategy: the mean test accuracy with its
 interval at every labeled-set size all seeds reached, the median over seeds (Kirsch et al. report
 medians), and the labels to ``--target`` per seed and their median, counted as the paper counts
 them; no interval from one seed; a seed that never reaches the target counts as infinitely many
-labels in the median), ``review.md`` (the same as tables, the paper's numbers above them) and ``review.png`` (every recipe's curves, bands = 95% intervals).
+labels in the median), ``review.md`` (the same as tables, the paper's numbers above them) and
+``review.png`` (every recipe's curves, bands = 95% intervals).
 """
 
 from __future__ import annotations
